@@ -1,0 +1,59 @@
+"""Shared helpers for the benchmark scripts: timing, CPU share, BENCHMARKS.md sections."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import resource
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_MD = ROOT / "BENCHMARKS.md"
+
+
+class Timer:
+    """Wall and CPU seconds of a block; `cpu_util` = CPU seconds / (wall * cores)."""
+
+    def __enter__(self):
+        self.w0, self.c0 = time.perf_counter(), self._cpu()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.w0
+        self.cpu = self._cpu() - self.c0
+        self.cpu_util = self.cpu / (self.wall * (os.cpu_count() or 1)) if self.wall else 0.0
+        return False
+
+    @staticmethod
+    def _cpu() -> float:
+        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def header() -> str:
+    from lorabench.resources import versions
+    v = versions()
+    return (f"Measured {dt.date.today().isoformat()} on {os.cpu_count()} CPU cores ({_cpu_name()}), python {v['python']}, "
+            f"torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}.")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace the section `## name` of BENCHMARKS.md (written by that script only) with `body`."""
+    text = BENCH_MD.read_text() if BENCH_MD.exists() else "# Benchmarks\n\nEach section is rewritten by the script it names.\n"
+    block = f"## {name}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(block + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    tmp = BENCH_MD.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(BENCH_MD)

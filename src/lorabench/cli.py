@@ -1,0 +1,181 @@
+"""Command line: parse -> config -> pipeline. No logic of its own."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import LorabenchError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--output-dir", help="where to write (default: under runs/<name>/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    ap = argparse.ArgumentParser(prog="lorabench", description=(
+        "LoRA-fine-tune pretrained transformers as text classifiers and compare them head to head."))
+    ap.add_argument("--version", action="version", version=f"lorabench {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="fine-tune one model and write a run folder")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="train several models on one split and write the comparison report")
+    _common(p)
+    p.add_argument("--seeds", type=int, metavar="N", help="repeat each model with seeds 42, 43, ... (N of them)")
+    p.add_argument("--force", action="store_true", help="re-run models whose finished runs exist")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sweep", help="Bayesian hyperparameter search (Optuna; W&B sweep format accepted)")
+    _common(p)
+    p.add_argument("--trials", type=int, metavar="N", help="number of finished trials wanted (overrides run_cap)")
+    p.add_argument("--storage", help="SQLAlchemy URL (default: SQLite file in the sweep folder); "
+                   "PostgreSQL lets several machines share one study")
+    p.add_argument("--study", help="study name (default: the config's name); joins it if it exists")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine")
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("predict", help="label new rows with a fine-tuned run")
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, help="CSV / JSON / JSONL / Parquet file, or - for JSON lines on stdin")
+    p.add_argument("--output", required=True, help="CSV / JSONL / Parquet file, or - for JSON lines on stdout")
+    p.add_argument("--format", choices=["default", "kaggle"], default="default",
+                   help="kaggle: exactly id,target")
+    p.add_argument("--probabilities", action="store_true", help="add every class's probability")
+    p.add_argument("--threshold", type=float, help="binary decision threshold (default: the run's, else argmax)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-merge", action="store_true", help="keep LoRA unmerged (slower; for checks)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run as adapter + head, or merged into a plain transformers folder")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--merge", action="store_true", help="merge LoRA into the base weights (no peft needed to load)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="(re)build the report of a comparison or sweep folder from its records")
+    p.add_argument("folder")
+    p.add_argument("--storage", help="a sweep's storage URL, when it holds a password")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("data", help="summarise the data of a config: split sizes, classes, weights, lengths")
+    p.add_argument("config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("models", help="list the built-in model names and whether each is available here")
+    p.set_defaults(func=cmd_models)
+    return ap
+
+
+def cmd_train(args) -> int:
+    from .config import ExperimentConfig, load_config
+    from .pipeline import default_run_dir, quiet_libraries, run_experiment
+    cfg = load_config(ExperimentConfig, args.config, args.overrides)
+    quiet_libraries()
+    out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg)
+    rec = run_experiment(cfg, out)
+    m = rec["metrics"]["val"]
+    print(f"{rec['label']}: val F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
+          f"accuracy {m['accuracy']:.4f}) in {rec['train_seconds']:.0f} s -> {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import run_compare
+    from .config import CompareConfig, load_config
+    overrides = list(args.overrides)
+    if args.seeds:
+        overrides.append(f"seeds=[{', '.join(str(42 + i) for i in range(args.seeds))}]")
+    cfg = load_config(CompareConfig, args.config, overrides)
+    report = run_compare(cfg, output_dir=args.output_dir, force=args.force)
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import load_sweep_config, plan, run_sweep, run_worker
+    cfg = load_sweep_config(args.config, args.overrides)
+    if args.worker_only:
+        run_worker(plan(cfg, output_dir=args.output_dir, storage=args.storage, study=args.study,
+                        trials=args.trials), worker=args.worker_id)
+        return 0
+    if args.workers < 1:
+        raise LorabenchError(f"--workers must be >= 1, got {args.workers}")
+    report = run_sweep(cfg, config_path=args.config, overrides=args.overrides, output_dir=args.output_dir,
+                       storage=args.storage, study=args.study, trials=args.trials, workers=args.workers)
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict_file
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise LorabenchError(f"--threshold must be in (0, 1), got {args.threshold}")
+    if args.batch_size < 1:
+        raise LorabenchError(f"--batch-size must be >= 1, got {args.batch_size}")
+    info = predict_file(args.run_dir, args.input, args.output, fmt=args.format, probabilities=args.probabilities,
+                        threshold=args.threshold, batch_size=args.batch_size, merge=not args.no_merge)
+    if args.output != "-":
+        print(f"predicted {info['rows']} rows -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .predict import export_run
+    out = export_run(args.run_dir, args.out_dir, merge=args.merge)
+    print(f"exported {'merged model' if args.merge else 'adapter + head'} -> {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    out = build_report(Path(args.folder), storage=args.storage)
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .config import CompareConfig, ExperimentConfig, load_config, read_yaml
+    from .datasummary import print_summary
+    raw = read_yaml(args.config)
+    cls = CompareConfig if "models" in raw else ExperimentConfig
+    cfg = load_config(cls, args.config, args.overrides)
+    print_summary(cfg)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import BUILTINS, builtin_available
+    print(f"{'name':<14} {'available':<10} description")
+    for b in BUILTINS.values():
+        print(f"{b.name:<14} {'yes' if builtin_available(b) else 'no':<10} {b.description}")
+    print(f"{'tfidf-logreg':<14} {'yes':<10} scikit-learn TF-IDF + logistic regression baseline (compare only)")
+    print("Any hub id or local folder works too (hub ids need internet; this machine is offline).")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LorabenchError as e:
+        print(f"lorabench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lorabench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,457 @@
+"""Typed, validated configuration: one frozen dataclass per pipeline step.
+
+A config is YAML (read with ``yaml.safe_load``) plus ``--set key.sub=value`` overrides.
+Unknown keys and wrong types are errors that name the key. Each field carries its help
+text in ``metadata["help"]``; ``lorabench config-help`` prints them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+# --------------------------------------------------------------------------- steps
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = _f("disaster_tweets", help=(
+        "`disaster_tweets` (bundled Kaggle data), a CSV/JSON/JSONL/Parquet file, a folder "
+        "written by datasets.save_to_disk, or a hub dataset id. Relative paths resolve "
+        "against the config file."))
+    text: str = _f("text", help="A column name, or a template over columns such as '{keyword} | {text}'.")
+    label: str = _f("target", help="The label column (integer or string labels).")
+    label_names: list[str] | None = _f(None, help="Names for the label ids, in id order (optional).")
+    val: str | None = _f(None, help="Explicit validation file; default: the study's 80/20 split of `source`.")
+    test: str | None = _f(None, help="Explicit test file; scored when it has labels.")
+    train_size: float = _f(0.8, help="Share of `source` rows kept for training when `val` is not given.")
+    split_seed: int = _f(42, help="Seed of the train/val split (the study used 42).")
+    class_weights: Union[Literal["balanced", "none"], list[float]] = _f("balanced", help=(
+        "`balanced` = n / (k * count[c]) over the train split, `none`, or an explicit list in "
+        "label-id order (the study's published [0.8766697374481806, 1.1637114032405993])."))
+    max_train_samples: int | None = _f(None, help="Seeded subsample of the train split, for quick runs.")
+    max_eval_samples: int | None = _f(None, help="Seeded subsample of val and test, for quick runs.")
+    sample_seed: int = _f(0, help="Seed of the subsamples.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_size < 1.0:
+            raise ConfigError(f"data.train_size must be in (0, 1), got {self.train_size}")
+        for key in ("max_train_samples", "max_eval_samples"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {v}")
+        if isinstance(self.class_weights, list) and any(w <= 0 for w in self.class_weights):
+            raise ConfigError(f"data.class_weights must be positive, got {self.class_weights}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _f("minilm-l6", help=(
+        "A built-in name (see `lorabench models`), a hub id, a local folder, or a .gguf file."))
+    max_length: int = _f(512, help="Truncation length in tokens (the study: 512).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", help=(
+        "Weights dtype: `auto` = float32 on CPU, bfloat16 on GPUs that support it."))
+    trust_remote_code: bool = _f(False, help="Run model code from the hub. Off unless you ask.")
+    gguf_file: str | None = _f(None, help="GGUF file name inside the `name` folder (optional).")
+    kind: Literal["transformer", "tfidf-logreg"] = _f("transformer", help=(
+        "`transformer`, or the scikit-learn baseline `tfidf-logreg` (set automatically by that name)."))
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ConfigError(f"model.max_length must be >= 2, got {self.max_length}")
+        if self.name == "tfidf-logreg" and self.kind != "tfidf-logreg":
+            object.__setattr__(self, "kind", "tfidf-logreg")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = _f(8, help="LoRA rank.")
+    alpha: int = _f(16, help="LoRA alpha (scaling = alpha / r).")
+    dropout: float = _f(0.1, help="Dropout on the LoRA input.")
+    bias: Literal["none", "all", "lora_only"] = _f("none", help="Which biases to train.")
+    target_modules: list[str] | None = _f(None, help="Module names to adapt; default from the architecture table.")
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float = _f(1e-4, help="Peak learning rate (the study: 1e-4).")
+    lr_scheduler: str = _f("constant_with_warmup", help="Any transformers scheduler name (the study: constant with warmup).")
+    warmup_ratio: float = _f(0.1, help="Share of steps for warmup.")
+    max_grad_norm: float = _f(0.3, help="Gradient clipping (the study: 0.3).")
+    batch_size: int = _f(8, help="Per-device train batch size (the study: 8).")
+    eval_batch_size: int | None = _f(None, help="Per-device eval batch size; default 4 x batch_size.")
+    gradient_accumulation_steps: int = _f(1, help="Micro-batches per optimiser step.")
+    epochs: float = _f(5, help="Training epochs (the study: 5).")
+    max_steps: int | None = _f(None, help="Stop after this many optimiser steps (overrides epochs).")
+    weight_decay: float = _f(0.001, help="AdamW weight decay (the study: 0.001).")
+    seed: int = _f(42, help="Seed for initialisation and data order.")
+    early_stopping_patience: int | None = _f(None, help="Stop after this many evaluations without improvement.")
+    metric_for_best_model: str = _f("f1", help="Val metric that picks the best epoch.")
+    gradient_checkpointing: bool = _f(False, help=(
+        "Trade compute for memory. Off by default: it costs ~1.9x time on CPU and changes no result."))
+    group_by_length: bool = _f(True, help=(
+        "Batch rows of similar length: ~1.5x fewer padded tokens, same result in expectation."))
+    report_to: str | list[str] = _f("none", help="Passed to the Trainer: none, wandb, tensorboard...")
+    logging_steps: int = _f(50, help="Log the training loss every N steps.")
+    dataloader_num_workers: int = _f(0, help="DataLoader workers.")
+    threshold: float | Literal["tune"] = _f(0.5, help=(
+        "Binary decision threshold on P(positive); `tune` picks the F1-best one on val."))
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if self.epochs <= 0:
+            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"train.threshold must be in (0, 1) or 'tune', got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One model trained on one split: what `lorabench train` runs."""
+    name: str = _f("experiment", help="Experiment name; runs go to runs/<name>/.")
+    data: DataConfig = _f(DataConfig(), help="Data source, split and class weights.")
+    model: ModelConfig = _f(ModelConfig(), help="Which pretrained model and how to load it.")
+    lora: LoraConfig | None = _f(LoraConfig(), help="LoRA settings; null = full fine-tuning.")
+    train: TrainConfig = _f(TrainConfig(), help="Trainer settings (defaults: the study's).")
+    label: str | None = _f(None, help="Display name in reports (default: the model name).")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One `models:` entry of a comparison: a model plus its own overrides."""
+    name: str = _f(help="Model name, as in model.name.")
+    label: str | None = _f(None, help="Display name in the report.")
+    model: dict | None = _f(None, help="Overrides of the model section (max_length, dtype...).")
+    lora: dict | None = _f(None, help="Overrides of the shared lora section (use full_finetune: true for no LoRA).")
+    train: dict | None = _f(None, help="Overrides of the shared train section.")
+    full_finetune: bool = _f(False, help="Train all weights instead of LoRA.")
+    max_train_samples: int | None = _f(None, help=(
+        "Train this model on a seeded subsample of the shared train split (val and test stay identical)."))
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Several models on one split: what `lorabench compare` runs."""
+    name: str = _f("compare", help="Comparison name; runs go to runs/<name>/.")
+    data: DataConfig = _f(DataConfig(), help="Shared data section: every model sees this split.")
+    model: dict = _f({}, help="Shared model settings (max_length, dtype...) under each entry's own.")
+    lora: LoraConfig | None = _f(LoraConfig(), help="Shared LoRA settings.")
+    train: TrainConfig = _f(TrainConfig(), help="Shared Trainer settings.")
+    models: list[ModelEntry] = _f([], help="The models to compare.")
+    seeds: list[int] = _f([42], help="Each model is trained once per seed; the report shows mean ± std.")
+    notes: str | None = _f(None, help="Free text shown at the top of the report.")
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("models: a comparison needs at least one entry")
+        labels = [m.label or m.name for m in self.models]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ConfigError(f"models: duplicate label {dup[0]!r}; give each entry a distinct `label`")
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one seed")
+
+    def experiments(self) -> list[ExperimentConfig]:
+        """The resolved experiment of every (model, seed), in report order."""
+        out = []
+        for entry in self.models:
+            for seed in self.seeds:
+                out.append(self.experiment(entry, seed))
+        return out
+
+    def experiment(self, entry: ModelEntry, seed: int) -> ExperimentConfig:
+        model = {**self.model, **(entry.model or {}), "name": entry.name}
+        train = {**dataclasses.asdict(self.train), **(entry.train or {}), "seed": seed}
+        if entry.full_finetune or self.lora is None:
+            lora = None
+        else:
+            lora = from_dict(LoraConfig, {**dataclasses.asdict(self.lora), **(entry.lora or {})}, "lora")
+        data = self.data
+        if entry.max_train_samples is not None:
+            data = dataclasses.replace(data, max_train_samples=entry.max_train_samples)
+        return ExperimentConfig(
+            name=self.name,
+            data=data,
+            model=from_dict(ModelConfig, model, f"models[{entry.label or entry.name}].model"),
+            lora=lora,
+            train=from_dict(TrainConfig, train, f"models[{entry.label or entry.name}].train"),
+            label=entry.label or entry.name,
+        )
+
+
+@dataclass(frozen=True)
+class SweepMetric:
+    name: str = _f("f1", help="Val metric to optimise: f1, precision, recall, accuracy (W&B's `eval/f1-score` = f1).")
+    goal: Literal["maximize", "minimize"] = _f("maximize", help="maximize or minimize.")
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    """The `sweep:` section; W&B sweep files are accepted as written."""
+    method: Literal["bayes", "random", "grid"] = _f("bayes", help="bayes = Optuna TPE; random; grid.")
+    metric: SweepMetric = _f(SweepMetric(), help="What to optimise.")
+    parameters: dict = _f({}, help=(
+        "Search space in W&B form: `value`, `values`, or `distribution` (uniform, log_uniform_values, "
+        "int_uniform, q_uniform, categorical, log_uniform) with min/max (q). Names: the study's lora_rank, "
+        "lora_alpha, lora_dropout, lora_bias, learning_rate, max_length... or dotted config keys."))
+    run_cap: int | None = _f(None, help="Trials to run (W&B's name).")
+    trials: int | None = _f(None, help="Trials to run (same as run_cap; --trials overrides both).")
+    pruner: Literal["median", "hyperband", "none"] = _f("median", help="Stop unpromising trials early.")
+    seed: int = _f(0, help="Sampler seed.")
+    heartbeat_seconds: int = _f(30, help="A trial whose worker is silent this long (x2) is marked failed and retried.")
+    max_retries: int = _f(2, help="Retries of a trial whose worker died.")
+    name: str | None = _f(None, help="W&B's sweep name (informational).")
+    program: str | None = _f(None, help="W&B's training script (ignored: lorabench trains).")
+    command: list | None = _f(None, help="W&B's command (ignored).")
+    early_terminate: dict | None = _f(None, help="W&B's early termination: any value switches on hyperband.")
+    project: str | None = _f(None, help="W&B project (ignored).")
+    entity: str | None = _f(None, help="W&B entity (ignored).")
+    description: str | None = _f(None, help="Free text.")
+
+    def __post_init__(self) -> None:
+        if not self.parameters:
+            raise ConfigError("sweep.parameters: give at least one parameter to search")
+        n = self.n_trials
+        if n is not None and n < 1:
+            raise ConfigError(f"sweep.run_cap must be >= 1, got {n}")
+
+    @property
+    def n_trials(self) -> int | None:
+        return self.trials if self.trials is not None else self.run_cap
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One model, many hyperparameter settings: what `lorabench sweep` runs."""
+    name: str = _f("sweep", help="Sweep name; trials go to runs/<name>/.")
+    data: DataConfig = _f(DataConfig(), help="Data (loaded and tokenised once per worker).")
+    model: ModelConfig = _f(ModelConfig(), help="The model to tune.")
+    lora: LoraConfig | None = _f(LoraConfig(), help="Base LoRA settings (the sweep overrides some).")
+    train: TrainConfig = _f(TrainConfig(), help="Base Trainer settings.")
+    sweep: SweepSection | None = _f(None, help="The search (required).")
+    label: str | None = _f(None, help="Display name.")
+
+    def __post_init__(self) -> None:
+        if self.sweep is None:
+            raise ConfigError("missing key 'sweep' (the search space and objective)")
+
+    def base(self) -> ExperimentConfig:
+        return ExperimentConfig(name=self.name, data=self.data, model=self.model, lora=self.lora,
+                                train=self.train, label=self.label)
+
+
+# --------------------------------------------------------------------------- parsing
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where it is lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own, more precise error
+            return _coerce(options[0], value, key)
+        for arg in options:
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = args or (Any,)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types name the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key '{where}{unknown[0]}' (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
+    missing = [n for n, f in fields.items() if n not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing key '{prefix + '.' if prefix else ''}{missing[0]}'")
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Any:
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` strings; values are parsed as YAML (`1e-4`, `null`, `[a, b]`)."""
+    raw = dict(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+            node[part] = dict(child)
+            node = node[part]
+        node[parts[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def resolve_paths(raw: dict, base_dir: Path) -> dict:
+    """Make data file paths relative to the config file's folder absolute."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        for key in ("source", "val", "test"):
+            v = data.get(key)
+            if isinstance(v, str) and _looks_like_path(v) and not Path(v).is_absolute():
+                candidate = (base_dir / v)
+                data[key] = str(candidate.resolve())
+        raw = {**raw, "data": data}
+    return raw
+
+
+def _looks_like_path(value: str) -> bool:
+    if value == "disaster_tweets":
+        return False
+    return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in {
+        ".csv", ".json", ".jsonl", ".parquet", ".tsv"} or "/" in value and not _is_hub_like(value)
+
+
+def _is_hub_like(value: str) -> bool:
+    return value.count("/") == 1 and not value.startswith((".", "/")) and "." not in value.split("/")[0]
+
+
+def load_config(cls: type, path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """Read YAML `path` (or start empty), apply overrides, resolve paths, validate into `cls`."""
+    raw = read_yaml(path) if path else {}
+    raw = apply_overrides(raw, overrides or [])
+    base = Path(path).resolve().parent if path else Path.cwd()
+    raw = resolve_paths(raw, base)
+    return from_dict(cls, raw)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def field_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every field, recursing into sections."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        sub = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        if sub:
+            rows.append((key, "", f.metadata.get("help", "")))
+            rows.extend(field_help(sub[0], key + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        rows.append((key, repr(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,334 @@
+"""Data: load rows, build the text, map labels, split train/val/test, class weights.
+
+`load_splits(cfg.data)` is the only entry point the pipeline needs. The default split is
+the study's: `datasets.Dataset.train_test_split(train_size=0.8, seed=42)` of the labelled
+rows in file order (bundled data: train 6090 / val 1523, first train row id 5285).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import string
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import DataConfig
+from .errors import DataError
+
+BUNDLED = "disaster_tweets"
+BUNDLED_LABEL_NAMES = ["not_disaster", "disaster"]
+TABLE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
+
+
+@dataclass
+class Split:
+    """Rows of one split: the text fed to the model, label ids (-1 = unlabelled), ids."""
+    texts: list[str]
+    labels: list[int]
+    ids: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def labelled(self) -> bool:
+        return len(self.labels) > 0 and all(y >= 0 for y in self.labels)
+
+    def class_counts(self, k: int) -> list[int]:
+        return [int(sum(1 for y in self.labels if y == c)) for c in range(k)]
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split | None
+    label_names: list[str]
+    label_values: list[Any]  # the raw label value of each id, as in the file
+    class_weights: list[float] | None
+    source: str
+    text_template: str
+    notes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def summary(self) -> dict:
+        k = self.num_labels
+        out = {
+            "source": self.source,
+            "text": self.text_template,
+            "train_rows": len(self.train),
+            "val_rows": len(self.val),
+            "test_rows": len(self.test) if self.test is not None else 0,
+            "test_labelled": bool(self.test is not None and self.test.labelled),
+            "label_names": self.label_names,
+            "label_values": self.label_values,
+            "train_class_counts": self.train.class_counts(k),
+            "val_class_counts": self.val.class_counts(k),
+            "class_weights": self.class_weights,
+            "fingerprint": self.fingerprint,
+            "val_fingerprint": fingerprint(self, parts=("val",)),
+        }
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+# --------------------------------------------------------------------------- reading
+def bundled_path(name: str = "train.csv") -> Path:
+    return Path(str(resources.files("lorabench") / "datasets" / BUNDLED / name))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV / TSV / JSON / JSONL / Parquet file or a `save_to_disk` folder as strings-as-is."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"data file not found: {p}")
+    try:
+        if p.is_dir():
+            import datasets
+            ds = datasets.load_from_disk(str(p))
+            if isinstance(ds, datasets.DatasetDict):
+                if "train" not in ds:
+                    raise DataError(f"{p}: a DatasetDict without a 'train' split (has {list(ds)})")
+                ds = ds["train"]
+            return ds.to_pandas()
+        suffix = p.suffix.lower()
+        if suffix == ".csv":
+            return pd.read_csv(p, keep_default_na=True)
+        if suffix == ".tsv":
+            return pd.read_csv(p, sep="\t")
+        if suffix == ".jsonl":
+            return pd.read_json(p, lines=True)
+        if suffix == ".json":
+            try:
+                return pd.read_json(p)
+            except ValueError:
+                return pd.read_json(p, lines=True)
+        if suffix == ".parquet":
+            return pd.read_parquet(p)
+    except DataError:
+        raise
+    except Exception as e:  # a malformed file: name it and the reason, no traceback
+        raise DataError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    raise DataError(f"{p}: unsupported file type {p.suffix!r} (use csv, tsv, json, jsonl, parquet "
+                    "or a datasets.save_to_disk folder)")
+
+
+def read_source(source: str) -> tuple[pd.DataFrame, str]:
+    """Rows of `source`; returns (frame, description)."""
+    if source == BUNDLED:
+        return read_table(bundled_path("train.csv")), f"{BUNDLED} (bundled Kaggle train.csv)"
+    p = Path(source).expanduser()
+    if p.exists() or p.suffix.lower() in TABLE_SUFFIXES or source.startswith((".", "/", "~")):
+        return read_table(p), str(p)
+    return _read_hub(source), f"hub:{source}"
+
+
+def _read_hub(dataset_id: str) -> pd.DataFrame:
+    import os
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        raise DataError(f"data.source {dataset_id!r} is neither a local file nor a folder, and the hub "
+                        "is offline (HF_HUB_OFFLINE=1)")
+    import datasets
+    try:
+        return datasets.load_dataset(dataset_id, split="train").to_pandas()
+    except Exception as e:
+        raise DataError(f"cannot load hub dataset {dataset_id!r}: {str(e).splitlines()[0]}") from None
+
+
+# --------------------------------------------------------------------------- text and labels
+def template_fields(template: str) -> list[str]:
+    """Column names a text setting needs: the column itself, or the template's fields."""
+    if "{" not in template:
+        return [template]
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def build_texts(frame: pd.DataFrame, template: str, where: str) -> list[str]:
+    cols = template_fields(template)
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where}: no column {missing[0]!r} for data.text (columns: {', '.join(map(str, frame.columns))})")
+    if "{" not in template:
+        return [_as_text(v) for v in frame[template].tolist()]
+    values = {c: [_as_text(v) for v in frame[c].tolist()] for c in cols}
+    return [template.format_map({c: values[c][i] for c in cols}) for i in range(len(frame))]
+
+
+def _as_text(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
+
+
+def _label_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def label_vocabulary(values: list[Any], where: str, column: str) -> list[Any]:
+    """Sorted distinct label values: ints as ints, strings as strings."""
+    if not values:
+        raise DataError(f"{where}: no rows")
+    empty = sum(1 for v in values if _label_missing(v))
+    if empty:
+        raise DataError(f"{where}: label column {column!r} has {empty} empty value(s)")
+    normalised = [_normalise_label(v) for v in values]
+    distinct = sorted(set(normalised), key=lambda v: (isinstance(v, str), v))
+    if len(distinct) < 2:
+        raise DataError(f"{where}: label column {column!r} has a single class ({distinct[0]!r}); need at least 2")
+    return distinct
+
+
+def _normalise_label(v: Any) -> Any:
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
+    return str(v).strip()
+
+
+def _label_ids(frame: pd.DataFrame, cfg: DataConfig, vocab: list[Any], where: str, *, required: bool) -> list[int]:
+    if cfg.label not in frame.columns:
+        if required:
+            raise DataError(f"{where}: no label column {cfg.label!r} (columns: {', '.join(map(str, frame.columns))})")
+        return [-1] * len(frame)
+    index = {v: i for i, v in enumerate(vocab)}
+    ids = []
+    for v in frame[cfg.label].tolist():
+        if _label_missing(v):
+            if required:
+                raise DataError(f"{where}: label column {cfg.label!r} has empty values")
+            ids.append(-1)
+            continue
+        key = _normalise_label(v)
+        if key not in index:
+            raise DataError(f"{where}: label {key!r} in column {cfg.label!r} is not among the train labels {vocab}")
+        ids.append(index[key])
+    return ids
+
+
+def _ids(frame: pd.DataFrame) -> list[Any]:
+    if "id" in frame.columns:
+        return [v.item() if hasattr(v, "item") else v for v in frame["id"].tolist()]
+    return list(range(len(frame)))
+
+
+def _split(frame: pd.DataFrame, cfg: DataConfig, vocab: list[Any], where: str, *, required: bool) -> Split:
+    return Split(texts=build_texts(frame, cfg.text, where),
+                 labels=_label_ids(frame, cfg, vocab, where, required=required),
+                 ids=_ids(frame))
+
+
+# --------------------------------------------------------------------------- split and weights
+def study_split(n: int, *, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of `datasets.Dataset.train_test_split(train_size, seed)` over n rows in file order."""
+    import datasets
+    ds = datasets.Dataset.from_dict({"i": list(range(n))})
+    parts = ds.train_test_split(train_size=train_size, seed=seed)
+    return np.asarray(parts["train"]["i"]), np.asarray(parts["test"]["i"])
+
+
+def class_weights(cfg: DataConfig, counts: list[int]) -> list[float] | None:
+    """`balanced`: n / (k * count[c]) over the train split; `none`; or the explicit list."""
+    k = len(counts)
+    if cfg.class_weights == "none":
+        return None
+    if isinstance(cfg.class_weights, list):
+        if len(cfg.class_weights) != k:
+            raise DataError(f"data.class_weights has {len(cfg.class_weights)} values for {k} classes")
+        return [float(w) for w in cfg.class_weights]
+    n = sum(counts)
+    if any(c == 0 for c in counts):
+        empty = [i for i, c in enumerate(counts) if c == 0]
+        raise DataError(f"train split has no rows of class id {empty[0]}: cannot balance class weights")
+    return [n / (k * c) for c in counts]
+
+
+def _subsample(split: Split, n: int | None, seed: int) -> Split:
+    if n is None or n >= len(split):
+        return split
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(split), size=n, replace=False))
+    return Split([split.texts[i] for i in keep],
+                 [split.labels[i] for i in keep] if split.labels else [],
+                 [split.ids[i] for i in keep])
+
+
+def _take(frame: pd.DataFrame, idx: np.ndarray) -> pd.DataFrame:
+    return frame.iloc[idx].reset_index(drop=True)
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    frame, described = read_source(cfg.source)
+    where = described
+    if len(frame) == 0:
+        raise DataError(f"{where}: no rows")
+    build_texts(frame.head(1), cfg.text, where)  # fail early on a missing text column
+    if cfg.label not in frame.columns:
+        raise DataError(f"{where}: no label column {cfg.label!r} (columns: {', '.join(map(str, frame.columns))})")
+    notes: list[str] = []
+    if cfg.val:
+        val_frame, vwhere = read_source(cfg.val)
+        train_frame = frame
+    else:
+        tr, va = study_split(len(frame), train_size=cfg.train_size, seed=cfg.split_seed)
+        train_frame, val_frame, vwhere = _take(frame, tr), _take(frame, va), f"{where} (val part)"
+    vocab = label_vocabulary(train_frame[cfg.label].tolist(), where, cfg.label)
+    train = _split(train_frame, cfg, vocab, where, required=True)
+    val = _split(val_frame, cfg, vocab, vwhere, required=True)
+    if len(val) == 0:
+        raise DataError(f"{vwhere}: validation split is empty")
+
+    test = None
+    if cfg.test:
+        test_frame, twhere = read_source(cfg.test)
+        test = _split(test_frame, cfg, vocab, twhere, required=False)
+    elif cfg.source == BUNDLED:
+        test = _split(read_table(bundled_path("test.csv")), cfg, vocab, "bundled test.csv", required=False)
+
+    names = _label_names(cfg, vocab)
+    if cfg.max_train_samples and cfg.max_train_samples < len(train):
+        notes.append(f"train subsampled to {cfg.max_train_samples} of {len(train)} rows (seed {cfg.sample_seed})")
+    train = _subsample(train, cfg.max_train_samples, cfg.sample_seed)
+    if cfg.max_eval_samples and cfg.max_eval_samples < len(val):
+        notes.append(f"val subsampled to {cfg.max_eval_samples} of {len(val)} rows (seed {cfg.sample_seed})")
+    val = _subsample(val, cfg.max_eval_samples, cfg.sample_seed)
+    if test is not None:
+        test = _subsample(test, cfg.max_eval_samples, cfg.sample_seed)
+    weights = class_weights(cfg, train.class_counts(len(vocab)))  # over the rows actually trained on
+    splits = Splits(train=train, val=val, test=test, label_names=names, label_values=vocab,
+                    class_weights=weights, source=described, text_template=cfg.text, notes=notes)
+    splits.fingerprint = fingerprint(splits)
+    return splits
+
+
+def _label_names(cfg: DataConfig, vocab: list[Any]) -> list[str]:
+    if cfg.label_names is not None:
+        if len(cfg.label_names) != len(vocab):
+            raise DataError(f"data.label_names has {len(cfg.label_names)} names for {len(vocab)} labels {vocab}")
+        return list(cfg.label_names)
+    if cfg.source == BUNDLED and vocab == [0, 1]:
+        return list(BUNDLED_LABEL_NAMES)
+    return [str(v) for v in vocab]
+
+
+def fingerprint(splits: Splits, parts: tuple[str, ...] = ("train", "val")) -> str:
+    """Short hash of the split contents: runs with equal fingerprints saw identical data."""
+    h = hashlib.sha256()
+    for split in (getattr(splits, p) for p in parts):
+        for t, y in zip(split.texts, split.labels):
+            h.update(t.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00%d\x01" % y)
+        h.update(b"|")
+    return h.hexdigest()[:16]

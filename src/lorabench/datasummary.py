@@ -1,0 +1,89 @@
+"""Know the data first: split sizes, classes, weights, missing values, text lengths per tokenizer."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .config import CompareConfig, ExperimentConfig
+from .data import Splits, load_splits, read_source
+
+LENGTH_BINS = 30
+
+
+def _stats(values: list[int]) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {"min": int(a.min()), "mean": round(float(a.mean()), 1), "median": float(np.median(a)),
+            "p95": float(np.percentile(a, 95)), "max": int(a.max())}
+
+
+def _model_settings(cfg: ExperimentConfig | CompareConfig) -> list[tuple[str, Any]]:
+    """(label, ModelConfig) of each transformer model in the config."""
+    exps = cfg.experiments() if isinstance(cfg, CompareConfig) else [cfg]
+    seen, out = set(), []
+    for e in exps:
+        if e.model.kind != "transformer" or e.label in seen:
+            continue
+        seen.add(e.label)
+        out.append((e.label or e.model.name, e.model))
+    return out
+
+
+def token_lengths(texts: list[str], model_cfg) -> list[int]:
+    from .models import arch_for, load_tokenizer, resolve_source
+    from transformers import AutoConfig
+    src = resolve_source(model_cfg)
+    arch = arch_for(AutoConfig.from_pretrained(src.path, trust_remote_code=model_cfg.trust_remote_code).model_type)
+    tok = load_tokenizer(src.path, arch, model_cfg)
+    return [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
+
+
+def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = None) -> dict:
+    splits = splits or load_splits(cfg.data)
+    frame, _ = read_source(cfg.data.source)
+    texts = splits.train.texts + splits.val.texts
+    chars = [len(t) for t in texts]
+    words = [len(t.split()) for t in texts]
+    out: dict[str, Any] = {**splits.summary()}
+    out["missing_values"] = {str(c): int(frame[c].isna().sum()) for c in frame.columns}
+    out["source_rows"] = int(len(frame))
+    out["lengths"] = {"chars": _stats(chars), "words": _stats(words)}
+    hist, edges = np.histogram(chars, bins=LENGTH_BINS)
+    out["char_histogram"] = {"counts": hist.tolist(), "edges": [round(float(e), 2) for e in edges]}
+    tokens = {}
+    for label, mcfg in _model_settings(cfg):
+        lens = token_lengths(texts, mcfg)
+        cut = sum(1 for n in lens if n > mcfg.max_length)
+        tokens[label] = {**_stats(lens), "max_length": mcfg.max_length, "cut_rows": cut,
+                         "cut_share": round(cut / len(lens), 4)}
+    out["lengths"]["tokens"] = tokens
+    return out
+
+
+def format_summary(s: dict) -> str:
+    names = s["label_names"]
+    lines = [f"data: {s['source']}  (text: {s['text']!r})",
+             f"  rows: train {s['train_rows']}, val {s['val_rows']}, test {s['test_rows']}"
+             f"{' (labelled)' if s['test_labelled'] else ' (unlabelled)' if s['test_rows'] else ''}",
+             "  classes (train / val): " + ", ".join(
+                 f"{n} {a} / {b}" for n, a, b in zip(names, s["train_class_counts"], s["val_class_counts"]))]
+    w = s.get("class_weights")
+    lines.append("  class weights: " + (", ".join(f"{n} {x:.6g}" for n, x in zip(names, w)) if w else "none"))
+    miss = {k: v for k, v in s.get("missing_values", {}).items() if v}
+    lines.append("  missing values: " + (", ".join(f"{k} {v}" for k, v in miss.items()) if miss else "none"))
+    L = s["lengths"]
+    for unit in ("chars", "words"):
+        x = L[unit]
+        lines.append(f"  length in {unit}: min {x['min']}, median {x['median']:g}, p95 {x['p95']:g}, max {x['max']}")
+    for label, x in L.get("tokens", {}).items():
+        lines.append(f"  tokens ({label}): median {x['median']:g}, p95 {x['p95']:g}, max {x['max']}; "
+                     f"cut by max_length {x['max_length']}: {x['cut_rows']} rows ({100 * x['cut_share']:.2f}%)")
+    for note in s.get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def print_summary(cfg) -> dict:
+    s = summarise(cfg)
+    print(format_summary(s))
+    return s

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints them as one line and exits 2."""
+
+
+class LorabenchError(Exception):
+    """A user mistake or an unmet precondition, with a message that names the problem."""
+
+
+class ConfigError(LorabenchError):
+    """An invalid config file, key or value."""
+
+
+class DataError(LorabenchError):
+    """A missing file or column, empty data, unusable labels."""
+
+
+class ModelError(LorabenchError):
+    """An unknown model name, an unreachable hub id, an unloadable checkpoint."""

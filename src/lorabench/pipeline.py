@@ -1,0 +1,155 @@
+"""The only place the steps meet: config -> data -> model -> train -> evaluate -> record."""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from .config import ExperimentConfig, dump_yaml, to_dict
+from .data import Splits, load_splits
+from .errors import LorabenchError
+from .records import RUN_FILE, write_atomic, write_json
+from .resources import machine, versions
+
+
+def now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / safe_name(cfg.name) / f"{safe_name(cfg.label or cfg.model.name)}-{stamp}"
+
+
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "run"
+
+
+def quiet_libraries() -> None:
+    """Silence load reports and weight-loading bars; keep training progress bars."""
+    import logging
+    import warnings
+
+    import transformers
+    transformers.logging.set_verbosity_error()
+    try:
+        from transformers.utils import logging as tlog
+        tlog.disable_progress_bar()
+    except Exception:
+        pass
+    import datasets
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    logging.getLogger("peft").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _record_base(cfg: ExperimentConfig, splits: Splits) -> dict:
+    return {
+        "status": "running",
+        "name": cfg.name,
+        "label": cfg.label or cfg.model.name,
+        "model": {"name": cfg.model.name, "kind": cfg.model.kind},
+        "data": splits.summary(),
+        "seed": cfg.train.seed,
+        "config": to_dict(cfg),
+        "versions": versions(),
+        "machine": machine(),
+        "started_at": now(),
+    }
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits | None = None,
+                   callbacks: list | None = None, keep_failed: bool = False, token_cache: dict | None = None,
+                   extra: dict | None = None) -> dict:
+    """Train and evaluate one model; write the run folder atomically; return its record.
+
+    The folder is built under a temp name beside `out_dir` and renamed at the end, so an
+    error leaves no half-written run. With `keep_failed`, a failure is recorded as a run
+    folder with `status: failed` (what `compare` wants) and the error is re-raised.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / RUN_FILE).exists():
+        raise LorabenchError(f"{out_dir} already holds a run; choose another --output-dir")
+    splits = splits or load_splits(cfg.data)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    record = {**_record_base(cfg, splits), **(extra or {})}
+    t0 = time.perf_counter()
+    try:
+        if cfg.model.kind == "tfidf-logreg":
+            from .baseline import run_tfidf_logreg
+            record.update(run_tfidf_logreg(cfg, splits, tmp))
+        else:
+            record.update(_run_transformer(cfg, splits, tmp, callbacks, token_cache))
+        record["status"] = "completed"
+    except BaseException as e:
+        if not keep_failed or isinstance(e, KeyboardInterrupt):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
+                      traceback=traceback.format_exc(limit=8))
+        for child in tmp.iterdir():  # keep only the record of a failed run
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+        _finish(record, cfg, tmp, out_dir, t0)
+        raise
+    _finish(record, cfg, tmp, out_dir, t0)
+    return record
+
+
+def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: float) -> None:
+    record["finished_at"] = now()
+    record["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    record["run_dir"] = str(out_dir)
+    write_atomic(tmp / "config.yaml", dump_yaml(cfg))
+    write_json(tmp / RUN_FILE, record)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache) -> dict:
+    from transformers import set_seed
+
+    from .models import build_classifier
+    from .train import train
+    set_seed(cfg.train.seed)  # the new head's initialisation depends on it
+    built = build_classifier(cfg.model, cfg.lora, splits.label_names)
+    res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
+                token_cache=token_cache)
+    built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
+    built.tokenizer.save_pretrained(tmp)
+    metrics = {"val": res.val.metrics}
+    if res.test is not None and res.test.metrics:
+        metrics["test"] = res.test.metrics
+    if res.val_at_threshold:
+        metrics["val_at_threshold"] = res.val_at_threshold
+    if res.test_at_threshold:
+        metrics["test_at_threshold"] = res.test_at_threshold
+    return {
+        "model": {"name": cfg.model.name, "kind": "transformer", "source": built.source.path,
+                  "source_kind": built.source.kind, "architecture": built.architecture,
+                  "decoder": built.arch.decoder, "note": built.source.note,
+                  "finetune": "lora" if cfg.lora is not None else "full",
+                  "lora_target_modules": list(cfg.lora.target_modules or built.arch.target_modules) if cfg.lora else None,
+                  "head": built.arch.head},
+        "metrics": metrics,
+        "threshold": res.threshold,
+        "history": res.history,
+        "best_epoch": res.best_epoch,
+        "epochs_run": res.epochs_run,
+        "steps": res.steps,
+        "train_seconds": round(res.train_seconds, 2),
+        "pure_train_seconds": round(res.pure_train_seconds, 2),
+        "eval_seconds": round(res.eval_seconds, 2),
+        "load_seconds": round(built.load_seconds, 2),
+        "peak_memory_mb": res.peak_memory_mb["mb"],
+        "peak_memory": res.peak_memory_mb,
+        "params": built.params,
+        "throughput": {"train_samples_per_second": round(res.train_samples_per_second, 2),
+                       "train_tokens_per_second": round(res.train_tokens_per_second, 1)},
+    }

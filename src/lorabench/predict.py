@@ -1,0 +1,237 @@
+"""predict = a run folder + new rows -> predictions file. export = a run folder -> a portable model folder."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .data import build_texts, read_table, template_fields
+from .errors import DataError, LorabenchError
+from .metrics import predict_labels, softmax
+from .records import read_run, write_atomic
+
+
+@dataclass
+class LoadedRun:
+    record: dict
+    model: Any            # a torch module, or a scikit-learn pipeline for tfidf-logreg
+    tokenizer: Any
+    run_dir: Path
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.record["data"]["label_names"]
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.record["model"].get("kind") == "tfidf-logreg"
+
+
+def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
+    """Load a finished run: base weights + adapter + head (merged into the base for speed by default)."""
+    run_dir = Path(run_dir)
+    rec = read_run(run_dir)
+    if rec is None:
+        raise LorabenchError(f"{run_dir} is not a lorabench run folder (no readable run.json)")
+    if rec.get("status") not in ("completed", "pruned"):
+        raise LorabenchError(f"{run_dir}: run status is {rec.get('status')!r}, not completed")
+    if rec["model"].get("kind") == "tfidf-logreg":
+        import joblib
+        return LoadedRun(rec, joblib.load(run_dir / "model.joblib"), None, run_dir)
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from .pipeline import quiet_libraries
+    quiet_libraries()
+    names = rec["data"]["label_names"]
+    tok = AutoTokenizer.from_pretrained(run_dir)
+    trust = bool(rec["config"]["model"].get("trust_remote_code"))
+    labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                  pad_token_id=tok.pad_token_id)
+    if (run_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+        source = rec["model"]["source"]
+        cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust, **labels)
+        base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, dtype="float32",
+                                                                  trust_remote_code=trust, use_safetensors=True)
+        model = PeftModel.from_pretrained(base, run_dir)
+        if merge:
+            model = model.merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(run_dir, trust_remote_code=trust, use_safetensors=True)
+    model.config.pad_token_id = tok.pad_token_id
+    return LoadedRun(rec, model.eval(), tok, run_dir)
+
+
+def read_rows(path: str) -> pd.DataFrame:
+    if path == "-":
+        text = sys.stdin.read()
+        try:
+            return pd.read_json(io.StringIO(text), lines=True) if text.strip() else pd.DataFrame()
+        except ValueError as e:
+            raise DataError(f"stdin: not JSON lines ({str(e).splitlines()[0]})") from None
+    return read_table(path)
+
+
+def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Class probabilities in input order; batches sorted by length (less padding)."""
+    if run.is_baseline:
+        return run.model.predict_proba(texts)
+    import torch
+    from tqdm.auto import tqdm
+    max_len = run.record["config"]["model"]["max_length"]
+    enc = run.tokenizer(texts, truncation=True, max_length=max_len)
+    ids = enc["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.zeros((len(texts), len(run.label_names)), dtype=np.float64)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", disable=not progress):
+            idx = order[start:start + batch_size]
+            feats = [{k: enc[k][i] for k in keys} for i in idx]
+            batch = run.tokenizer.pad(feats, return_tensors="pt")
+            logits = run.model(**batch).logits.float().numpy()  # (batch, num_labels)
+            out[idx] = softmax(logits.astype(np.float64))
+    return out
+
+
+def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = "default",
+                 probabilities: bool = False, threshold: float | None = None, batch_size: int = 64,
+                 merge: bool = True) -> dict:
+    """Predict every row of `input_path` and write `output_path` (CSV, JSON lines, Parquet, or - for stdout)."""
+    run = load_run(run_dir, merge=merge)
+    frame = read_rows(input_path)
+    if len(frame) == 0:
+        raise DataError(f"{input_path}: no rows")
+    template = run.record["config"]["data"]["text"]
+    texts = build_texts(frame, template, input_path)
+    fields = [build_texts(frame, f, input_path) for f in template_fields(template)]
+    empty = sum(1 for row in zip(*fields) if not any(v.strip() for v in row))  # every text field blank
+    if empty:
+        print(f"lorabench: warning: {empty} row(s) of {input_path} have empty text; they are predicted too",
+              file=sys.stderr)
+    probs = predict_probs(run, texts, batch_size=batch_size, progress=output_path != "-")
+    k = len(run.label_names)
+    thr = threshold if threshold is not None else run.record.get("threshold")
+    if thr is not None and k != 2:
+        raise LorabenchError("--threshold applies to binary tasks only")
+    labels = predict_labels(probs, thr if k == 2 else None)
+    out = _output_frame(frame, run, probs, labels, fmt=fmt, probabilities=probabilities)
+    _write_frame(out, output_path)
+    return {"rows": len(out), "empty_text_rows": empty, "threshold": thr}
+
+
+def _output_frame(frame, run: LoadedRun, probs, labels, *, fmt: str, probabilities: bool) -> pd.DataFrame:
+    names = run.label_names
+    if fmt == "kaggle":
+        if "id" not in frame.columns:
+            raise DataError("--format kaggle needs an 'id' column in the input")
+        values = run.record["data"].get("label_values") or list(range(len(names)))
+        return pd.DataFrame({"id": frame["id"].values, "target": [values[i] for i in labels]})
+    cols: dict[str, Any] = {}
+    if "id" in frame.columns:
+        cols["id"] = frame["id"].values
+    cols["label"] = labels
+    cols["label_name"] = [names[i] for i in labels]
+    cols["probability"] = probs[np.arange(len(labels)), labels]
+    if probabilities:
+        for i, n in enumerate(names):
+            cols[f"prob_{n}"] = probs[:, i]
+    return pd.DataFrame(cols)
+
+
+def _write_frame(df: pd.DataFrame, path: str) -> None:
+    if path == "-":
+        sys.stdout.write(df.to_json(orient="records", lines=True))
+        return
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        write_atomic(path, df.to_json(orient="records", lines=True))
+    elif suffix == ".parquet":
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        write_atomic(path, buf.getvalue())
+    elif suffix in (".csv", ""):
+        write_atomic(path, df.to_csv(index=False))
+    else:
+        raise LorabenchError(f"--output {path}: unsupported file type (csv, jsonl, json, parquet, or -)")
+
+
+# --------------------------------------------------------------------------- export
+def model_card(rec: dict, merged: bool) -> str:
+    m = rec.get("metrics", {})
+    d = rec["data"]
+    cfg = rec["config"]
+    rows = "\n".join(f"| {split} | " + " | ".join(f"{v[k]:.4f}" for k in ("f1", "precision", "recall", "accuracy")) + " |"
+                     for split, v in m.items() if isinstance(v, dict) and "f1" in v)
+    lora = cfg.get("lora")
+    how = (f"LoRA r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, targets "
+           f"{rec['model'].get('lora_target_modules')}" if lora else "full fine-tuning")
+    load = ("AutoModelForSequenceClassification.from_pretrained(folder)" if merged else
+            "peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)")
+    note = f"\n> Note: {rec['model']['note']}\n" if rec["model"].get("note") else ""
+    return f"""# {rec.get('label')} — text classifier fine-tuned with lorabench
+
+Base model: `{rec['model']['name']}` ({rec['model'].get('architecture')}); {how}.
+{'Adapter merged into the base weights: a plain transformers model.' if merged else 'LoRA adapter and classification head.'}
+{note}
+## Data
+- source: {d['source']}, text: `{d['text']}`
+- rows: train {d['train_rows']}, val {d['val_rows']}, test {d['test_rows']}
+- labels: {', '.join(f'{i} = {n}' for i, n in enumerate(d['label_names']))}
+- class weights: {d.get('class_weights')}
+
+## Metrics
+| split | F1 | precision | recall | accuracy |
+|---|---|---|---|---|
+{rows}
+
+Decision threshold: {rec.get('threshold') or 'argmax (0.5)'}.
+
+## Training
+learning rate {cfg['train']['learning_rate']}, batch {cfg['train']['batch_size']}, epochs {cfg['train']['epochs']},
+max_length {cfg['model']['max_length']}, seed {rec.get('seed')}; {rec.get('train_seconds')} s on
+{rec.get('machine', {}).get('gpus') or 'CPU'}; versions {json.dumps(rec.get('versions'))}.
+
+## Use
+```python
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(folder)
+model = {load}
+```
+"""
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, merge: bool = False) -> Path:
+    """Copy the adapter + head, or merge them into a plain transformers folder; add a model card."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run = load_run(run_dir, merge=merge)
+    if run.is_baseline:
+        raise LorabenchError(f"{run_dir}: the tfidf-logreg baseline has no transformers export")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise LorabenchError(f"{out_dir} exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        if merge or not (run_dir / "adapter_config.json").is_file():
+            run.model.save_pretrained(tmp, safe_serialization=True)
+        else:
+            for f in ("adapter_model.safetensors", "adapter_config.json"):
+                shutil.copy2(run_dir / f, tmp / f)
+        run.tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(model_card(run.record, merged=merge), encoding="utf-8")
+        shutil.copy2(run_dir / "run.json", tmp / "lorabench_run.json")
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

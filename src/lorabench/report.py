@@ -1,0 +1,310 @@
+"""Reports from run records alone: tables (CSV/JSON/Markdown), PNG plots, one offline HTML page.
+
+Nothing here trains or loads a model; every number comes from a run.json (or the
+data.json summary that `compare` writes beside them).
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .errors import LorabenchError
+from .records import find_runs, write_atomic, write_json
+
+METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
+CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
+               "val_accuracy", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
+               "trainable_pct", "train_samples_per_second", "train_rows", "epochs"]
+
+
+def _mean(xs: list[float]) -> float | None:
+    return statistics.fmean(xs) if xs else None
+
+
+def _std(xs: list[float]) -> float | None:
+    return statistics.stdev(xs) if len(xs) > 1 else (0.0 if xs else None)
+
+
+def _order(folder: Path, labels: list[str]) -> list[str]:
+    """Labels in the comparison's config order when known, else first appearance."""
+    cfg = folder / "compare.yaml"
+    order: list[str] = []
+    if cfg.is_file():
+        import yaml
+        raw = yaml.safe_load(cfg.read_text()) or {}
+        order = [m.get("label") or m.get("name") for m in raw.get("models", [])]
+    return [x for x in order if x in labels] + [x for x in labels if x not in order]
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """One row per model label: mean (and std of F1) over its completed seeds."""
+    by: dict[str, list[dict]] = {}
+    for r in records:
+        by.setdefault(r.get("label") or r["model"]["name"], []).append(r)
+    rows = []
+    for label, recs in by.items():
+        ok = [r for r in recs if r.get("status") == "completed"]
+        row: dict[str, Any] = {"label": label, "model": recs[0]["model"]["name"],
+                               "finetune": (ok or recs)[0]["model"].get("finetune", ""),
+                               "runs": len(ok), "failed": len(recs) - len(ok)}
+        f1s = [r["metrics"]["val"]["f1"] for r in ok]
+        for k in METRIC_KEYS:
+            row[f"val_{k}"] = _mean([r["metrics"]["val"][k] for r in ok])
+        row["val_f1_std"] = _std(f1s)
+        tests = [r["metrics"]["test"]["f1"] for r in ok if "test" in r.get("metrics", {})]
+        row["test_f1"] = _mean(tests)
+        row["train_seconds"] = _mean([r["train_seconds"] for r in ok])
+        row["peak_memory_mb"] = _mean([r["peak_memory_mb"] for r in ok])
+        p = ok[0]["params"] if ok else {}
+        row["trainable_params"], row["total_params"] = p.get("trainable"), p.get("total")
+        row["trainable_pct"] = p.get("trainable_pct")
+        row["train_samples_per_second"] = _mean([r["throughput"]["train_samples_per_second"] for r in ok
+                                                 if r.get("throughput", {}).get("train_samples_per_second")])
+        row["train_rows"] = ok[0]["data"]["train_rows"] if ok else None
+        row["epochs"] = _mean([r.get("epochs_run") or r["config"]["train"]["epochs"] for r in ok
+                               if r["model"].get("kind") != "tfidf-logreg"]) if ok else None
+        row["history"] = [r.get("history", []) for r in ok]
+        row["notes"] = sorted({r["model"].get("note") for r in ok if r["model"].get("note")})
+        row["errors"] = [r.get("error", "") for r in recs if r.get("status") != "completed"]
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: Any, nd: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    digits = {"train_seconds": 1, "peak_memory_mb": 0, "trainable_pct": 4, "train_samples_per_second": 1, "epochs": 2}
+    for r in rows:
+        w.writerow([_fmt(r.get(c), digits.get(c, 4)) for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def _f1_cell(r: dict) -> str:
+    if r["val_f1"] is None:
+        return "failed"
+    return f"{r['val_f1']:.4f}" + (f" ± {r['val_f1_std']:.4f}" if r["runs"] > 1 else "")
+
+
+def _md_table(rows: list[dict], has_test: bool) -> str:
+    head = ["model", "val F1", "precision", "recall", "accuracy"] + (["test F1"] if has_test else []) + \
+        ["training time", "peak memory", "trainable", "train samples/s", "runs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], _f1_cell(r), _fmt(r["val_precision"]), _fmt(r["val_recall"]), _fmt(r["val_accuracy"])]
+        if has_test:
+            cells.append(_fmt(r["test_f1"]))
+        cells += [f"{r['train_seconds']:.1f} s" if r["train_seconds"] is not None else "",
+                  f"{r['peak_memory_mb']:.0f} MB" if r["peak_memory_mb"] is not None else "",
+                  f"{r['trainable_pct']:.3g}% of {r['total_params'] / 1e6:.1f}M" if r["total_params"] else "",
+                  _fmt(r["train_samples_per_second"], 1),
+                  f"{r['runs']}" + (f" (+{r['failed']} failed)" if r["failed"] else "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out: dict[str, bytes] = {}
+    ok = [r for r in rows if r["val_f1"] is not None]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def save(fig, name):
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+        plt.close(fig)
+        out[name] = buf.getvalue()
+
+    if ok:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        xs = range(len(ok))
+        ax.bar(xs, [r["val_f1"] for r in ok], yerr=[r["val_f1_std"] or 0 for r in ok], capsize=5,
+               color=[colors[i % len(colors)] for i in xs])
+        for i, r in enumerate(ok):
+            ax.text(i, r["val_f1"] + (r["val_f1_std"] or 0) + 0.005, f"{r['val_f1']:.3f}", ha="center", fontsize=9)
+        ax.set_xticks(list(xs), [r["label"] for r in ok], rotation=15)
+        lo = min(r["val_f1"] for r in ok)
+        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(r["val_f1"] for r in ok) + 0.05))
+        ax.set_ylabel("val F1 (mean ± std over seeds)")
+        ax.set_title("Quality")
+        save(fig, "f1.png")
+
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for i, r in enumerate(ok):
+            ax.errorbar(r["train_seconds"], r["val_f1"], yerr=r["val_f1_std"] or 0, fmt="o", ms=8,
+                        color=colors[i % len(colors)], label=r["label"], capsize=4)
+        ax.set_xscale("log")
+        ax.set_xlabel("training time (s, log scale)")
+        ax.set_ylabel("val F1")
+        ax.set_title("Quality against cost")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "f1_vs_time.png")
+
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        ax.bar(list(xs), [r["peak_memory_mb"] for r in ok], color=[colors[i % len(colors)] for i in xs])
+        ax.set_xticks(list(xs), [r["label"] for r in ok], rotation=15)
+        ax.set_ylabel("peak memory (MB)")
+        ax.set_title("Peak memory during training")
+        save(fig, "memory.png")
+
+        curves = [(i, r) for i, r in enumerate(ok) if any(r["history"])]
+        if curves:
+            fig, ax = plt.subplots(figsize=(7, 3.6))
+            for i, r in curves:
+                for j, h in enumerate(r["history"]):
+                    if h:
+                        ax.plot([x["epoch"] for x in h], [x["f1"] for x in h], marker="o", alpha=0.85,
+                                color=colors[i % len(colors)], label=r["label"] if j == 0 else None)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("val F1")
+            ax.set_title("Val F1 per epoch (one line per seed)")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+            save(fig, "f1_per_epoch.png")
+
+    if data and data.get("char_histogram"):
+        h = data["char_histogram"]
+        fig, ax = plt.subplots(figsize=(7, 3))
+        edges = h["edges"]
+        ax.bar(edges[:-1], h["counts"], width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
+               color=colors[0], edgecolor="white")
+        ax.set_xlabel("text length (characters)")
+        ax.set_ylabel("rows (train + val)")
+        ax.set_title("Text lengths")
+        save(fig, "lengths.png")
+    return out
+
+
+# --------------------------------------------------------------------------- HTML
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;
+padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;
+padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:13px}.note{color:#8a5300}.fail{color:#b00020}
+img{max-width:100%;margin:0.5em 0}h1{margin-bottom:0.2em}.sub{color:#666;margin-top:0}"""
+
+
+def _html_table(md: str) -> str:
+    lines = [ln for ln in md.splitlines() if ln.startswith("|") and not ln.startswith("|---")]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    head, body = rows[0], rows[1:]
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def _html(title: str, sections: list[tuple[str, str]]) -> str:
+    body = "".join(f"<h2>{html.escape(h)}</h2>\n{c}\n" if h else c for h, c in sections)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+# --------------------------------------------------------------------------- entry point
+def build_report(folder: Path, storage: str | None = None) -> Path:
+    """Write results.csv/json/md, plots/*.png and report.html in `folder`; return report.html."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LorabenchError(f"report: no such folder: {folder}")
+    if (folder / "study.json").is_file():
+        from .sweep_report import build_sweep_report
+        return build_sweep_report(folder, storage=storage)
+    runs = find_runs(folder)
+    if not runs:
+        raise LorabenchError(f"report: no run.json files under {folder}")
+    records = [r for _, r in runs]
+    rows = aggregate(records)
+    order = _order(folder, [r["label"] for r in rows])
+    rows.sort(key=lambda r: order.index(r["label"]))
+    data = json.loads((folder / "data.json").read_text()) if (folder / "data.json").is_file() else None
+    has_test = any(r["test_f1"] is not None for r in rows)
+
+    write_atomic(folder / "results.csv", _csv_text(rows))
+    public = [{k: v for k, v in r.items() if k != "history"} for r in rows]
+    write_json(folder / "results.json", {"models": public, "data": data,
+                                         "runs": [{"run_dir": str(p.relative_to(folder)), "label": r.get("label"),
+                                                   "seed": r.get("seed"), "status": r.get("status"),
+                                                   "metrics": r.get("metrics"), "train_seconds": r.get("train_seconds"),
+                                                   "error": r.get("error")} for p, r in runs]})
+    table = _md_table(rows, has_test)
+    notes = _notes(rows, data, folder)
+    md = [f"# {folder.name}: comparison", "", table, ""]
+    md += [f"- {n}" for n in notes]
+    write_atomic(folder / "results.md", "\n".join(md) + "\n")
+
+    plots = _plots(rows, data)
+    (folder / "plots").mkdir(exist_ok=True)
+    for name, png in plots.items():
+        write_atomic(folder / "plots" / name, png)
+    sections = [("", f"<h1>{html.escape(folder.name)}</h1><p class='sub'>lorabench comparison: "
+                     f"{len(records)} runs, {sum(r['runs'] for r in rows)} completed, "
+                     f"{sum(r['failed'] for r in rows)} failed</p>")]
+    if data:
+        from .datasummary import format_summary
+        sections.append(("Data", f"<pre>{html.escape(format_summary(data))}</pre>" +
+                         (_img(plots["lengths.png"], "text lengths") if "lengths.png" in plots else "")))
+    sections.append(("Results", _html_table(table) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
+    for name, title in (("f1.png", "F1"), ("f1_vs_time.png", "F1 against training time"),
+                        ("f1_per_epoch.png", "F1 per epoch"), ("memory.png", "Peak memory")):
+        if name in plots:
+            sections.append((title, _img(plots[name], title)))
+    failed = [(r["label"], e) for r in rows for e in r["errors"]]
+    if failed:
+        sections.append(("Failed runs", "<ul>" + "".join(
+            f"<li class='fail'>{html.escape(l)}: {html.escape(e)}</li>" for l, e in failed) + "</ul>"))
+    sections.append(("Runs", _runs_table(runs, folder)))
+    v = records[0].get("versions", {})
+    sections.append(("Environment", f"<pre>{html.escape(json.dumps({'versions': v, 'machine': records[0].get('machine')}, indent=1))}</pre>"))
+    return write_atomic(folder / "report.html", _html(f"{folder.name} — lorabench", sections))
+
+
+def _notes(rows: list[dict], data: dict | None, folder: Path) -> list[str]:
+    notes = []
+    cfg = folder / "compare.yaml"
+    if cfg.is_file():
+        import yaml
+        text = (yaml.safe_load(cfg.read_text()) or {}).get("notes")
+        if text:
+            notes.append(text.strip())
+    for r in rows:
+        for n in r["notes"]:
+            notes.append(f"{r['label']}: {n}")
+        if data and r["train_rows"] is not None and r["train_rows"] < data["train_rows"]:
+            notes.append(f"{r['label']}: trained on {r['train_rows']} of {data['train_rows']} train rows (subsample)")
+    if data:
+        notes += [f"data: {n}" for n in data.get("notes", [])]
+    notes.append("Training time includes per-epoch evaluation; peak memory is the process's peak RSS on CPU "
+                 "(max allocated per GPU on CUDA). F1 is binary (positive = label id 1) for two classes, macro otherwise.")
+    return notes
+
+
+def _runs_table(runs: list[tuple[Path, dict]], folder: Path) -> str:
+    rows = []
+    for p, r in runs:
+        m = (r.get("metrics") or {}).get("val", {})
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
+            p.relative_to(folder), r.get("status"), r.get("seed"), _fmt(m.get("f1")),
+            _fmt(r.get("train_seconds"), 1), r.get("best_epoch") or "")) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("run", "status", "seed", "val F1", "train s", "best epoch"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

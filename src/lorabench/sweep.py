@@ -1,0 +1,321 @@
+"""sweep = many experiments chosen by Optuna around `run_experiment`.
+
+W&B sweep files are accepted as written (method, metric, parameters, run_cap). Storage is an
+SQLite file in the sweep folder by default, or any SQLAlchemy URL (PostgreSQL for many
+machines); the same command on another machine joins the same study, a rerun after a crash
+resumes, and a trial whose worker died is marked failed (heartbeat) and retried.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dataclasses
+
+from .config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, from_dict, load_config, to_dict
+from .errors import LorabenchError
+
+# The study's (W&B) parameter names -> lorabench config keys. Dotted config keys work too.
+PARAM_KEYS = {
+    "lora_rank": "lora.r", "lora_r": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+    "lora_bias": "lora.bias", "learning_rate": "train.learning_rate", "lr": "train.learning_rate",
+    "max_length": "model.max_length", "batch_size": "train.batch_size", "epochs": "train.epochs",
+    "num_train_epochs": "train.epochs", "weight_decay": "train.weight_decay", "warmup_ratio": "train.warmup_ratio",
+    "lr_scheduler_type": "train.lr_scheduler", "max_grad_norm": "train.max_grad_norm",
+}
+METRIC_NAMES = {"eval/f1-score": "f1", "eval/f1": "f1", "eval_f1": "f1", "val_f1": "f1", "f1-score": "f1",
+                "eval/accuracy": "accuracy", "eval/precision": "precision", "eval/recall": "recall"}
+TRIALS_DIR = "trials"
+
+
+def config_key(param: str) -> str:
+    key = PARAM_KEYS.get(param, param)
+    if "." not in key:
+        raise ConfigError(f"sweep.parameters: unknown parameter {param!r} (use a dotted config key such as "
+                          f"train.learning_rate, or one of {', '.join(sorted(PARAM_KEYS))})")
+    return key
+
+
+def metric_key(name: str) -> str:
+    key = METRIC_NAMES.get(name, name)
+    if key not in ("f1", "precision", "recall", "accuracy"):
+        raise ConfigError(f"sweep.metric.name: unknown metric {name!r} (f1, precision, recall, accuracy, "
+                          "or eval/f1-score)")
+    return key
+
+
+# --------------------------------------------------------------------------- search space
+def to_distributions(parameters: dict) -> tuple[dict, dict]:
+    """W&B `parameters` -> (Optuna distributions by config key, fixed values by config key)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    dists, fixed = {}, {}
+    for name, spec in parameters.items():
+        key = config_key(name)
+        where = f"sweep.parameters.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping such as {{values: [...]}}")
+        if "value" in spec:
+            fixed[key] = spec["value"]
+            continue
+        dist = spec.get("distribution", "categorical" if "values" in spec else None)
+        try:
+            if dist == "categorical":
+                values = spec["values"]
+                if not isinstance(values, list) or not values:
+                    raise ConfigError(f"{where}.values: expected a non-empty list")
+                dists[key] = CategoricalDistribution(values)
+            elif dist == "uniform":
+                dists[key] = FloatDistribution(float(spec["min"]), float(spec["max"]))
+            elif dist == "log_uniform_values":
+                dists[key] = FloatDistribution(float(spec["min"]), float(spec["max"]), log=True)
+            elif dist == "log_uniform":  # W&B: min/max are natural-log exponents
+                dists[key] = FloatDistribution(math.exp(float(spec["min"])), math.exp(float(spec["max"])), log=True)
+            elif dist == "int_uniform":
+                dists[key] = IntDistribution(int(spec["min"]), int(spec["max"]))
+            elif dist == "q_uniform":
+                dists[key] = FloatDistribution(float(spec["min"]), float(spec["max"]), step=float(spec.get("q", 1.0)))
+            elif dist == "q_log_uniform_values":
+                dists[key] = FloatDistribution(float(spec["min"]), float(spec["max"]), log=True)
+            else:
+                raise ConfigError(f"{where}: unsupported distribution {dist!r} (categorical, uniform, "
+                                  "log_uniform_values, log_uniform, int_uniform, q_uniform)")
+        except KeyError as e:
+            raise ConfigError(f"{where}: missing {e.args[0]!r}") from None
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if not dists:
+        raise ConfigError("sweep.parameters: nothing to search (every parameter has a fixed `value`)")
+    return dists, fixed
+
+
+def trial_config(base: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
+    """The base experiment with `values` (config key -> value) applied."""
+    raw = to_dict(base)
+    for key, value in values.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return from_dict(ExperimentConfig, raw)
+
+
+# --------------------------------------------------------------------------- setup
+@dataclass
+class SweepPlan:
+    cfg: SweepConfig
+    folder: Path
+    storage: str
+    study_name: str
+    n_trials: int
+    metric: str
+    direction: str
+    distributions: dict
+    fixed: dict
+
+
+def load_sweep_config(path: str | Path, overrides: list[str]) -> SweepConfig:
+    cfg = load_config(SweepConfig, path, overrides)
+    to_distributions(cfg.sweep.parameters)  # validate the space now
+    metric_key(cfg.sweep.metric.name)
+    for key, value in to_distributions(cfg.sweep.parameters)[1].items():
+        trial_config(cfg.base(), {key: value})
+    return cfg
+
+
+def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study: str | None,
+         trials: int | None) -> SweepPlan:
+    folder = Path(output_dir) if output_dir else Path("runs") / cfg.name
+    folder.mkdir(parents=True, exist_ok=True)
+    n = trials or cfg.sweep.n_trials or 30
+    dists, fixed = to_distributions(cfg.sweep.parameters)
+    url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    return SweepPlan(cfg, folder, url, study or cfg.name, n, metric_key(cfg.sweep.metric.name),
+                     cfg.sweep.metric.goal, dists, fixed)
+
+
+def _storage(p: SweepPlan):
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    hb = p.cfg.sweep.heartbeat_seconds
+    engine = {"connect_args": {"timeout": 60}} if p.storage.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return RDBStorage(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine,
+                          failed_trial_callback=RetryFailedTrialCallback(max_retry=p.cfg.sweep.max_retries))
+    except (ImportError, ModuleNotFoundError) as e:
+        raise LorabenchError(f"--storage {p.storage!r}: driver missing ({e})") from None
+    except Exception as e:
+        raise LorabenchError(f"--storage: cannot open {_redact(p.storage)}: {str(e).splitlines()[0]}") from None
+
+
+def _redact(url: str) -> str:
+    """Never print a database password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+    return url
+
+
+def open_study(p: SweepPlan):
+    import optuna
+    s = p.cfg.sweep
+    if s.method == "grid":
+        bad = [k for k, d in p.distributions.items() if not isinstance(d, optuna.distributions.CategoricalDistribution)]
+        if bad:
+            raise ConfigError(f"sweep.method grid: parameter {bad[0]!r} needs a `values` list")
+        sampler = optuna.samplers.GridSampler({k: d.choices for k, d in p.distributions.items()}, seed=s.seed)
+    elif s.method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(10, max(2, p.n_trials // 3)))
+    pruner_name = "hyperband" if s.early_terminate and s.pruner == "median" else s.pruner
+    epochs = max(1, int(math.ceil(p.cfg.train.epochs)))
+    pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+              "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
+              "none": optuna.pruners.NopPruner()}[pruner_name]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna.create_study(study_name=p.study_name, storage=_storage(p), load_if_exists=True,
+                               direction=p.direction, sampler=sampler, pruner=pruner)
+
+
+# --------------------------------------------------------------------------- worker
+def suggest(trial, name: str, dist):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+class _PruningCallback:
+    """Reports val metrics per epoch to Optuna; stops training when the pruner says so."""
+
+    def __new__(cls, trial, metric: str):
+        from transformers import TrainerCallback
+
+        class Impl(TrainerCallback):
+            pruned = False
+
+            def on_evaluate(self, args, state, control, metrics=None, **kw):
+                if not metrics or f"eval_{metric}" not in metrics:
+                    return
+                step = int(round(state.epoch or 0)) or 1
+                trial.report(float(metrics[f"eval_{metric}"]), step)
+                if trial.should_prune():
+                    Impl.pruned = True
+                    control.should_training_stop = True
+        return Impl()
+
+
+def _counts(study) -> dict:
+    from optuna.trial import TrialState
+    out = {s: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state] += 1
+    return out
+
+
+def run_worker(p: SweepPlan, worker: int = 0) -> None:
+    """Run trials until the study holds n_trials finished (complete or pruned) trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from .data import load_splits
+    from .pipeline import quiet_libraries, run_experiment
+    quiet_libraries()
+    study = open_study(p)
+    splits = load_splits(p.cfg.data)           # data loaded once per worker ...
+    token_cache: dict = {}                      # ... and tokenised once per (model, max_length)
+    base = p.cfg.base()
+    trials_dir = p.folder / TRIALS_DIR
+
+    def objective(trial):
+        values = {k: suggest(trial, k, d) for k, d in p.distributions.items()}
+        cfg = dataclasses.replace(trial_config(base, {**p.fixed, **values}), label=f"trial-{trial.number:04d}")
+        cb = _PruningCallback(trial, p.metric)
+        out = trials_dir / f"trial-{trial.number:04d}"
+        t0 = time.process_time()
+        rec = run_experiment(cfg, out, splits=splits, callbacks=[cb], token_cache=token_cache,
+                             extra={"sweep": {"study": p.study_name, "trial": trial.number, "params": values}})
+        trial.set_user_attr("run_dir", str(out.resolve()))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("cpu_seconds", time.process_time() - t0)
+        value = rec["metrics"]["val"][p.metric]
+        print(f"worker {worker}: trial {trial.number} {'pruned' if cb.pruned else 'done'}: "
+              f"val {p.metric} {value:.4f}  {_fmt_params(values)}", flush=True)
+        if cb.pruned:
+            _mark(out, "pruned")
+            raise optuna.TrialPruned()
+        return value
+
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        c = _counts(study)
+        done = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+        if done >= p.n_trials:
+            break
+        if done + c[TrialState.RUNNING] >= p.n_trials and not c[TrialState.WAITING]:
+            time.sleep(min(5, p.cfg.sweep.heartbeat_seconds))  # others are finishing the last trials
+            continue
+        if p.cfg.sweep.method == "grid" and study.sampler.is_exhausted(study) and not c[TrialState.WAITING]:
+            break
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+
+
+def _mark(run_dir: Path, status: str) -> None:
+    from .records import read_run, write_json
+    rec = read_run(run_dir)
+    if rec is not None:
+        rec["status"] = status
+        write_json(run_dir / "run.json", rec)
+
+
+def _fmt_params(values: dict) -> str:
+    return "  ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                     for k, v in values.items())
+
+
+# --------------------------------------------------------------------------- driver
+def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], output_dir: str | None,
+              storage: str | None, study: str | None, trials: int | None, workers: int) -> Path:
+    from .records import write_atomic, write_json
+    from .sweep_report import build_sweep_report
+    p = plan(cfg, output_dir=output_dir, storage=storage, study=study, trials=trials)
+    write_atomic(p.folder / "sweep.yaml", dump_yaml(cfg))
+    write_json(p.folder / "study.json", {"storage": p.storage if "@" not in p.storage else _redact(p.storage),
+                                         "study_name": p.study_name, "n_trials": p.n_trials,
+                                         "metric": p.metric, "direction": p.direction})
+    open_study(p)  # create it (or join it) before any worker starts
+    print(f"sweep {p.study_name}: {p.n_trials} trials, {cfg.sweep.method}, pruner {cfg.sweep.pruner}, "
+          f"storage {_redact(p.storage)}, {workers} worker(s)", flush=True)
+    if workers <= 1:
+        run_worker(p)
+    else:
+        procs = []
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        for w in range(workers):
+            cmd = [sys.executable, "-m", "lorabench.cli", "sweep", config_path, "--worker-only",
+                   "--output-dir", str(p.folder), "--storage", p.storage, "--study", p.study_name,
+                   "--trials", str(p.n_trials), "--worker-id", str(w)]
+            for o in overrides:
+                cmd += ["--set", o]
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            procs.append(subprocess.Popen(cmd, env=env))
+        codes = [pr.wait() for pr in procs]
+        if any(codes):
+            print(f"sweep: worker exit codes {codes}", file=sys.stderr)
+    return build_sweep_report(p.folder, storage=p.storage)

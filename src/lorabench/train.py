@@ -1,0 +1,267 @@
+"""Training: tokenise once, HF Trainer with the weighted loss hook, eval each epoch, keep best.
+
+No sweep or report logic here: `train()` takes a built model and the splits and returns
+what happened (`TrainResult`).
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import TrainConfig
+from .data import Split, Splits
+from .metrics import METRICS, classification_metrics, predict_labels, softmax, tune_threshold
+from .models import Built
+from .resources import PeakMemory
+
+
+# --------------------------------------------------------------------------- tokenisation
+def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False):
+    """(dataset of input ids, row order). No padding: the collator pads per batch.
+
+    With `sort`, rows are ordered by length (evaluation batches then carry little padding);
+    `order[i]` is the split row at dataset position i.
+    """
+    import datasets
+    enc = tokenizer(split.texts, truncation=True, max_length=max_length)
+    cols = {k: enc[k] for k in enc.keys() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if split.labelled:
+        cols["labels"] = list(split.labels)
+    order = np.arange(len(split))
+    if sort:
+        order = np.argsort([len(x) for x in cols["input_ids"]], kind="stable")
+        cols = {k: [v[i] for i in order] for k, v in cols.items()}
+    return datasets.Dataset.from_dict(cols), order
+
+
+# --------------------------------------------------------------------------- loss
+class WeightedCrossEntropy:
+    """Class-weighted cross-entropy for the Trainer's `compute_loss_func` hook.
+
+    The Trainer does not divide a `compute_loss_func` loss by the gradient-accumulation
+    steps; it passes `num_items_in_batch` (rows in the whole accumulated batch) instead.
+    Each micro-batch returns its weighted mean times (its rows / all rows), so the
+    accumulated gradient equals that of the weighted mean over the full batch at
+    accumulation 1 (torch's `CrossEntropyLoss(weight=...)`, as in the study).
+    """
+
+    def __init__(self, weights: list[float] | None):
+        self.weights = weights
+        self._cache: dict = {}
+
+    def _w(self, device, dtype):
+        import torch
+        key = (device, dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.tensor(self.weights, device=device, dtype=dtype)
+        return self._cache[key]
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch.nn.functional as F
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # (batch, num_labels)
+        logits = logits.float()
+        weight = self._w(logits.device, logits.dtype) if self.weights is not None else None
+        loss = F.cross_entropy(logits, labels.view(-1), weight=weight)
+        if num_items_in_batch is not None:
+            n = num_items_in_batch.item() if hasattr(num_items_in_batch, "item") else num_items_in_batch
+            loss = loss * (labels.numel() / max(float(n), 1.0))
+        return loss
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class EvalOutput:
+    metrics: dict[str, float]
+    probs: np.ndarray | None
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: float | None = None
+    train_seconds: float = 0.0          # wall time of Trainer.train(), per-epoch evaluation included
+    pure_train_seconds: float = 0.0     # the training steps alone (evaluation excluded)
+    eval_seconds: float = 0.0
+    peak_memory_mb: Any = None
+    train_samples_per_second: float = 0.0
+    train_tokens_per_second: float = 0.0
+    epochs_run: float = 0.0
+    steps: int = 0
+    val: EvalOutput | None = None
+    test: EvalOutput | None = None
+    threshold: float | None = None
+    val_at_threshold: dict | None = None
+    test_at_threshold: dict | None = None
+
+
+class _Timer:
+    """Trainer callback: time inside epochs (steps only) and per-epoch val metrics."""
+
+    def __new__(cls, *a, **kw):
+        from transformers import TrainerCallback
+
+        class Impl(TrainerCallback):
+            def __init__(self):
+                self.step_seconds = 0.0
+                self._t = None
+                self.history: list[dict] = []
+
+            def on_epoch_begin(self, args, state, control, **kw):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, args, state, control, **kw):
+                if self._t is not None:
+                    self.step_seconds += time.perf_counter() - self._t
+                    self._t = None
+
+            def on_evaluate(self, args, state, control, metrics=None, **kw):
+                if metrics:
+                    row = {"epoch": round(float(state.epoch or 0), 4), "step": int(state.global_step)}
+                    for k in ("precision", "recall", "f1", "accuracy", "loss"):
+                        if f"eval_{k}" in metrics:
+                            row[k] = float(metrics[f"eval_{k}"])
+                    self.history.append(row)
+
+        return Impl()
+
+
+def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
+    import torch
+    from transformers import TrainingArguments
+    cuda = torch.cuda.is_available()
+    dtype = next(built.model.parameters()).dtype
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or 4 * cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,          # transformers 5: a float in (0, 1) is a ratio
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        eval_strategy="epoch" if has_eval else "no",
+        save_strategy="epoch" if has_eval else "no",
+        save_total_limit=1,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model=cfg.metric_for_best_model,
+        greater_is_better=cfg.metric_for_best_model != "loss",
+        logging_steps=cfg.logging_steps,
+        report_to=cfg.report_to,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        use_cpu=not cuda,
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=cuda and dtype == torch.float16,
+        save_only_model=True,
+        disable_tqdm=False,
+    )
+
+
+def _metrics_fn(num_labels: int):
+    def compute(eval_pred) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return classification_metrics(labels, predict_labels(softmax(logits)), num_labels)
+    return compute
+
+
+def _cached(cache: dict | None, key: tuple, make):
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
+          max_length: int, callbacks: list | None = None, token_cache: dict | None = None) -> TrainResult:
+    """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
+
+    `token_cache` (a dict kept by the caller, e.g. a sweep worker) makes repeated runs on the
+    same splits, tokenizer and max_length tokenise once.
+    """
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+
+    tok = built.tokenizer
+    key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)
+    train_ds, _ = _cached(token_cache, key + ("train",), lambda: tokenize(splits.train, tok, max_length))
+    val_ds, val_order = _cached(token_cache, key + ("val",), lambda: tokenize(splits.val, tok, max_length, sort=True))
+    ckpt = out_dir / "checkpoints"
+    args = _training_args(cfg, ckpt, built, has_eval=True)
+    timer = _Timer()
+    cbs = [timer] + list(callbacks or [])
+    if cfg.early_stopping_patience:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = Trainer(
+        model=built.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tok), processing_class=tok,
+        compute_loss_func=WeightedCrossEntropy(splits.class_weights),
+        compute_metrics=_metrics_fn(splits.num_labels), callbacks=cbs,
+    )
+    result = TrainResult()
+    with PeakMemory() as peak:
+        t0 = time.perf_counter()
+        out = trainer.train()
+        result.train_seconds = time.perf_counter() - t0
+    result.peak_memory_mb = peak.result
+    result.pure_train_seconds = timer.step_seconds or result.train_seconds
+    result.eval_seconds = max(result.train_seconds - result.pure_train_seconds, 0.0)
+    result.history = timer.history
+    result.epochs_run = float(trainer.state.epoch or 0)
+    result.steps = int(trainer.state.global_step)
+    seen = result.steps * cfg.batch_size * cfg.gradient_accumulation_steps
+    seen = min(seen, math.ceil(result.epochs_run * len(train_ds)))
+    result.train_samples_per_second = seen / result.pure_train_seconds if result.pure_train_seconds else 0.0
+    real_tokens = sum(len(x) for x in train_ds["input_ids"]) / max(len(train_ds), 1)
+    result.train_tokens_per_second = result.train_samples_per_second * real_tokens
+    best = trainer.state.best_global_step
+    result.best_epoch = next((h["epoch"] for h in result.history if h["step"] == best), None)
+
+    best_row = next((h for h in result.history if h["step"] == best), None)
+    need_probs = splits.num_labels == 2 and cfg.threshold != 0.5
+    if best_row is not None and not need_probs:
+        # the best model is loaded and evaluation is deterministic: its val metrics are those logged
+        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=None)
+    else:
+        result.val = evaluate(trainer, val_ds, val_order, splits.num_labels)
+    if splits.test is not None and splits.test.labelled:  # unlabelled test rows: nothing to score
+        test_ds, test_order = tokenize(splits.test, tok, max_length, sort=True)
+        result.test = evaluate(trainer, test_ds, test_order, splits.num_labels)
+    if cfg.threshold == "tune" and splits.num_labels == 2:
+        y = np.asarray(splits.val.labels)
+        result.threshold, _ = tune_threshold(y, result.val.probs)
+    elif splits.num_labels == 2 and cfg.threshold != 0.5:
+        result.threshold = float(cfg.threshold)
+    if result.threshold is not None:
+        result.val_at_threshold = classification_metrics(
+            np.asarray(splits.val.labels), predict_labels(result.val.probs, result.threshold), 2)
+        if result.test is not None and splits.test.labelled:
+            result.test_at_threshold = classification_metrics(
+                np.asarray(splits.test.labels), predict_labels(result.test.probs, result.threshold), 2)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the best model is saved by the pipeline; keep the run lean
+    del out
+    return result
+
+
+def evaluate(trainer, dataset, order: np.ndarray, num_labels: int) -> EvalOutput:
+    """Probabilities of the (best) model on `dataset`, back in split row order; metrics from its labels."""
+    pred = trainer.predict(dataset)
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    probs = np.empty_like(np.asarray(logits, dtype=np.float64))
+    probs[order] = softmax(np.asarray(logits, dtype=np.float64))
+    labels = np.empty(len(order), dtype=int)
+    labels[order] = pred.label_ids
+    return EvalOutput(classification_metrics(labels, predict_labels(probs), num_labels), probs=probs)

@@ -1,0 +1,32 @@
+import os
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """Tiny models and GGUF conversions go to a per-session cache, never ~/.cache."""
+    os.environ.setdefault("LORABENCH_CACHE", str(tmp_path_factory.mktemp("lorabench-cache")))
+    from lorabench.pipeline import quiet_libraries
+    quiet_libraries()
+    yield
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """Write a small train config and return its path."""
+    def make(model="tiny-llama", extra=""):
+        p = tmp_path / f"{model}.yaml"
+        p.write_text(f"""
+name: t
+data: {{max_train_samples: 160, max_eval_samples: 80}}
+model: {{name: {model}, max_length: 48}}
+train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-3, logging_steps: 5}}
+{extra}
+""")
+        return p
+    return make

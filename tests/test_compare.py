@@ -1,0 +1,72 @@
+import csv
+import json
+
+from lorabench.cli import main
+
+CONFIG = """
+name: cmp
+data: {max_train_samples: 160, max_eval_samples: 80}
+model: {max_length: 48}
+train: {epochs: 2, batch_size: 16, learning_rate: 1.0e-3}
+lora: {r: 4}
+models:
+  - name: tfidf-logreg
+  - name: tiny-bert
+    label: tiny BERT
+  - name: tiny-llama
+    lora: {r: 2}
+%s
+"""
+
+
+def _write(tmp_path, extra=""):
+    p = tmp_path / "cmp.yaml"
+    p.write_text(CONFIG % extra)
+    return p
+
+
+def test_compare_writes_every_report_file_and_reuses_runs(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", str(_write(tmp_path)), "--output-dir", str(out)]) == 0
+    for f in ("results.csv", "results.json", "results.md", "report.html", "data.json", "compare.yaml",
+              "plots/f1.png", "plots/f1_vs_time.png", "plots/memory.png", "plots/f1_per_epoch.png", "plots/lengths.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["label"] for r in rows] == ["tfidf-logreg", "tiny BERT", "tiny-llama"]
+    for r in rows:
+        assert 0 <= float(r["val_f1"]) <= 1 and r["runs"] == "1" and r["failed"] == "0"
+    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*/run.json"))]
+    assert len({r["data"]["fingerprint"] for r in recs}) == 1  # identical split for every model
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "tiny BERT" in html and "http" not in html.split("<body>")[1][:2000]
+    printed = capsys.readouterr().out
+    assert "[3/3] tiny-llama" in printed and "report:" in printed
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
+    assert main(["compare", str(_write(tmp_path)), "--output-dir", str(out)]) == 0
+    assert "reused" in capsys.readouterr().out
+    assert mtimes == {p: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
+
+    before = (out / "results.csv").read_bytes()
+    (out / "results.csv").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_failing_model_is_listed_while_the_rest_complete(tmp_path):
+    out = tmp_path / "out"
+    extra = "  - name: tiny-bert\n    label: broken\n    lora: {target_modules: [no_such_module]}\n"
+    assert main(["compare", str(_write(tmp_path, extra)), "--output-dir", str(out), "--seeds", "2"]) == 0
+    rows = {r["label"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert rows["broken"]["failed"] == "2" and rows["broken"]["runs"] == "0"
+    assert rows["tiny BERT"]["runs"] == "2" and rows["tiny BERT"]["val_f1_std"] != ""
+    failed = json.loads((out / "broken-seed42" / "run.json").read_text())
+    assert failed["status"] == "failed" and "no_such_module" in failed["error"]
+    assert "no_such_module" in (out / "report.html").read_text()
+    assert "failed" in (out / "results.md").read_text()
+
+
+def test_data_command_prints_the_summary(tmp_path, capsys):
+    assert main(["data", str(_write(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "rows: train 160, val 80" in out and "tokens (tiny BERT)" in out and "missing values: keyword" in out

@@ -1,0 +1,75 @@
+import pandas as pd
+import pytest
+
+from lorabench.config import DataConfig
+from lorabench.data import build_texts, load_splits
+from lorabench.errors import DataError
+
+
+def test_study_split_on_bundled_data():
+    s = load_splits(DataConfig())
+    assert (len(s.train), len(s.val), len(s.test)) == (6090, 1523, 3263)
+    assert s.train.ids[0] == 5285 and s.train.texts[0].startswith("my worst fear.")
+    assert s.train.class_counts(2) == [3470, 2620]
+    assert s.class_weights == pytest.approx([0.877521613832853, 1.1622137404580153], abs=1e-15)
+    assert not s.test.labelled
+    assert s.label_names == ["not_disaster", "disaster"]
+
+
+def test_study_weights_reproduced_with_explicit_list():
+    s = load_splits(DataConfig(class_weights=[0.8766697374481806, 1.1637114032405993]))
+    assert s.class_weights == [0.8766697374481806, 1.1637114032405993]
+    assert load_splits(DataConfig(class_weights="none")).class_weights is None
+
+
+def test_template_fills_missing_values_with_empty_strings():
+    df = pd.DataFrame({"keyword": ["fire", None], "text": ["a", "b"]})
+    assert build_texts(df, "{keyword} | {text}", "x") == ["fire | a", " | b"]
+
+
+def test_string_labels_multiclass_and_labelled_test(tmp_path):
+    rows = [{"id": i, "text": f"row {i} " + ["cat", "dog", "fish"][i % 3], "label": ["cat", "dog", "fish"][i % 3]}
+            for i in range(60)]
+    pd.DataFrame(rows).to_json(tmp_path / "train.jsonl", orient="records", lines=True)
+    pd.DataFrame(rows[:9]).to_parquet(tmp_path / "test.parquet")
+    s = load_splits(DataConfig(source=str(tmp_path / "train.jsonl"), label="label",
+                               test=str(tmp_path / "test.parquet")))
+    assert s.label_names == ["cat", "dog", "fish"]
+    assert len(s.train) + len(s.val) == 60 and len(s.test) == 9 and s.test.labelled
+    assert s.test.labels == [0, 1, 2] * 3
+    assert s.class_weights == pytest.approx([len(s.train) / (3 * c) for c in s.train.class_counts(3)])
+
+
+def test_save_to_disk_folder_and_explicit_val(tmp_path):
+    import datasets
+    ds = datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(20)], "target": [i % 2 for i in range(20)]})
+    ds.save_to_disk(str(tmp_path / "ds"))
+    pd.DataFrame({"text": ["a", "b"], "target": [0, 1]}).to_csv(tmp_path / "val.csv", index=False)
+    s = load_splits(DataConfig(source=str(tmp_path / "ds"), val=str(tmp_path / "val.csv")))
+    assert (len(s.train), len(s.val)) == (20, 2)
+
+
+def test_subsample_is_seeded():
+    a = load_splits(DataConfig(max_train_samples=100, max_eval_samples=50))
+    b = load_splits(DataConfig(max_train_samples=100, max_eval_samples=50))
+    assert a.train.texts == b.train.texts and len(a.train) == 100 and len(a.val) == 50
+    assert a.fingerprint == b.fingerprint != load_splits(DataConfig(max_train_samples=100, sample_seed=1)).fingerprint
+
+
+@pytest.mark.parametrize("frame,match", [
+    (pd.DataFrame({"text": [], "target": []}), "no rows"),
+    (pd.DataFrame({"text": ["a", "b", "c"], "target": [1, 1, 1]}), "single class"),
+    (pd.DataFrame({"text": ["a", "b", "c"], "target": [1, None, 0]}), "empty value"),
+    (pd.DataFrame({"body": ["a", "b"], "target": [1, 0]}), "no column 'text'"),
+    (pd.DataFrame({"text": ["a", "b"], "y": [1, 0]}), "no label column 'target'"),
+])
+def test_bad_data_errors(tmp_path, frame, match):
+    p = tmp_path / "d.csv"
+    frame.to_csv(p, index=False)
+    with pytest.raises(DataError, match=match):
+        load_splits(DataConfig(source=str(p)))
+
+
+def test_missing_file():
+    with pytest.raises(DataError, match="not found"):
+        load_splits(DataConfig(source="/nonexistent/x.csv"))

@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lorabench.cli import main
+from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
+from lorabench.pipeline import run_experiment
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pred") / "run"
+    cfg = ExperimentConfig(name="p", data=DataConfig(text="{keyword} | {text}", max_train_samples=160, max_eval_samples=80),
+                           model=ModelConfig(name="tiny-llama", max_length=48), lora=LoraConfig(r=4),
+                           train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, threshold="tune"))
+    run_experiment(cfg, d)
+    return d
+
+
+def _input(tmp_path, n=25):
+    from lorabench.data import bundled_path
+    df = pd.read_csv(bundled_path("test.csv")).head(n).sample(frac=1.0, random_state=0)  # shuffled ids
+    df.loc[df.index[3], "text"] = ""
+    df.loc[df.index[3], "keyword"] = None
+    p = tmp_path / "in.csv"
+    df.to_csv(p, index=False)
+    return p, df
+
+
+def test_predict_keeps_ids_and_order_and_counts_empty_rows(run_dir, tmp_path, capsys):
+    p, df = _input(tmp_path)
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(run_dir), "--input", str(p), "--output", str(out), "--probabilities"]) == 0
+    res = pd.read_csv(out)
+    assert res["id"].tolist() == df["id"].tolist()
+    assert list(res.columns) == ["id", "label", "label_name", "probability", "prob_not_disaster", "prob_disaster"]
+    assert np.allclose(res["prob_not_disaster"] + res["prob_disaster"], 1.0)
+    assert set(res["label_name"]) <= {"not_disaster", "disaster"}
+    thr = json.loads((run_dir / "run.json").read_text())["threshold"]
+    assert ((res["prob_disaster"] >= thr).astype(int) == res["label"]).all()  # the stored threshold is used
+    assert "1 row(s)" in capsys.readouterr().err
+
+
+def test_merged_and_unmerged_predictions_agree(run_dir, tmp_path):
+    p, _ = _input(tmp_path)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert main(["predict", str(run_dir), "--input", str(p), "--output", str(a), "--probabilities"]) == 0
+    assert main(["predict", str(run_dir), "--input", str(p), "--output", str(b), "--probabilities", "--no-merge"]) == 0
+    pa, pb = pd.read_json(a, lines=True), pd.read_json(b, lines=True)
+    assert (pa["prob_disaster"] - pb["prob_disaster"]).abs().max() < 1e-4
+
+
+def test_batch_order_does_not_change_probabilities(run_dir):
+    from lorabench.predict import load_run, predict_probs
+    run = load_run(run_dir)
+    texts = ["fire in the hills", "a", "flood warning issued for the whole county tonight", "ok then"]
+    together = predict_probs(run, texts, batch_size=4, progress=False)
+    alone = np.vstack([predict_probs(run, [t], batch_size=1, progress=False) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_kaggle_format_on_the_bundled_test_file(run_dir, tmp_path):
+    from lorabench.data import bundled_path
+    out = tmp_path / "submission.csv"
+    assert main(["predict", str(run_dir), "--input", str(bundled_path("test.csv")), "--output", str(out),
+                 "--format", "kaggle", "--batch-size", "256"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,target" and len(lines) == 3264
+    assert {l.split(",")[1] for l in lines[1:]} <= {"0", "1"}
+
+
+def test_exported_merged_folder_loads_with_plain_transformers(run_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lorabench.predict import load_run, predict_probs
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), str(out), "--merge"]) == 0
+    assert (out / "model.safetensors").is_file() and "Metrics" in (out / "README.md").read_text()
+    assert not (out / "adapter_config.json").exists()
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    texts = ["forest fire near la ronge", "i love this song", "earthquake hits the city"]
+    with torch.no_grad():
+        probs = torch.softmax(model(**tok(texts, padding=True, return_tensors="pt")).logits, -1).numpy()
+    ref = predict_probs(load_run(run_dir), texts, progress=False)
+    assert np.abs(probs - ref).max() < 1e-4
+    assert main(["export", str(run_dir), str(tmp_path / "adapter")]) == 0
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["predict", "{tmp}", "--input", "{inp}", "--output", "{out}"], "not a lorabench run folder"),
+    (["predict", "{run}", "--input", "{tmp}/missing.csv", "--output", "{out}"], "not found"),
+    (["predict", "{run}", "--input", "{bad}", "--output", "{out}"], "no column 'keyword'"),
+])
+def test_predict_errors(run_dir, tmp_path, capsys, args, match):
+    inp, _ = _input(tmp_path)
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"id": [1], "text": ["x"]}).to_csv(bad, index=False)
+    out = tmp_path / "out.csv"
+    fill = dict(tmp=tmp_path, inp=inp, out=out, run=run_dir, bad=bad)
+    assert main([a.format(**fill) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -1,0 +1,131 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorabench.cli import main
+from lorabench.config import ConfigError
+from lorabench.sweep import load_sweep_config, to_distributions
+
+STUDY_SPACE = """
+    lora_alpha: {values: [16, 32, 64]}
+    lora_bias: {value: none}
+    lora_dropout: {distribution: uniform, min: 0, max: 0.1}
+    lora_rank: {values: [4, 8, 16, 32]}
+    learning_rate: {distribution: uniform, min: 1e-5, max: 2e-4}
+    max_length: {value: 512}
+"""
+
+
+def sweep_yaml(tmp_path, *, rows=120, epochs=2, extra="", heartbeat=30):
+    p = tmp_path / "sweep.yaml"
+    p.write_text(f"""
+name: sw
+data: {{max_train_samples: {rows}, max_eval_samples: 60}}
+model: {{name: tiny-llama, max_length: 48}}
+train: {{epochs: {epochs}, batch_size: 16}}
+sweep:
+  method: bayes
+  metric: {{name: eval/f1-score, goal: maximize}}
+  run_cap: 6
+  heartbeat_seconds: {heartbeat}
+  {extra}
+  parameters:{STUDY_SPACE}""")
+    return p
+
+
+def test_study_space_converts_to_optuna_distributions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    cfg = load_sweep_config(Path(__file__).parents[1] / "examples" / "sweep-study.yaml", [])
+    dists, fixed = to_distributions(cfg.sweep.parameters)
+    assert dists == {"lora.alpha": CategoricalDistribution([16, 32, 64]),
+                     "lora.dropout": FloatDistribution(0.0, 0.1),
+                     "lora.r": CategoricalDistribution([4, 8, 16, 32]),
+                     "train.learning_rate": FloatDistribution(1e-5, 2e-4)}
+    assert fixed == {"lora.bias": "none", "model.max_length": 512}
+    assert cfg.sweep.n_trials == 30 and cfg.sweep.metric.name == "eval/f1-score"
+    more, _ = to_distributions({"train.weight_decay": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+                                "train.epochs": {"distribution": "int_uniform", "min": 1, "max": 3},
+                                "lora.dropout": {"distribution": "q_uniform", "min": 0, "max": 0.1, "q": 0.05}})
+    assert more["train.weight_decay"].log and more["train.epochs"].high == 3 and more["lora.dropout"].step == 0.05
+    with pytest.raises(ConfigError, match="unknown parameter 'lora_ranks'"):
+        to_distributions({"lora_ranks": {"values": [1]}})
+
+
+def test_six_trial_sweep_writes_best_yaml(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_yaml(tmp_path)), "--output-dir", str(out)]) == 0
+    trials = list(csv.DictReader((out / "trials.csv").open()))
+    assert sum(t["state"] in ("COMPLETE", "PRUNED") for t in trials) == 6
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["lora"]["r"] in (4, 8, 16, 32) and best["lora"]["bias"] == "none"
+    assert best["model"]["max_length"] == 512 and 1e-5 <= best["train"]["learning_rate"] <= 2e-4
+    assert (out / "best.yaml").read_text().startswith("# lorabench train ")
+    assert len(list((out / "trials").glob("*/run.json"))) == 6
+    assert (out / "report.html").is_file() and (out / "plots" / "history.png").is_file()
+    # best.yaml is ready to run
+    assert main(["train", str(out / "best.yaml"), "--output-dir", str(tmp_path / "best-run"),
+                 "--set", "train.epochs=1"]) == 0
+
+
+def _states(db: Path, name="sw"):
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    except Exception:
+        return []
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path):
+    out = tmp_path / "out"
+    cfg = sweep_yaml(tmp_path, rows=400, epochs=3, heartbeat=1, extra="pruner: none")
+    cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(cfg), "--output-dir", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        s = _states(out / "study.db")
+        if s.count("COMPLETE") >= 2 and s and s[-1] == "RUNNING":
+            break
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("the sweep never reached a running third trial")
+    time.sleep(1.0)  # mid-trial
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _states(out / "study.db")[-1] == "RUNNING"  # the dead worker's trial
+    time.sleep(2.5)  # past the heartbeat grace period (2 x 1 s)
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    import optuna
+    study = optuna.load_study(study_name="sw", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1 and "RUNNING" not in states
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed.number]
+    assert len(retried) == 1 and retried[0].params == failed.params and retried[0].state.name == "COMPLETE"
+    runs = sorted(p.parent.name for p in (out / "trials").glob("*/run.json"))
+    assert len(runs) == 6 == len(set(runs))
+    assert f"trial-{failed.number:04d}" not in runs
+
+
+@pytest.mark.skipif(not os.environ.get("LORABENCH_TEST_POSTGRES"), reason="set LORABENCH_TEST_POSTGRES to a URL")
+def test_two_workers_share_one_study_on_postgres(tmp_path):
+    import optuna
+    url = os.environ["LORABENCH_TEST_POSTGRES"]
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_yaml(tmp_path)), "--output-dir", str(out), "--storage", url,
+                 "--study", name, "--workers", "2", "--trials", "4"]) == 0
+    study = optuna.load_study(study_name=name, storage=url)
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 4 <= len(done) <= 5
+    assert len({t.user_attrs["worker"] for t in done}) == 2
+    assert len({t.number for t in done}) == len(done)
