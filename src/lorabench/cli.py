@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the built-in model names and whether each is available here")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("keys", help="list every config key with its default and meaning")
+    p.add_argument("kind", nargs="?", choices=["train", "compare", "sweep"], default="train")
+    p.set_defaults(func=cmd_keys)
     return ap
 
 
@@ -164,6 +168,18 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from .config import CompareConfig, ExperimentConfig, SweepConfig, SweepSection, field_help
+    cls = {"train": ExperimentConfig, "compare": CompareConfig, "sweep": SweepConfig}[args.kind]
+    rows = field_help(cls)
+    if args.kind == "sweep":
+        rows = [r for r in rows if r[0] != "sweep"] + [("sweep", "", "")] + field_help(SweepSection, "sweep.")
+    width = max(len(k) for k, _, _ in rows)
+    for key, default, text in rows:
+        print(f"{key:<{width}}  {default:<24}  {text}" if default else f"{key:<{width}}  {'':<24}  {text}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
@@ -175,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lorabench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 A config is YAML (read with ``yaml.safe_load``) plus ``--set key.sub=value`` overrides.
 Unknown keys and wrong types are errors that name the key. Each field carries its help
-text in ``metadata["help"]``; ``lorabench config-help`` prints them.
+text in ``metadata["help"]``; ``lorabench keys`` prints them.
 """
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, help="Share of steps for warmup.")
     max_grad_norm: float = _f(0.3, help="Gradient clipping (the study: 0.3).")
     batch_size: int = _f(8, help="Per-device train batch size (the study: 8).")
-    eval_batch_size: int | None = _f(None, help="Per-device eval batch size; default 4 x batch_size.")
+    eval_batch_size: int | None = _f(None, help=(
+        "Per-device eval batch size; default batch_size (on CPU, batches over ~16 rows run slower per row)."))
     gradient_accumulation_steps: int = _f(1, help="Micro-batches per optimiser step.")
     epochs: float = _f(5, help="Training epochs (the study: 5).")
     max_steps: int | None = _f(None, help="Stop after this many optimiser steps (overrides epochs).")
@@ -246,23 +247,16 @@ class SweepSection:
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """One model, many hyperparameter settings: what `lorabench sweep` runs."""
-    name: str = _f("sweep", help="Sweep name; trials go to runs/<name>/.")
-    data: DataConfig = _f(DataConfig(), help="Data (loaded and tokenised once per worker).")
-    model: ModelConfig = _f(ModelConfig(), help="The model to tune.")
-    lora: LoraConfig | None = _f(LoraConfig(), help="Base LoRA settings (the sweep overrides some).")
-    train: TrainConfig = _f(TrainConfig(), help="Base Trainer settings.")
-    sweep: SweepSection | None = _f(None, help="The search (required).")
-    label: str | None = _f(None, help="Display name.")
+class SweepConfig(ExperimentConfig):
+    """One model, many hyperparameter settings: what `lorabench sweep` runs (an experiment + `sweep:`)."""
+    sweep: SweepSection | None = _f(None, help="The search space and objective (required).")
 
     def __post_init__(self) -> None:
         if self.sweep is None:
             raise ConfigError("missing key 'sweep' (the search space and objective)")
 
     def base(self) -> ExperimentConfig:
-        return ExperimentConfig(name=self.name, data=self.data, model=self.model, lora=self.lora,
-                                train=self.train, label=self.label)
+        return ExperimentConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentConfig)})
 
 
 # --------------------------------------------------------------------------- parsing

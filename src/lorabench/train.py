@@ -139,7 +139,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
     return TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size or 4 * cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
