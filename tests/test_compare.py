@@ -47,6 +47,14 @@ def test_compare_writes_every_report_file_and_reuses_runs(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
     assert mtimes == {p: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
 
+    # a model removed from the config: its old run stays on disk but leaves the report
+    cfg2 = tmp_path / "cmp2.yaml"
+    cfg2.write_text((CONFIG % "").replace("  - name: tiny-llama\n    lora: {r: 2}\n", ""))
+    assert main(["compare", str(cfg2), "--output-dir", str(out)]) == 0
+    assert [r["label"] for r in csv.DictReader((out / "results.csv").open())] == ["tfidf-logreg", "tiny BERT"]
+    assert (out / "tiny-llama-seed42" / "run.json").is_file()
+    assert main(["compare", str(_write(tmp_path)), "--output-dir", str(out)]) == 0  # back: reused again
+
     before = (out / "results.csv").read_bytes()
     (out / "results.csv").unlink()
     assert main(["report", str(out)]) == 0

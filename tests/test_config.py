@@ -70,3 +70,15 @@ def test_every_shipped_example_parses():
         else:
             load_config(ExperimentConfig, f)
         assert f.read_text().startswith("# lorabench "), f"{f.name} must start with the command that runs it"
+
+
+def test_home_and_config_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "val").mkdir()
+    p = tmp_path / "sub" / "c.yaml"
+    p.write_text("data: {source: ~/train.csv, val: val, test: org/dataset}\n")
+    cfg = load_config(ExperimentConfig, p)
+    assert cfg.data.source == str(tmp_path / "train.csv")
+    assert cfg.data.val == str(tmp_path / "sub" / "val")   # an existing folder beside the config
+    assert cfg.data.test == "org/dataset"                   # a hub id stays as it is

@@ -113,7 +113,7 @@ def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path):
     assert len(retried) == 1 and retried[0].params == failed.params and retried[0].state.name == "COMPLETE"
     runs = sorted(p.parent.name for p in (out / "trials").glob("*/run.json"))
     assert len(runs) == 6 == len(set(runs))
-    assert f"trial-{failed.number:04d}" not in runs
+    assert f"sw-trial-{failed.number:04d}" not in runs
 
 
 @pytest.mark.skipif(not os.environ.get("LORABENCH_TEST_POSTGRES"), reason="set LORABENCH_TEST_POSTGRES to a URL")
@@ -129,3 +129,11 @@ def test_two_workers_share_one_study_on_postgres(tmp_path):
     assert 4 <= len(done) <= 5
     assert len({t.user_attrs["worker"] for t in done}) == 2
     assert len({t.number for t in done}) == len(done)
+
+
+def test_sweep_whose_trials_all_fail_stops_with_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["sweep", str(sweep_yaml(tmp_path)), "--output-dir", str(out), "--set", "lora.target_modules=[nope]"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "3 trials in a row failed" in err and "no module named 'nope'" in err and "Traceback" not in err

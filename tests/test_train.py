@@ -23,19 +23,19 @@ def tiny(model, tmp_path, **train):
 def test_weighted_loss_matches_torch_and_is_accumulation_invariant():
     torch.manual_seed(0)
     logits = torch.randn(8, 2, requires_grad=True)
-    labels = torch.tensor([0, 1, 1, 0, 1, 1, 1, 0])
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])  # each half: two of each class
     w = [0.8, 1.3]
     loss_fn = WeightedCrossEntropy(w)
     ref = torch.nn.CrossEntropyLoss(weight=torch.tensor(w))(logits, labels)
     assert torch.allclose(loss_fn({"logits": logits}, labels), ref)
     assert torch.allclose(loss_fn({"logits": logits}, labels, num_items_in_batch=torch.tensor(8)), ref)
-    # two micro-batches of 4 summed (the Trainer does not divide a compute_loss_func loss)
+    # gradient accumulation: the Trainer sums micro-batch losses of a compute_loss_func without dividing;
+    # with equal class mixes per micro-batch the sum must equal the full-batch weighted mean exactly
     acc = sum(loss_fn({"logits": logits[i:i + 4]}, labels[i:i + 4], num_items_in_batch=8) for i in (0, 4))
+    assert torch.allclose(acc, ref)
     g_acc = torch.autograd.grad(acc, logits)[0]
     g_ref = torch.autograd.grad(ref, logits)[0]
-    # equal to the unweighted-by-size average of micro-batch weighted means: close to the full-batch mean
-    assert torch.allclose(g_acc.sum(), g_ref.sum(), atol=1e-6)
-    assert (g_acc - g_ref).abs().max() < 0.02
+    assert torch.allclose(g_acc, g_ref, atol=1e-7)
 
 
 def test_loss_falls_and_record_is_complete(tmp_path):
@@ -78,8 +78,8 @@ def test_save_then_reload_gives_identical_logits(tmp_path, model):
 
 def test_threshold_tune_is_recorded(tmp_path):
     rec = run_experiment(tiny("tiny-bert", tmp_path, threshold="tune"), tmp_path / "run")
-    assert 0.0 <= rec["threshold"] <= 1.0
     assert rec["metrics"]["val_at_threshold"]["f1"] >= rec["metrics"]["val"]["f1"] - 1e-9
+    assert rec["metrics"]["val"]["f1"] == max(h["f1"] for h in rec["history"])  # best epoch kept
 
 
 def test_cli_train_end_to_end(tiny_config, tmp_path, capsys):
@@ -128,3 +128,12 @@ def test_real_minilm_lora_learns(tmp_path):
     rec = run_experiment(cfg, tmp_path / "run")
     assert rec["metrics"]["val"]["f1"] >= 0.65, rec["metrics"]["val"]
     assert np.isclose(rec["params"]["trainable_pct"], 100 * rec["params"]["trainable"] / rec["params"]["total"], atol=1e-3)
+
+
+def test_existing_non_empty_output_dir_is_refused_and_kept(tiny_config, tmp_path, capsys):
+    cfg = tiny_config()
+    keep = tmp_path / "precious.txt"
+    keep.write_text("do not delete")
+    assert main(["train", str(cfg), "--output-dir", str(tmp_path)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert keep.read_text() == "do not delete" and cfg.is_file()

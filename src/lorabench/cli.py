@@ -98,7 +98,9 @@ def cmd_compare(args) -> int:
     from .compare import run_compare
     from .config import CompareConfig, load_config
     overrides = list(args.overrides)
-    if args.seeds:
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise LorabenchError(f"--seeds must be >= 1, got {args.seeds}")
         overrides.append(f"seeds=[{', '.join(str(42 + i) for i in range(args.seeds))}]")
     cfg = load_config(CompareConfig, args.config, overrides)
     report = run_compare(cfg, output_dir=args.output_dir, force=args.force)
@@ -149,11 +151,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .config import CompareConfig, ExperimentConfig, load_config, read_yaml
+    from .config import CompareConfig, ExperimentConfig, SweepConfig, load_config, read_yaml
     from .datasummary import print_summary
     raw = read_yaml(args.config)
-    cls = CompareConfig if "models" in raw else ExperimentConfig
-    cfg = load_config(cls, args.config, args.overrides)
+    if "sweep" in raw:
+        cfg = load_config(SweepConfig, args.config, args.overrides).base()
+    else:
+        cfg = load_config(CompareConfig if "models" in raw else ExperimentConfig, args.config, args.overrides)
     print_summary(cfg)
     return 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,9 +17,11 @@ def run_dir_for(root: Path, exp: ExperimentConfig) -> Path:
     return root / f"{safe_name(exp.label or exp.model.name)}-seed{exp.train.seed}"
 
 
-def _reusable(run_dir: Path, exp: ExperimentConfig) -> dict | None:
+def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | None:
+    """A finished run of exactly this config on exactly this data, else None."""
     rec = read_run(run_dir)
-    if rec and rec.get("status") == "completed" and rec.get("config") == json.loads(json.dumps(to_dict(exp))):
+    if (rec and rec.get("status") == "completed" and rec.get("config") == json.loads(json.dumps(to_dict(exp)))
+            and rec.get("data", {}).get("fingerprint") == fingerprint):
         return rec
     return None
 
@@ -49,18 +52,17 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
     for i, exp in enumerate(exps, 1):
         run_dir = run_dir_for(root, exp)
         tag = f"[{i}/{len(exps)}] {exp.label} (seed {exp.train.seed})"
-        rec = None if force else _reusable(run_dir, exp)
+        key = json.dumps(to_dict(exp.data), sort_keys=True)
+        if key not in by_data:  # a per-model train subsample of the same split
+            by_data[key] = load_splits(exp.data)
+        rec = None if force else _reusable(run_dir, exp, by_data[key].fingerprint)
         if rec is not None:
             print(f"{tag}: reused {run_dir}  {_line(rec)}", flush=True)
             continue
         print(f"{tag}: training {exp.model.name} ...", flush=True)
-        if run_dir.exists():
-            import shutil
+        if (run_dir / "run.json").is_file():  # an outdated or failed run of this entry: replace it
             shutil.rmtree(run_dir)
         try:
-            key = json.dumps(to_dict(exp.data), sort_keys=True)
-            if key not in by_data:  # a per-model train subsample of the same split
-                by_data[key] = load_splits(exp.data)
             rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
         except KeyboardInterrupt:
             raise

@@ -129,6 +129,17 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"train.threshold must be in (0, 1) or 'tune', got {self.threshold}")
+        if self.metric_for_best_model not in ("f1", "precision", "recall", "accuracy", "loss"):
+            raise ConfigError(f"train.metric_for_best_model: expected f1, precision, recall, accuracy or loss, "
+                              f"got {self.metric_for_best_model!r}")
+        from transformers import SchedulerType
+        names = [t.value for t in SchedulerType]
+        if self.lr_scheduler not in names:
+            raise ConfigError(f"train.lr_scheduler: unknown scheduler {self.lr_scheduler!r} (one of {', '.join(names)})")
+        import importlib.util
+        for target in [self.report_to] if isinstance(self.report_to, str) else self.report_to:
+            if target not in ("none", "all") and importlib.util.find_spec(target) is None:
+                raise ConfigError(f"train.report_to: {target!r} is not installed (pip install {target})")
 
 
 @dataclass(frozen=True)
@@ -401,12 +412,27 @@ def resolve_paths(raw: dict, base_dir: Path) -> dict:
     if isinstance(data, dict):
         data = dict(data)
         for key in ("source", "val", "test"):
-            v = data.get(key)
-            if isinstance(v, str) and _looks_like_path(v) and not Path(v).is_absolute():
-                candidate = (base_dir / v)
-                data[key] = str(candidate.resolve())
+            if key in data:
+                data[key] = _resolve(data[key], base_dir)
         raw = {**raw, "data": data}
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        raw = {**raw, "model": {**model, "name": _resolve(model["name"], base_dir, models=True)}}
     return raw
+
+
+def _resolve(v: Any, base_dir: Path, *, models: bool = False) -> Any:
+    """A relative file or folder path -> absolute against the config's folder; names and hub ids unchanged."""
+    if not isinstance(v, str) or v == "disaster_tweets":
+        return v
+    if v.startswith("~"):
+        return str(Path(v).expanduser())
+    if Path(v).is_absolute():
+        return v
+    candidate = base_dir / v
+    if candidate.exists() or v.startswith(".") or (not models and _looks_like_path(v)):
+        return str(candidate.resolve())
+    return v
 
 
 def _looks_like_path(value: str) -> bool:

@@ -87,8 +87,8 @@ def bundled_path(name: str = "train.csv") -> Path:
     return Path(str(resources.files("lorabench") / "datasets" / BUNDLED / name))
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV / TSV / JSON / JSONL / Parquet file or a `save_to_disk` folder as strings-as-is."""
+def read_table(path: str | Path, dtype: dict | None = None) -> pd.DataFrame:
+    """Read a CSV / TSV / JSON / JSONL / Parquet file or a `save_to_disk` folder (texts as written)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data file not found: {p}")
@@ -103,9 +103,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return ds.to_pandas()
         suffix = p.suffix.lower()
         if suffix == ".csv":
-            return pd.read_csv(p, keep_default_na=True)
+            return pd.read_csv(p, dtype=dtype)
         if suffix == ".tsv":
-            return pd.read_csv(p, sep="\t")
+            return pd.read_csv(p, sep="\t", dtype=dtype)
         if suffix == ".jsonl":
             return pd.read_json(p, lines=True)
         if suffix == ".json":

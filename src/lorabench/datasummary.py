@@ -52,7 +52,11 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
     out["char_histogram"] = {"counts": hist.tolist(), "edges": [round(float(e), 2) for e in edges]}
     tokens = {}
     for label, mcfg in _model_settings(cfg):
-        lens = token_lengths(texts, mcfg)
+        try:
+            lens = token_lengths(texts, mcfg)
+        except Exception as e:  # a model that cannot load fails in its own run, not here
+            tokens[label] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            continue
         cut = sum(1 for n in lens if n > mcfg.max_length)
         tokens[label] = {**_stats(lens), "max_length": mcfg.max_length, "cut_rows": cut,
                          "cut_share": round(cut / len(lens), 4)}
@@ -76,6 +80,9 @@ def format_summary(s: dict) -> str:
         x = L[unit]
         lines.append(f"  length in {unit}: min {x['min']}, median {x['median']:g}, p95 {x['p95']:g}, max {x['max']}")
     for label, x in L.get("tokens", {}).items():
+        if "error" in x:
+            lines.append(f"  tokens ({label}): tokenizer unavailable ({x['error']})")
+            continue
         lines.append(f"  tokens ({label}): median {x['median']:g}, p95 {x['p95']:g}, max {x['max']}; "
                      f"cut by max_length {x['max_length']}: {x['cut_rows']} rows ({100 * x['cut_share']:.2f}%)")
     for note in s.get("notes", []):

@@ -53,12 +53,14 @@ ARCHITECTURES: dict[str, Arch] = {
 }
 
 
-def arch_for(model_type: str) -> Arch:
-    try:
+def arch_for(model_type: str, lora: LoraConfig | None = None, *, is_decoder: bool = False) -> Arch:
+    """The table's entry; for an architecture not in it, one built from `lora.target_modules`."""
+    if model_type in ARCHITECTURES:
         return ARCHITECTURES[model_type]
-    except KeyError:
+    if lora is not None and not lora.target_modules:
         raise ModelError(f"architecture {model_type!r} is not in lorabench's table (known: "
-                         f"{', '.join(sorted(ARCHITECTURES))}); set lora.target_modules and open an issue") from None
+                         f"{', '.join(sorted(ARCHITECTURES))}); set lora.target_modules")
+    return Arch(tuple(lora.target_modules) if lora else (), "score" if is_decoder else "classifier", is_decoder)
 
 
 # --------------------------------------------------------------------------- sources
@@ -319,7 +321,7 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
         hf_config = AutoConfig.from_pretrained(source.path, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from None
-    arch = arch_for(hf_config.model_type)
+    arch = arch_for(hf_config.model_type, lora, is_decoder=_looks_decoder(hf_config))
     tokenizer = load_tokenizer(source.path, arch, cfg)
     hf_config.num_labels = len(label_names)
     hf_config.id2label = dict(enumerate(label_names))
@@ -341,6 +343,20 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
                  time.perf_counter() - t0)
 
 
+def _head_name(model, arch: Arch) -> str:
+    if hasattr(model, arch.head):
+        return arch.head
+    for name in ("classifier", "score"):  # an architecture outside the table
+        if hasattr(model, name):
+            return name
+    raise ModelError(f"cannot find the classification head ({arch.head!r}) of {type(model).__name__}")
+
+
+def _looks_decoder(hf_config) -> bool:
+    archs = getattr(hf_config, "architectures", None) or []
+    return any(a.endswith("ForCausalLM") for a in archs)
+
+
 def attach_lora(model, lora: LoraConfig, arch: Arch):
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
@@ -351,5 +367,5 @@ def attach_lora(model, lora: LoraConfig, arch: Arch):
         raise ModelError(f"lora.target_modules: no module named {missing[0]!r} in this model")
     peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha,
                               lora_dropout=lora.dropout, bias=lora.bias, target_modules=targets,
-                              modules_to_save=[arch.head])
+                              modules_to_save=[_head_name(model, arch)])
     return get_peft_model(model, peft_cfg)

@@ -73,8 +73,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     folder with `status: failed` (what `compare` wants) and the error is re-raised.
     """
     out_dir = Path(out_dir)
-    if (out_dir / RUN_FILE).exists():
-        raise LorabenchError(f"{out_dir} already holds a run; choose another --output-dir")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise LorabenchError(f"output folder {out_dir} exists and is not empty; choose another --output-dir")
     splits = splits or load_splits(cfg.data)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -108,7 +108,7 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
     write_atomic(tmp / "config.yaml", dump_yaml(cfg))
     write_json(tmp / RUN_FILE, record)
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        out_dir.rmdir()  # empty (checked at the start): never delete anything else
     tmp.rename(out_dir)
 
 

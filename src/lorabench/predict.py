@@ -55,19 +55,33 @@ def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
     trust = bool(rec["config"]["model"].get("trust_remote_code"))
     labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                   pad_token_id=tok.pad_token_id)
-    if (run_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-        source = rec["model"]["source"]
-        cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust, **labels)
-        base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, dtype="float32",
-                                                                  trust_remote_code=trust, use_safetensors=True)
-        model = PeftModel.from_pretrained(base, run_dir)
-        if merge:
-            model = model.merge_and_unload()
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(run_dir, trust_remote_code=trust, use_safetensors=True)
+    try:
+        if (run_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
+            source = _base_source(rec)
+            cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust, **labels)
+            base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, dtype="float32",
+                                                                      trust_remote_code=trust, use_safetensors=True)
+            model = PeftModel.from_pretrained(base, run_dir)
+            if merge:
+                model = model.merge_and_unload()
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(run_dir, trust_remote_code=trust,
+                                                                       use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise LorabenchError(f"{run_dir}: cannot load the model: {str(e).splitlines()[0]}") from None
     model.config.pad_token_id = tok.pad_token_id
     return LoadedRun(rec, model.eval(), tok, run_dir)
+
+
+def _base_source(rec: dict) -> str:
+    """The base weights' folder: as recorded, else resolved again (a cleared cache is rebuilt)."""
+    source = rec["model"]["source"]
+    if Path(source).is_dir():
+        return source
+    from .config import ModelConfig, from_dict
+    from .models import resolve_source
+    return resolve_source(from_dict(ModelConfig, rec["config"]["model"], "model")).path
 
 
 def read_rows(path: str) -> pd.DataFrame:
@@ -106,8 +120,11 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
                  probabilities: bool = False, threshold: float | None = None, batch_size: int = 64,
                  merge: bool = True) -> dict:
     """Predict every row of `input_path` and write `output_path` (CSV, JSON lines, Parquet, or - for stdout)."""
+    _check_output(output_path)
     run = load_run(run_dir, merge=merge)
     frame = read_rows(input_path)
+    if "id" in frame.columns and input_path != "-" and Path(input_path).suffix.lower() in (".csv", ".tsv"):
+        frame["id"] = read_table(input_path, dtype={"id": str})["id"]  # keep ids exactly as written ("0007")
     if len(frame) == 0:
         raise DataError(f"{input_path}: no rows")
     template = run.record["config"]["data"]["text"]
@@ -145,6 +162,13 @@ def _output_frame(frame, run: LoadedRun, probs, labels, *, fmt: str, probabiliti
         for i, n in enumerate(names):
             cols[f"prob_{n}"] = probs[:, i]
     return pd.DataFrame(cols)
+
+
+def _check_output(path: str) -> None:
+    if path != "-" and Path(path).suffix.lower() not in (".csv", ".jsonl", ".json", ".parquet", ""):
+        raise LorabenchError(f"--output {path}: unsupported file type (csv, jsonl, json, parquet, or -)")
+    if path != "-" and Path(path).is_dir():
+        raise LorabenchError(f"--output {path} is a folder")
 
 
 def _write_frame(df: pd.DataFrame, path: str) -> None:

@@ -230,7 +230,7 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     if (folder / "study.json").is_file():
         from .sweep_report import build_sweep_report
         return build_sweep_report(folder, storage=storage)
-    runs = find_runs(folder)
+    runs = _current_runs(folder)
     if not runs:
         raise LorabenchError(f"report: no run.json files under {folder}")
     records = [r for _, r in runs]
@@ -277,6 +277,21 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     v = records[0].get("versions", {})
     sections.append(("Environment", f"<pre>{html.escape(json.dumps({'versions': v, 'machine': records[0].get('machine')}, indent=1))}</pre>"))
     return write_atomic(folder / "report.html", _html(f"{folder.name} — lorabench", sections))
+
+
+def _current_runs(folder: Path) -> list[tuple[Path, dict]]:
+    """The run folders of the comparison as configured now (older runs left in the folder are ignored)."""
+    runs = find_runs(folder)
+    cfg_file = folder / "compare.yaml"
+    if not cfg_file.is_file():
+        return runs
+    import yaml
+
+    from .compare import run_dir_for
+    from .config import CompareConfig, from_dict
+    cfg = from_dict(CompareConfig, yaml.safe_load(cfg_file.read_text()))
+    wanted = {run_dir_for(folder, e).resolve() for e in cfg.experiments()}
+    return [(p, r) for p, r in runs if p.resolve() in wanted]
 
 
 def _notes(rows: list[dict], data: dict | None, folder: Path) -> list[str]:

@@ -34,6 +34,8 @@ PARAM_KEYS = {
 METRIC_NAMES = {"eval/f1-score": "f1", "eval/f1": "f1", "eval_f1": "f1", "val_f1": "f1", "f1-score": "f1",
                 "eval/accuracy": "accuracy", "eval/precision": "precision", "eval/recall": "recall"}
 TRIALS_DIR = "trials"
+STORAGE_ENV = "LORABENCH_SWEEP_STORAGE"
+MAX_FAILURES_IN_A_ROW = 3
 
 
 def config_key(param: str) -> str:
@@ -139,7 +141,7 @@ def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study
     folder.mkdir(parents=True, exist_ok=True)
     n = trials or cfg.sweep.n_trials or 30
     dists, fixed = to_distributions(cfg.sweep.parameters)
-    url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    url = storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(folder / 'study.db').resolve()}"
     return SweepPlan(cfg, folder, url, study or cfg.name, n, metric_key(cfg.sweep.metric.name),
                      cfg.sweep.metric.goal, dists, fixed)
 
@@ -153,18 +155,20 @@ def _storage(p: SweepPlan):
         return RDBStorage(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine,
                           failed_trial_callback=RetryFailedTrialCallback(max_retry=p.cfg.sweep.max_retries))
     except (ImportError, ModuleNotFoundError) as e:
-        raise LorabenchError(f"--storage {p.storage!r}: driver missing ({e})") from None
+        raise LorabenchError(f"--storage {_redact(p.storage)}: database driver missing ({e})") from None
     except Exception as e:
         raise LorabenchError(f"--storage: cannot open {_redact(p.storage)}: {str(e).splitlines()[0]}") from None
 
 
 def _redact(url: str) -> str:
-    """Never print a database password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
-    return url
+    """The storage URL with its password (in the user part or the query) masked: safe to print or save."""
+    try:
+        from sqlalchemy.engine import make_url
+        u = make_url(url)
+        query = {k: ("***" if "pass" in k.lower() else v) for k, v in u.query.items()}
+        return u.set(query=query).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
 
 
 def open_study(p: SweepPlan):
@@ -184,7 +188,7 @@ def open_study(p: SweepPlan):
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
               "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
               "none": optuna.pruners.NopPruner()}[pruner_name]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # lorabench prints one line per trial itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna.create_study(study_name=p.study_name, storage=_storage(p), load_if_exists=True,
                                direction=p.direction, sampler=sampler, pruner=pruner)
@@ -235,22 +239,29 @@ def run_worker(p: SweepPlan, worker: int = 0) -> None:
     from optuna.trial import TrialState
 
     from .data import load_splits
-    from .pipeline import quiet_libraries, run_experiment
+    from .pipeline import quiet_libraries, run_experiment, safe_name
     quiet_libraries()
     study = open_study(p)
     splits = load_splits(p.cfg.data)           # data loaded once per worker ...
     token_cache: dict = {}                      # ... and tokenised once per (model, max_length)
     base = p.cfg.base()
     trials_dir = p.folder / TRIALS_DIR
+    failures = 0
 
     def objective(trial):
         values = {k: suggest(trial, k, d) for k, d in p.distributions.items()}
         cfg = dataclasses.replace(trial_config(base, {**p.fixed, **values}), label=f"trial-{trial.number:04d}")
         cb = _PruningCallback(trial, p.metric)
-        out = trials_dir / f"trial-{trial.number:04d}"
+        out = trials_dir / f"{safe_name(p.study_name)}-trial-{trial.number:04d}"
         t0 = time.process_time()
-        rec = run_experiment(cfg, out, splits=splits, callbacks=[cb], token_cache=token_cache,
-                             extra={"sweep": {"study": p.study_name, "trial": trial.number, "params": values}})
+        try:
+            rec = run_experiment(cfg, out, splits=splits, callbacks=[cb], token_cache=token_cache,
+                                 extra={"sweep": {"study": p.study_name, "trial": trial.number, "params": values}})
+        except Exception as e:
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            trial.set_user_attr("error", msg)
+            print(f"worker {worker}: trial {trial.number} failed: {msg}", file=sys.stderr, flush=True)
+            raise
         trial.set_user_attr("run_dir", str(out.resolve()))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("cpu_seconds", time.process_time() - t0)
@@ -273,7 +284,18 @@ def run_worker(p: SweepPlan, worker: int = 0) -> None:
             continue
         if p.cfg.sweep.method == "grid" and study.sampler.is_exhausted(study) and not c[TrialState.WAITING]:
             break
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        ended: list = []
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                       callbacks=[lambda st, tr: ended.append(tr.state)])
+        failures = failures + 1 if ended and ended[0] == TrialState.FAIL else 0
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            raise LorabenchError(f"sweep: {failures} trials in a row failed; last: {_last_error(study)}")
+
+
+def _last_error(study) -> str:
+    from optuna.trial import TrialState
+    failed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    return failed[-1].user_attrs.get("error", "unknown") if failed else "unknown"
 
 
 def _mark(run_dir: Path, status: str) -> None:
@@ -296,7 +318,7 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
     from .sweep_report import build_sweep_report
     p = plan(cfg, output_dir=output_dir, storage=storage, study=study, trials=trials)
     write_atomic(p.folder / "sweep.yaml", dump_yaml(cfg))
-    write_json(p.folder / "study.json", {"storage": p.storage if "@" not in p.storage else _redact(p.storage),
+    write_json(p.folder / "study.json", {"storage": _redact(p.storage),
                                          "study_name": p.study_name, "n_trials": p.n_trials,
                                          "metric": p.metric, "direction": p.direction})
     open_study(p)  # create it (or join it) before any worker starts
@@ -309,13 +331,17 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
         threads = max(1, (os.cpu_count() or 1) // workers)
         for w in range(workers):
             cmd = [sys.executable, "-m", "lorabench.cli", "sweep", config_path, "--worker-only",
-                   "--output-dir", str(p.folder), "--storage", p.storage, "--study", p.study_name,
+                   "--output-dir", str(p.folder), "--study", p.study_name,
                    "--trials", str(p.n_trials), "--worker-id", str(w)]
             for o in overrides:
                 cmd += ["--set", o]
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            # the storage URL may hold a password: pass it in the environment, not on the command line
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                   STORAGE_ENV: p.storage}
             procs.append(subprocess.Popen(cmd, env=env))
         codes = [pr.wait() for pr in procs]
         if any(codes):
-            print(f"sweep: worker exit codes {codes}", file=sys.stderr)
+            build_sweep_report(p.folder, storage=p.storage)
+            raise LorabenchError(f"sweep: {sum(1 for c in codes if c)} of {workers} workers failed "
+                                 f"(exit codes {codes}); rerun the same command to resume")
     return build_sweep_report(p.folder, storage=p.storage)
