@@ -128,10 +128,9 @@ class SweepPlan:
 
 def load_sweep_config(path: str | Path, overrides: list[str]) -> SweepConfig:
     cfg = load_config(SweepConfig, path, overrides)
-    to_distributions(cfg.sweep.parameters)  # validate the space now
+    _, fixed = to_distributions(cfg.sweep.parameters)  # validate the space and the fixed values now
     metric_key(cfg.sweep.metric.name)
-    for key, value in to_distributions(cfg.sweep.parameters)[1].items():
-        trial_config(cfg.base(), {key: value})
+    trial_config(cfg.base(), fixed)
     return cfg
 
 
