@@ -91,7 +91,7 @@ def read_rows(path: str) -> pd.DataFrame:
             return pd.read_json(io.StringIO(text), lines=True) if text.strip() else pd.DataFrame()
         except ValueError as e:
             raise DataError(f"stdin: not JSON lines ({str(e).splitlines()[0]})") from None
-    return read_table(path)
+    return read_table(path, dtype={"id": str})  # CSV ids kept exactly as written ("0007")
 
 
 def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
@@ -123,8 +123,6 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
     _check_output(output_path)
     run = load_run(run_dir, merge=merge)
     frame = read_rows(input_path)
-    if "id" in frame.columns and input_path != "-" and Path(input_path).suffix.lower() in (".csv", ".tsv"):
-        frame["id"] = read_table(input_path, dtype={"id": str})["id"]  # keep ids exactly as written ("0007")
     if len(frame) == 0:
         raise DataError(f"{input_path}: no rows")
     template = run.record["config"]["data"]["text"]
