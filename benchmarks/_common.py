@@ -57,3 +57,27 @@ def write_section(name: str, body: str) -> None:
     tmp = BENCH_MD.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(BENCH_MD)
+
+
+def matmul_peak_gflops(repeats: int = 3) -> float:
+    """The best fp32 matmul rate torch reaches here: max over square and transformer-like shapes."""
+    import torch
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (1024, 1024, 1024), (1056, 384, 1536), (1056, 1536, 384)):
+        a, b = torch.randn(m, k), torch.randn(n, k)
+        for _ in range(3):
+            torch.nn.functional.linear(a, b)
+        reps = max(3, int(2e10 / (2 * m * k * n)))
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(reps):
+                torch.nn.functional.linear(a, b)
+            best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def padding_share(lengths, batches) -> float:
+    """Share of the tokens in padded batches that are padding."""
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1 - real / padded if padded else 0.0

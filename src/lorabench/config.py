@@ -93,11 +93,13 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    learning_rate: float = _f(1e-4, help="Peak learning rate (the study: 1e-4).")
+    learning_rate: float = _f(4e-4, help=(
+        "Peak learning rate; the study's 1e-4 at batch 8, scaled with the batch (same rate per sample)."))
     lr_scheduler: str = _f("constant_with_warmup", help="Any transformers scheduler name (the study: constant with warmup).")
     warmup_ratio: float = _f(0.1, help="Share of steps for warmup.")
     max_grad_norm: float = _f(0.3, help="Gradient clipping (the study: 0.3).")
-    batch_size: int = _f(8, help="Per-device train batch size (the study: 8).")
+    batch_size: int = _f(32, help=(
+        "Per-device train batch size (the study: 8; 32 trains ~1.3x faster per sample on CPU, see BENCHMARKS.md)."))
     eval_batch_size: int | None = _f(None, help=(
         "Per-device eval batch size; default batch_size (on CPU, batches over ~16 rows run slower per row)."))
     gradient_accumulation_steps: int = _f(1, help="Micro-batches per optimiser step.")
@@ -111,6 +113,11 @@ class TrainConfig:
         "Trade compute for memory. Off by default: it costs ~1.9x time on CPU and changes no result."))
     group_by_length: bool = _f(True, help=(
         "Batch rows of similar length: ~1.5x fewer padded tokens, same result in expectation."))
+    fast_dropout: bool = _f(True, help=(
+        "CPU: draw dropout masks with numpy's SFC64 generator (same keep probability, ~8x faster "
+        "than torch's CPU dropout); no effect on GPU."))
+    torch_compile: bool = _f(False, help=(
+        "Passed to the Trainer. Off: on a 2-core CPU compiling took ~3 min and trained no faster (BENCHMARKS.md)."))
     report_to: str | list[str] = _f("none", help="Passed to the Trainer: none, wandb, tensorboard...")
     logging_steps: int = _f(50, help="Log the training loss every N steps.")
     dataloader_num_workers: int = _f(0, help="DataLoader workers.")
@@ -149,7 +156,7 @@ class ExperimentConfig:
     data: DataConfig = _f(DataConfig(), help="Data source, split and class weights.")
     model: ModelConfig = _f(ModelConfig(), help="Which pretrained model and how to load it.")
     lora: LoraConfig | None = _f(LoraConfig(), help="LoRA settings; null = full fine-tuning.")
-    train: TrainConfig = _f(TrainConfig(), help="Trainer settings (defaults: the study's).")
+    train: TrainConfig = _f(TrainConfig(), help="Trainer settings (defaults: the study's, but batch 32 / lr 4e-4 and no checkpointing).")
     label: str | None = _f(None, help="Display name in reports (default: the model name).")
 
 

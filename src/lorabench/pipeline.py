@@ -149,6 +149,7 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
         "load_seconds": round(built.load_seconds, 2),
         "peak_memory_mb": res.peak_memory_mb["mb"],
         "peak_memory": res.peak_memory_mb,
+        "speed_levers": res.speed,
         "params": built.params,
         "throughput": {"train_samples_per_second": round(res.train_samples_per_second, 2),
                        "train_tokens_per_second": round(res.train_tokens_per_second, 1)},

@@ -98,6 +98,7 @@ class TrainResult:
     threshold: float | None = None
     val_at_threshold: dict | None = None
     test_at_threshold: dict | None = None
+    speed: dict | None = None           # CPU speed levers applied (lorabench.speed)
 
 
 class _Timer:
@@ -162,6 +163,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         dataloader_num_workers=cfg.dataloader_num_workers,
+        torch_compile=cfg.torch_compile,
         use_cpu=not cuda,
         bf16=cuda and dtype == torch.bfloat16,
         fp16=cuda and dtype == torch.float16,
@@ -212,11 +214,18 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
         compute_metrics=_metrics_fn(splits.num_labels), callbacks=cbs,
     )
     result = TrainResult()
+    if cfg.fast_dropout and built.model.device.type == "cpu":
+        from . import speed
+        speed.seed(cfg.seed)
+        result.speed = speed.apply_fast_dropout(built.model)
     with PeakMemory() as peak:
         t0 = time.perf_counter()
         out = trainer.train()
         result.train_seconds = time.perf_counter() - t0
     result.peak_memory_mb = peak.result
+    if result.speed:
+        from . import speed
+        speed.restore(built.model, result.speed)
     result.pure_train_seconds = timer.step_seconds or result.train_seconds
     result.eval_seconds = max(result.train_seconds - result.pure_train_seconds, 0.0)
     result.history = timer.history

@@ -1,0 +1,164 @@
+"""CPU training speed: dropout masks from a fast random generator.
+
+On CPU, torch draws dropout masks with its Mersenne-Twister generator one element at a time:
+a dropout over a batch's hidden states costs about as much as a 384x384 matmul over it, and a
+BERT layer with LoRA on query/value runs five of them (attention probabilities, attention
+output, FFN output, and the two LoRA inputs). Here the masks come from numpy's SFC64 bit
+generator, 16 random bits per element (keep probability exact to 1/65536, outputs scaled so
+the expectation is unchanged), about 8x faster (benchmarks/train_speed.py, BENCHMARKS.md).
+
+What it touches, and only while training on CPU (GPU tensors and eval mode keep torch's ops):
+- every `torch.nn.Dropout` module in the model (the backbone's and peft's `lora_dropout`);
+- attention-probability dropout, which transformers passes into `scaled_dot_product_attention`
+  (it cannot be swapped as a module): a registered attention function computes attention
+  eagerly with the fast mask while training with dropout on CPU, and calls transformers' own
+  sdpa function otherwise. Models whose attention is not dispatched through transformers'
+  attention interface keep torch's attention dropout (`applied["attention"]` says which).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ATTENTION_NAME = "lorabench_sdpa"
+_STATE: dict = {"bits": None}
+
+
+def seed(value: int) -> None:
+    """Seed the mask generator (each run does, from train.seed: same seed, same masks)."""
+    _STATE["bits"] = np.random.SFC64(value)
+
+
+def _random_u16(n: int) -> np.ndarray:
+    if _STATE["bits"] is None:
+        import torch
+        seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
+    return _STATE["bits"].random_raw((n + 3) // 4).view(np.uint16)[:n]
+
+
+def _drop_fn():
+    import torch
+
+    class DropFn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, p):
+            threshold = min(max(round(p * 65536), 1), 65535)
+            mask = np.greater_equal(_random_u16(x.numel()), np.uint16(threshold)).astype(np.float32)
+            mask *= np.float32(65536.0 / (65536 - threshold))  # E[output] = x exactly
+            mask = torch.from_numpy(mask).view(x.shape).to(x.dtype)
+            ctx.save_for_backward(mask)  # float, scaled: the backward is one multiply
+            return x * mask
+
+        @staticmethod
+        def backward(ctx, grad):
+            (mask,) = ctx.saved_tensors
+            return grad * mask, None
+
+    return DropFn
+
+
+_DROP = None
+
+
+def fast_dropout(x, p: float):
+    """Training-mode dropout of a CPU tensor with masks from the SFC64 generator."""
+    global _DROP
+    if _DROP is None:
+        _DROP = _drop_fn()
+    return _DROP.apply(x.contiguous(), float(p))
+
+
+def _fast_dropout_class():
+    import torch
+
+    class FastDropout(torch.nn.Dropout):
+        """`nn.Dropout` whose CPU training masks come from the fast generator."""
+
+        def forward(self, x):
+            if not self.training or self.p == 0 or x.device.type != "cpu" or x.numel() == 0:
+                return super().forward(x)
+            return fast_dropout(x, self.p)
+
+    return FastDropout
+
+
+_FAST_DROPOUT = None
+
+
+def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                      scaling: float | None = None, is_causal: bool | None = None, **kwargs):
+    """Attention for transformers' interface: eager math + fast dropout while training on CPU."""
+    import torch
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    if not (module.training and dropout > 0 and query.device.type == "cpu") or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scale = scaling if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    if attention_mask is not None:  # the eager mask: additive, 0 where attended
+        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+    elif (is_causal if is_causal is not None else getattr(module, "is_causal", False)) and query.shape[2] > 1:
+        q, k = query.shape[2], key.shape[2]
+        causal = torch.ones(q, k, dtype=torch.bool, device=query.device).tril(k - q)
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = fast_dropout(probs, dropout)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+    if ATTENTION_NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ATTENTION_NAME, attention_forward)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, eager_mask)
+
+
+def _attention_dropout(config) -> float:
+    for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "attention_probs_dropout"):
+        value = getattr(config, key, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+def apply_fast_dropout(model) -> dict:
+    """Swap the model's dropout for the fast CPU one; returns what was swapped (for run.json)."""
+    import torch
+    global _FAST_DROPOUT
+    if _FAST_DROPOUT is None:
+        _FAST_DROPOUT = _fast_dropout_class()
+    swapped = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Dropout and module.p > 0:
+            module.__class__ = _FAST_DROPOUT
+            swapped += 1
+    applied = {"fast_dropout_modules": swapped, "attention": None}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is not None and _attention_dropout(config) > 0 and config._attn_implementation in ("sdpa", "eager"):
+        applied["attention_was"] = config._attn_implementation
+        _register_attention()
+        try:
+            base.set_attn_implementation(ATTENTION_NAME)
+        except (ValueError, AttributeError, KeyError):  # attention not routed through the interface
+            return applied
+        applied["attention"] = ATTENTION_NAME
+    return applied
+
+
+def restore(model, applied: dict | None) -> None:
+    """Undo `apply_fast_dropout` (after training: what is saved or exported is plain transformers)."""
+    import torch
+    if not applied:
+        return
+    for module in model.modules():
+        if _FAST_DROPOUT is not None and type(module) is _FAST_DROPOUT:
+            module.__class__ = torch.nn.Dropout
+    if applied.get("attention"):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.set_attn_implementation(applied.get("attention_was", "sdpa"))

@@ -1,0 +1,83 @@
+"""lorabench.speed: the fast CPU dropout keeps dropout's distribution, gradient and determinism,
+its attention path equals transformers' sdpa, and training puts the model back as it found it."""
+import numpy as np
+import pytest
+import torch
+
+from lorabench import speed
+
+
+def test_fast_dropout_rate_scale_and_gradient():
+    speed.seed(0)
+    x = torch.full((1000, 1000), 2.0, requires_grad=True)
+    y = speed.fast_dropout(x, 0.1)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.002                       # keep probability as asked
+    assert abs(y.mean().item() - 2.0) < 0.01               # expectation unchanged
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 2.0 * 65536 / (65536 - 6554)))
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)                 # backward uses the forward's mask
+    assert torch.allclose(x.grad[y != 0], kept / 2.0)
+
+
+def test_fast_dropout_same_seed_same_mask_and_masks_differ_between_calls():
+    x = torch.ones(64, 64)
+    speed.seed(7)
+    a, b = speed.fast_dropout(x, 0.3), speed.fast_dropout(x, 0.3)
+    speed.seed(7)
+    assert torch.equal(a, speed.fast_dropout(x, 0.3))
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_path_equals_transformers_sdpa(monkeypatch, causal):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.is_causal = causal
+    q, k, v = (torch.randn(3, 4, 7, 8) for _ in range(3))
+    keep = torch.ones(3, 1, 7, 7, dtype=torch.bool)
+    keep[0, :, :, 5:] = False                               # padding in the first row
+    if causal:
+        keep &= torch.ones(7, 7, dtype=torch.bool).tril()
+    additive = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    monkeypatch.setattr(speed, "fast_dropout", lambda x, p: x)  # compare the attention math alone
+    module.train()
+    ours, _ = speed.attention_forward(module, q, k, v, additive, dropout=0.1, scaling=0.3)
+    module.eval()
+    ref, _ = sdpa_attention_forward(module, q, k, v, keep, dropout=0.0, scaling=0.3)
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_training_applies_levers_and_restores_the_model(tmp_path):
+    from lorabench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+    from lorabench.data import load_splits
+    from lorabench.models import build_classifier
+    from lorabench.train import train
+    cfg = ExperimentConfig(data=DataConfig(max_train_samples=64, max_eval_samples=32),
+                           model=ModelConfig(name="tiny-bert", max_length=32),
+                           train=TrainConfig(epochs=1, batch_size=16, logging_steps=100))
+    splits = load_splits(cfg.data)
+    built = build_classifier(cfg.model, cfg.lora, splits.label_names)
+    dropouts = sum(type(m) is torch.nn.Dropout and m.p > 0 for m in built.model.modules())
+    res = train(built, splits, cfg.train, tmp_path, max_length=32)
+    assert res.speed["fast_dropout_modules"] == dropouts > 0
+    assert res.speed["attention"] == speed.ATTENTION_NAME
+    assert all(type(m).__name__ != "FastDropout" for m in built.model.modules())
+    assert built.model.get_base_model().config._attn_implementation == "sdpa"
+    off = ExperimentConfig(data=cfg.data, model=cfg.model, train=TrainConfig(epochs=1, batch_size=16, fast_dropout=False))
+    built = build_classifier(off.model, off.lora, splits.label_names)
+    assert train(built, splits, off.train, tmp_path / "off", max_length=32).speed is None
+
+
+def test_llama_keeps_sdpa_attention_and_swaps_lora_dropout():
+    from lorabench.config import LoraConfig, ModelConfig
+    from lorabench.models import build_classifier
+    built = build_classifier(ModelConfig(name="tiny-llama"), LoraConfig(dropout=0.1), ["0", "1"])
+    applied = speed.apply_fast_dropout(built.model)
+    assert applied["attention"] is None                     # attention_dropout 0: nothing to replace
+    assert applied["fast_dropout_modules"] == 2 * built.model.config.num_hidden_layers  # q_proj, v_proj
+    speed.restore(built.model, applied)
+    assert not any(type(m).__name__ == "FastDropout" for m in built.model.modules())
+    assert np.isfinite(built.model(input_ids=torch.tensor([[1, 2, 3]])).logits.detach().numpy()).all()
