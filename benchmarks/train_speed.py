@@ -35,8 +35,11 @@ def matmul_params(model) -> int:
 
 
 def study_recipe(cfg, splits, tmp: Path) -> dict:
-    """(a) The study's script, 2026 API names: Trainer + peft, checkpointing, random order, batch 8."""
-    import numpy as np
+    """(a) The study's script, 2026 API names: Trainer + peft, checkpointing, random order, batch 8.
+
+    On a GPU, as the study ran its decoders: fp16 weights (cfg.model.dtype) and fp16 mixed precision.
+    """
+    import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from lorabench.metrics import classification_metrics, predict_labels, softmax
@@ -52,7 +55,8 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
         learning_rate=t.learning_rate, lr_scheduler_type="constant_with_warmup", warmup_steps=0.1, max_grad_norm=0.3,
         num_train_epochs=t.epochs, weight_decay=0.001, eval_strategy="epoch", save_strategy="no",
         gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
-        train_sampling_strategy="random", report_to="none", use_cpu=True, seed=t.seed, disable_tqdm=True)
+        train_sampling_strategy="random", report_to="none", use_cpu=not torch.cuda.is_available(),
+        fp16=torch.cuda.is_available(), seed=t.seed, disable_tqdm=True)
 
     def metrics(p):
         return classification_metrics(p.label_ids, predict_labels(softmax(p.predictions)), 2)
@@ -61,6 +65,8 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
                       compute_loss_func=WeightedCrossEntropy(splits.class_weights), compute_metrics=metrics)
     with PeakMemory() as peak, Timer() as tm:
         trainer.train()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
     evals = [h for h in trainer.state.log_history if "eval_f1" in h]
     eval_s = sum(h["eval_runtime"] for h in evals)
     lengths = [len(x) for x in train_ds["input_ids"]]
@@ -82,13 +88,14 @@ def lorabench_defaults(cfg, splits, tmp: Path) -> dict:
         rec = run_experiment(cfg, tmp / "b", splits=splits)
     from lorabench.models import build_classifier
     from lorabench.train import tokenize
-    from transformers.trainer_pt_utils import LengthGroupedSampler
+    import numpy as np
+
+    from lorabench.train import length_buckets
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
     train_ds, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
     lengths = [len(x) for x in train_ds["input_ids"]]
-    import torch
     bs = cfg.train.batch_size
-    order = list(LengthGroupedSampler(bs, lengths=lengths, generator=torch.Generator().manual_seed(cfg.train.seed)))
+    order = length_buckets(lengths, bs, np.random.default_rng(cfg.train.seed))
     return {"train_s": rec["pure_train_seconds"], "util": tm.cpu_util, "f1": rec["history"][-1]["f1"],
             "peak_mb": rec["peak_memory_mb"], "params": matmul_params(built.model), "tokens": _tokens(train_ds),
             "rows": len(train_ds), "padding": padding_share(lengths, [order[i:i + bs] for i in range(0, len(order), bs)]),

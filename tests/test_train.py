@@ -137,3 +137,26 @@ def test_existing_non_empty_output_dir_is_refused_and_kept(tiny_config, tmp_path
     assert main(["train", str(cfg), "--output-dir", str(tmp_path)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert keep.read_text() == "do not delete" and cfg.is_file()
+
+
+def test_length_buckets_cover_every_row_pad_little_and_reshuffle():
+    import numpy as np
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from lorabench.train import length_buckets
+    sys_rng = np.random.default_rng(0)
+    lengths = sys_rng.integers(5, 70, size=1000).tolist()
+
+    def padding(order, bs=32):
+        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+        real = sum(lengths)
+        return 1 - real / sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    rng = np.random.default_rng(42)
+    first, second = length_buckets(lengths, 32, rng), length_buckets(lengths, 32, rng)
+    assert sorted(first) == list(range(1000)) and sorted(second) == list(range(1000))
+    assert first != second                                               # a new order each epoch
+    assert first == length_buckets(lengths, 32, np.random.default_rng(42))  # same seed, same order
+    hf = list(LengthGroupedSampler(32, lengths=lengths, generator=torch.Generator().manual_seed(0)))
+    assert padding(first) < 0.03 < padding(hf)
+    assert max(lengths[i] for i in first[-8:]) == max(lengths)           # the partial batch is last

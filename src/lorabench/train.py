@@ -40,6 +40,51 @@ def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False):
     return datasets.Dataset.from_dict(cols), order
 
 
+def length_buckets(lengths, batch_size: int, rng: np.random.Generator) -> list[int]:
+    """One epoch's row order for tight length buckets.
+
+    Rows sorted by length (rows of equal length in random order), cut into batches of
+    `batch_size`, full batches shuffled; the one partial batch goes last. Padding is only what
+    the length boundaries force (~2% of tokens on the tweets at batch 32, against ~8% for
+    transformers' 50-batch megabatches and ~34% for random batches of 8).
+    """
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    order = np.lexsort((rng.random(n), lengths))
+    full = n // batch_size * batch_size
+    batches = order[:full].reshape(-1, batch_size)
+    rng.shuffle(batches)
+    return np.concatenate([batches.ravel(), order[full:]]).tolist()
+
+
+def _trainer_class():
+    import torch
+    from transformers import Trainer
+
+    class BucketSampler(torch.utils.data.Sampler):
+        def __init__(self, lengths, batch_size: int, seed: int):
+            self.lengths, self.batch_size = list(lengths), batch_size
+            self.rng = np.random.default_rng(seed)  # advances every epoch: new batches, same seed same run
+
+        def __len__(self):
+            return len(self.lengths)
+
+        def __iter__(self):
+            return iter(length_buckets(self.lengths, self.batch_size, self.rng))
+
+    class LorabenchTrainer(Trainer):
+        """The Trainer with lorabench's tight length buckets for `train_sampling_strategy=group_by_length`."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or ds is None or self.args.world_size > 1:
+                return super()._get_train_sampler(train_dataset)
+            size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return BucketSampler([len(x) for x in ds["input_ids"]], size, self.args.seed)
+
+    return LorabenchTrainer
+
+
 # --------------------------------------------------------------------------- loss
 class WeightedCrossEntropy:
     """Class-weighted cross-entropy for the Trainer's `compute_loss_func` hook.
@@ -195,7 +240,7 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     `token_cache` (a dict kept by the caller, e.g. a sweep worker) makes repeated runs on the
     same splits, tokenizer and max_length tokenise once.
     """
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)
@@ -207,7 +252,7 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     cbs = [timer] + list(callbacks or [])
     if cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=built.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok), processing_class=tok,
         compute_loss_func=WeightedCrossEntropy(splits.class_weights),
