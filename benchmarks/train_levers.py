@@ -27,7 +27,7 @@ STUDY = {"batch_size": 8, "gradient_checkpointing": True, "group_by_length": Fal
 KEPT = [
     ("the study's recipe: batch 8, gradient checkpointing, random order, torch dropout", {}, {}),
     ("- gradient checkpointing", {"gradient_checkpointing": False}, {}),
-    ("+ length-grouped batches", {"group_by_length": True}, {}),
+    ("+ tight length buckets", {"group_by_length": True}, {}),
     ("+ fast CPU dropout (lorabench.speed)", {"fast_dropout": True}, {}),
     ("+ batch 32 = lorabench defaults", {"batch_size": 32}, {}),
 ]
