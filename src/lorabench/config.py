@@ -99,9 +99,9 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, help="Share of steps for warmup.")
     max_grad_norm: float = _f(0.3, help="Gradient clipping (the study: 0.3).")
     batch_size: int = _f(32, help=(
-        "Per-device train batch size (the study: 8; 32 trains ~1.3x faster per sample on CPU, see BENCHMARKS.md)."))
+        "Per-device train batch size (the study: 8; 32 trains ~1.2x faster per sample on CPU for MiniLM, see BENCHMARKS.md)."))
     eval_batch_size: int | None = _f(None, help=(
-        "Per-device eval batch size; default batch_size (on CPU, batches over ~16 rows run slower per row)."))
+        "Per-device eval batch size; default batch_size (a 135M decoder on 2 CPU cores scores fastest at ~8)."))
     gradient_accumulation_steps: int = _f(1, help="Micro-batches per optimiser step.")
     epochs: float = _f(5, help="Training epochs (the study: 5).")
     max_steps: int | None = _f(None, help="Stop after this many optimiser steps (overrides epochs).")
