@@ -76,8 +76,9 @@ def matmul_peak_gflops(repeats: int = 3) -> float:
     return best
 
 
-def padding_share(lengths, batches) -> float:
-    """Share of the tokens in padded batches that are padding."""
+def padding_share(lengths, order, batch_size: int) -> float:
+    """Share of the tokens that are padding when rows come in `order`, `batch_size` at a time."""
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     real = sum(lengths[i] for b in batches for i in b)
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     return 1 - real / padded if padded else 0.0

@@ -74,7 +74,7 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
     order = list(iter(order)) if order is not None else list(range(len(lengths)))
     return {"train_s": tm.wall - eval_s, "util": tm.cpu_util, "f1": evals[-1]["eval_f1"],
             "peak_mb": peak.result["mb"], "params": matmul_params(built.model), "tokens": _tokens(train_ds),
-            "rows": len(train_ds), "padding": padding_share(lengths, [order[i:i + 8] for i in range(0, len(order), 8)])}
+            "rows": len(train_ds), "padding": padding_share(lengths, order, 8)}
 
 
 def _tokens(ds) -> int:
@@ -86,11 +86,10 @@ def lorabench_defaults(cfg, splits, tmp: Path) -> dict:
     from lorabench.pipeline import run_experiment
     with Timer() as tm:
         rec = run_experiment(cfg, tmp / "b", splits=splits)
-    from lorabench.models import build_classifier
-    from lorabench.train import tokenize
     import numpy as np
 
-    from lorabench.train import length_buckets
+    from lorabench.models import build_classifier
+    from lorabench.train import length_buckets, tokenize
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
     train_ds, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
     lengths = [len(x) for x in train_ds["input_ids"]]
@@ -98,7 +97,7 @@ def lorabench_defaults(cfg, splits, tmp: Path) -> dict:
     order = length_buckets(lengths, bs, np.random.default_rng(cfg.train.seed))
     return {"train_s": rec["pure_train_seconds"], "util": tm.cpu_util, "f1": rec["history"][-1]["f1"],
             "peak_mb": rec["peak_memory_mb"], "params": matmul_params(built.model), "tokens": _tokens(train_ds),
-            "rows": len(train_ds), "padding": padding_share(lengths, [order[i:i + bs] for i in range(0, len(order), bs)]),
+            "rows": len(train_ds), "padding": padding_share(lengths, order, bs),
             "levers": rec.get("speed_levers")}
 
 

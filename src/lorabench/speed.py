@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 ATTENTION_NAME = "lorabench_sdpa"
 _STATE: dict = {"bits": None}
@@ -32,64 +33,43 @@ def seed(value: int) -> None:
 
 def _random_u16(n: int) -> np.ndarray:
     if _STATE["bits"] is None:
-        import torch
         seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
     return _STATE["bits"].random_raw((n + 3) // 4).view(np.uint16)[:n]
 
 
-def _drop_fn():
-    import torch
+class _DropFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        threshold = min(max(round(p * 65536), 1), 65535)
+        mask = np.greater_equal(_random_u16(x.numel()), np.uint16(threshold)).astype(np.float32)
+        mask *= np.float32(65536.0 / (65536 - threshold))  # E[output] = x exactly
+        mask = torch.from_numpy(mask).view(x.shape).to(x.dtype)
+        ctx.save_for_backward(mask)  # float, scaled: the backward is one multiply
+        return x * mask
 
-    class DropFn(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, p):
-            threshold = min(max(round(p * 65536), 1), 65535)
-            mask = np.greater_equal(_random_u16(x.numel()), np.uint16(threshold)).astype(np.float32)
-            mask *= np.float32(65536.0 / (65536 - threshold))  # E[output] = x exactly
-            mask = torch.from_numpy(mask).view(x.shape).to(x.dtype)
-            ctx.save_for_backward(mask)  # float, scaled: the backward is one multiply
-            return x * mask
-
-        @staticmethod
-        def backward(ctx, grad):
-            (mask,) = ctx.saved_tensors
-            return grad * mask, None
-
-    return DropFn
-
-
-_DROP = None
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
 
 
 def fast_dropout(x, p: float):
     """Training-mode dropout of a CPU tensor with masks from the SFC64 generator."""
-    global _DROP
-    if _DROP is None:
-        _DROP = _drop_fn()
-    return _DROP.apply(x.contiguous(), float(p))
+    return _DropFn.apply(x.contiguous(), float(p))
 
 
-def _fast_dropout_class():
-    import torch
+class FastDropout(torch.nn.Dropout):
+    """`nn.Dropout` whose CPU training masks come from the fast generator."""
 
-    class FastDropout(torch.nn.Dropout):
-        """`nn.Dropout` whose CPU training masks come from the fast generator."""
-
-        def forward(self, x):
-            if not self.training or self.p == 0 or x.device.type != "cpu" or x.numel() == 0:
-                return super().forward(x)
-            return fast_dropout(x, self.p)
-
-    return FastDropout
-
-
-_FAST_DROPOUT = None
+    def forward(self, x):
+        if not self.training or self.p == 0 or x.device.type != "cpu" or x.numel() == 0:
+            return super().forward(x)
+        return fast_dropout(x, self.p)
 
 
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                       scaling: float | None = None, is_causal: bool | None = None, **kwargs):
     """Attention for transformers' interface: eager math + fast dropout while training on CPU."""
-    import torch
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
     if not (module.training and dropout > 0 and query.device.type == "cpu") or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
@@ -128,14 +108,10 @@ def _attention_dropout(config) -> float:
 
 def apply_fast_dropout(model) -> dict:
     """Swap the model's dropout for the fast CPU one; returns what was swapped (for run.json)."""
-    import torch
-    global _FAST_DROPOUT
-    if _FAST_DROPOUT is None:
-        _FAST_DROPOUT = _fast_dropout_class()
     swapped = 0
     for module in model.modules():
         if type(module) is torch.nn.Dropout and module.p > 0:
-            module.__class__ = _FAST_DROPOUT
+            module.__class__ = FastDropout
             swapped += 1
     applied = {"fast_dropout_modules": swapped, "attention": None}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -153,11 +129,10 @@ def apply_fast_dropout(model) -> dict:
 
 def restore(model, applied: dict | None) -> None:
     """Undo `apply_fast_dropout` (after training: what is saved or exported is plain transformers)."""
-    import torch
     if not applied:
         return
     for module in model.modules():
-        if _FAST_DROPOUT is not None and type(module) is _FAST_DROPOUT:
+        if type(module) is FastDropout:
             module.__class__ = torch.nn.Dropout
     if applied.get("attention"):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -263,14 +263,15 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
         from . import speed
         speed.seed(cfg.seed)
         result.speed = speed.apply_fast_dropout(built.model)
-    with PeakMemory() as peak:
-        t0 = time.perf_counter()
-        out = trainer.train()
-        result.train_seconds = time.perf_counter() - t0
+    try:
+        with PeakMemory() as peak:
+            t0 = time.perf_counter()
+            out = trainer.train()
+            result.train_seconds = time.perf_counter() - t0
+    finally:
+        if result.speed:
+            speed.restore(built.model, result.speed)
     result.peak_memory_mb = peak.result
-    if result.speed:
-        from . import speed
-        speed.restore(built.model, result.speed)
     result.pure_train_seconds = timer.step_seconds or result.train_seconds
     result.eval_seconds = max(result.train_seconds - result.pure_train_seconds, 0.0)
     result.history = timer.history
