@@ -60,10 +60,14 @@ def write_section(name: str, body: str) -> None:
 
 
 def matmul_peak_gflops(repeats: int = 3) -> float:
-    """The best fp32 matmul rate torch reaches here: max over square and transformer-like shapes."""
+    """The best fp32 matmul rate torch reaches here: max over square and transformer-like shapes.
+
+    Mid-size cubes (384-768) are included: on 2 cores they run faster than large ones (cache).
+    """
     import torch
     best = 0.0
-    for m, k, n in ((2048, 2048, 2048), (1024, 1024, 1024), (1056, 384, 1536), (1056, 1536, 384)):
+    for m, k, n in ((2048, 2048, 2048), (1024, 1024, 1024), (768, 768, 768), (512, 512, 512), (384, 384, 384),
+                    (1056, 384, 384), (1056, 384, 1536), (1056, 1536, 384)):
         a, b = torch.randn(m, k), torch.randn(n, k)
         for _ in range(3):
             torch.nn.functional.linear(a, b)
@@ -82,3 +86,26 @@ def padding_share(lengths, order, batch_size: int) -> float:
     real = sum(lengths[i] for b in batches for i in b)
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     return 1 - real / padded if padded else 0.0
+
+
+def flops_per_token(model, rows, max_rows: int = 64) -> float:
+    """Matmul FLOPs a training step performs per real token, counted by torch's FlopCounterMode.
+
+    Forward + backward of each of the first `max_rows` rows alone (no padding), in the model's
+    current set-up (so levers that skip work count less). Gradient-checkpointing recompute is not
+    counted: turn checkpointing off before calling (the model-FLOPs convention).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    was_training = model.training
+    model.train()
+    total = tokens = 0
+    for ids in rows[:max_rows]:
+        x = torch.tensor([ids])
+        with FlopCounterMode(display=False) as counter:
+            model(input_ids=x, attention_mask=torch.ones_like(x)).logits.sum().backward()
+        total += counter.get_total_flops()
+        tokens += len(ids)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return total / tokens

@@ -22,14 +22,16 @@ from _common import header, write_section  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-STUDY = {"batch_size": 8, "gradient_checkpointing": True, "group_by_length": False, "fast_dropout": False}
+STUDY = {"batch_size": 8, "gradient_checkpointing": True, "group_by_length": False, "fast_dropout": False,
+         "pooled_only_last_layer": False}
 # (label, train settings, extra environment); each kept rung builds on the one before
 KEPT = [
     ("the study's recipe: batch 8, gradient checkpointing, random order, torch dropout", {}, {}),
     ("- gradient checkpointing", {"gradient_checkpointing": False}, {}),
     ("+ tight length buckets", {"group_by_length": True}, {}),
     ("+ fast CPU dropout (lorabench.speed)", {"fast_dropout": True}, {}),
-    ("+ batch 32 = lorabench defaults", {"batch_size": 32}, {}),
+    ("+ batch 32", {"batch_size": 32}, {}),
+    ("+ pooled token only in the last layer = lorabench defaults", {"pooled_only_last_layer": True}, {}),
 ]
 DROPPED = [
     ("defaults + OMP_PROC_BIND=close OMP_PLACES=cores", {}, {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}),

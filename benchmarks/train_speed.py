@@ -1,15 +1,18 @@
 """Training speed: the study's recipe vs `lorabench train` defaults, same rows, same epochs, one run.
 
-    .venv/bin/python benchmarks/train_speed.py [--model minilm-l6] [--rows 2000] [--val 0 (all)] [--epochs 1] [--lr 5e-4]
+    .venv/bin/python benchmarks/train_speed.py [--model minilm-l6] [--rows 2000] [--val 0 (all)] [--epochs 1]
+                                               [--lr 5e-4] [--seeds 1]
 
 (a) the study's recipe exactly as its script ran it: plain Trainer + peft, batch 8, gradient
     checkpointing, random-order batches, DataCollatorWithPadding, weighted loss, torch's dropout.
 (b) `lorabench train` with its defaults (batch 32, no checkpointing, length-grouped batches,
-    fast CPU dropout, tokenised once, val scored in length-sorted batches).
+    the pooled token only in the last layer, fast CPU dropout, tokenised once, val scored in
+    length-sorted batches).
 Both use the same LoRA (r 8, alpha 16, query/value or q_proj/v_proj), epochs and rows; (b) takes
 (a)'s learning rate scaled to its batch as lorabench's defaults are (same rate per sample: x4).
 Prints samples/s, real tokens/s, achieved GFLOP/s and its share of the fp32 matmul peak measured
-in this run, peak RSS, the ratio b/a and each one's val F1. Rewrites its BENCHMARKS.md section.
+in this run, peak RSS, the ratio b/a and each one's val F1 (with --seeds N: both recipes N times,
+same seeds, F1 as mean ± sd: one seed's F1 moves by about 0.01). Rewrites its BENCHMARKS.md section.
 """
 from __future__ import annotations
 
@@ -22,16 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, header, matmul_peak_gflops, padding_share, write_section  # noqa: E402
+from _common import Timer, flops_per_token, header, matmul_peak_gflops, padding_share, write_section  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def matmul_params(model) -> int:
-    """Weights that take part in matmuls per token (embeddings are lookups, not matmuls)."""
-    import torch
-    return sum(m.weight.numel() for m in model.modules()
-               if isinstance(m, torch.nn.Linear) and "lora_" not in type(m).__name__.lower())
 
 
 def study_recipe(cfg, splits, tmp: Path) -> dict:
@@ -40,12 +36,13 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
     On a GPU, as the study ran its decoders: fp16 weights (cfg.model.dtype) and fp16 mixed precision.
     """
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     from lorabench.metrics import classification_metrics, predict_labels, softmax
     from lorabench.models import build_classifier
     from lorabench.resources import PeakMemory
     from lorabench.train import WeightedCrossEntropy, tokenize
+    set_seed(cfg.train.seed)  # as run_experiment does for (b): the same LoRA and head initialisation
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
     train_ds, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
     val_ds, _ = tokenize(splits.val, built.tokenizer, cfg.model.max_length)
@@ -73,8 +70,33 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
     order = trainer._get_train_sampler(train_ds)
     order = list(iter(order)) if order is not None else list(range(len(lengths)))
     return {"train_s": tm.wall - eval_s, "util": tm.cpu_util, "f1": evals[-1]["eval_f1"],
-            "peak_mb": peak.result["mb"], "params": matmul_params(built.model), "tokens": _tokens(train_ds),
+            "peak_mb": peak.result["mb"], "tokens": _tokens(train_ds),
             "rows": len(train_ds), "padding": padding_share(lengths, order, 8)}
+
+
+def counted_flops(cfg, splits, *, levers: bool) -> float:
+    """Matmul FLOPs per real token of the recipe's model, on a fresh build after its run (no RNG drawn before it)."""
+    from lorabench import speed
+    from lorabench.models import build_classifier
+    from lorabench.train import tokenize
+    built = build_classifier(cfg.model, cfg.lora, splits.label_names)
+    rows, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
+    applied = speed.apply(built.model, built.arch, cfg.train) if levers else None  # (b): the work it does
+    try:
+        return flops_per_token(built.model, rows["input_ids"])
+    finally:
+        speed.restore_all(built.model, applied)
+
+
+def _pool(runs: list[dict], epochs: float) -> dict:
+    """One recipe's runs (one per seed) as one row: rates over all runs, F1 mean and sd."""
+    import statistics
+    secs = sum(r["train_s"] for r in runs)
+    f1s = [r["f1"] for r in runs]
+    return {**runs[0], "sps": sum(r["rows"] for r in runs) * epochs / secs,
+            "tps": sum(r["tokens"] for r in runs) * epochs / secs, "util": statistics.mean(r["util"] for r in runs),
+            "peak_mb": max(r["peak_mb"] for r in runs), "f1": statistics.mean(f1s), "f1s": f1s,
+            "f1_sd": statistics.stdev(f1s) if len(f1s) > 1 else 0.0}
 
 
 def _tokens(ds) -> int:
@@ -96,7 +118,7 @@ def lorabench_defaults(cfg, splits, tmp: Path) -> dict:
     bs = cfg.train.batch_size
     order = length_buckets(lengths, bs, np.random.default_rng(cfg.train.seed))
     return {"train_s": rec["pure_train_seconds"], "util": tm.cpu_util, "f1": rec["history"][-1]["f1"],
-            "peak_mb": rec["peak_memory_mb"], "params": matmul_params(built.model), "tokens": _tokens(train_ds),
+            "peak_mb": rec["peak_memory_mb"], "tokens": _tokens(train_ds),
             "rows": len(train_ds), "padding": padding_share(lengths, order, bs),
             "levers": rec.get("speed_levers")}
 
@@ -108,6 +130,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=0, help="val rows (0: the whole val split)")
     ap.add_argument("--epochs", type=float, default=1)
     ap.add_argument("--lr", type=float, default=5e-4, help="(a)'s learning rate; (b) scales it to its batch")
+    ap.add_argument("--seeds", type=int, default=1, help="train each recipe with seeds 42, 43, ...: F1 as mean ± sd")
     args = ap.parse_args()
     import torch
 
@@ -117,37 +140,46 @@ def main() -> None:
     quiet_libraries()
     data = DataConfig(max_train_samples=args.rows, max_eval_samples=args.val or None)
     model = ModelConfig(name=args.model, max_length=128)
-    study = ExperimentConfig(name="bench", data=data, model=model, lora=LoraConfig(r=8, alpha=16),
-                             train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, logging_steps=10_000))
     defaults = TrainConfig()
     lr_b = args.lr * defaults.batch_size / 8
-    ours = ExperimentConfig(name="bench", data=data, model=model, lora=LoraConfig(r=8, alpha=16),
-                            train=TrainConfig(learning_rate=lr_b, epochs=args.epochs, logging_steps=10_000))
+
+    def config(lr: float, seed: int) -> ExperimentConfig:
+        return ExperimentConfig(name="bench", data=data, model=model, lora=LoraConfig(r=8, alpha=16),
+                                train=TrainConfig(learning_rate=lr, epochs=args.epochs, logging_steps=10_000, seed=seed))
     splits = load_splits(data)
     tmp = Path(tempfile.mkdtemp())
     peak = matmul_peak_gflops()
-    a = study_recipe(study, splits, tmp)
-    b = lorabench_defaults(ours, splits, tmp)
+    runs_a, runs_b = [], []
+    for i in range(args.seeds):
+        seed = defaults.seed + i
+        runs_a.append(study_recipe(config(args.lr, seed), splits, tmp / f"s{seed}"))
+        runs_b.append(lorabench_defaults(config(lr_b, seed), splits, tmp / f"s{seed}"))
     peak = max(peak, matmul_peak_gflops())
     shutil.rmtree(tmp, ignore_errors=True)
-    rows = ["| recipe | samples/s | real tokens/s | padding | GFLOP/s | share of fp32 matmul peak | CPU use | peak RSS | val F1 |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    a, b = _pool(runs_a, args.epochs), _pool(runs_b, args.epochs)
+    a["flops_per_token"] = counted_flops(config(args.lr, defaults.seed), splits, levers=False)
+    b["flops_per_token"] = counted_flops(config(lr_b, defaults.seed), splits, levers=True)
+    seeds = f"seed {defaults.seed}" if args.seeds == 1 else f"seeds {defaults.seed}-{defaults.seed + args.seeds - 1}"
+    rows = [f"| recipe | samples/s | real tokens/s | padding | GFLOP/s | share of fp32 matmul peak | CPU use | peak RSS "
+            f"| val F1 ({seeds}) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in ((f"(a) the study's recipe (batch 8, lr {args.lr:g})", a),
                     (f"(b) lorabench train defaults (batch {defaults.batch_size}, lr {lr_b:g})", b)):
-        sps = r["rows"] * args.epochs / r["train_s"]
-        tps = r["tokens"] * args.epochs / r["train_s"]
-        gflops = 4 * r["params"] * tps / 1e9  # LoRA: forward 2N + input-gradient 2N per token (frozen weights)
-        r.update(sps=sps, gflops=gflops)
-        rows.append(f"| {name} | {sps:.1f} | {tps:.0f} | {100 * r['padding']:.1f}% | {gflops:.1f} | {100 * gflops / peak:.0f}% | "
-                    f"{100 * r['util']:.0f}% | {r['peak_mb']:.0f} MB | {r['f1']:.4f} |")
+        r["gflops"] = r["flops_per_token"] * r["tps"] / 1e9
+        f1 = f"{r['f1']:.4f}" + (f" ± {r['f1_sd']:.4f} ({', '.join(f'{x:.4f}' for x in r['f1s'])})" if args.seeds > 1 else "")
+        rows.append(f"| {name} | {r['sps']:.1f} | {r['tps']:.0f} | {100 * r['padding']:.1f}% | {r['gflops']:.1f} | "
+                    f"{100 * r['gflops'] / peak:.0f}% | {100 * r['util']:.0f}% | {r['peak_mb']:.0f} MB | {f1} |")
     body = (f"`.venv/bin/python benchmarks/train_speed.py --model {args.model} --rows {args.rows} --val {args.val} "
-            f"--epochs {args.epochs:g} --lr {args.lr:g}` — {len(splits.train)} train rows, {len(splits.val)} val rows, "
-            f"LoRA r 8, {torch.get_num_threads()} torch threads; fp32 matmul peak measured in this run "
-            f"{peak:.0f} GFLOP/s (best of square and 1056x384x1536 matmuls); GFLOP/s = 4 x matmul weights x real "
-            f"tokens/s (forward + input gradient; frozen weights need no weight gradient). {header()}\n\n"
+            f"--epochs {args.epochs:g} --lr {args.lr:g} --seeds {args.seeds}` — {len(splits.train)} train rows, "
+            f"{len(splits.val)} val rows, LoRA r 8, {torch.get_num_threads()} torch threads; each recipe trained "
+            f"{args.seeds}x ({seeds}; samples/s over all its runs, F1 as mean ± sd and per seed); fp32 matmul peak measured in this run "
+            f"{peak:.0f} GFLOP/s (best of square and transformer-shaped matmuls); GFLOP/s = real tokens/s x the matmul "
+            f"FLOPs each recipe performs per real token (torch's FlopCounterMode over forward + backward of 64 "
+            f"unpadded rows: linears, attention, LoRA; (a) {a['flops_per_token'] / 1e6:.1f}, (b) "
+            f"{b['flops_per_token'] / 1e6:.1f} MFLOP/token; padding and checkpointing recompute not counted). "
+            f"{header()}\n\n"
             + "\n".join(rows) +
-            f"\n\n(b)/(a): **{b['sps'] / a['sps']:.2f}x** samples/s; val F1 {b['f1'] - a['f1']:+.4f}. "
-            f"(b)'s levers: {b['levers']}.")
+            f"\n\n(b)/(a): **{b['sps'] / a['sps']:.2f}x** samples/s; val F1 {b['f1'] - a['f1']:+.4f}"
+            f"{' (means)' if args.seeds > 1 else ''}. (b)'s levers: {b['levers']}.")
     print(body)
     write_section(f"Training speed, {args.model} (benchmarks/train_speed.py)", body)
 

@@ -106,3 +106,26 @@ def test_predict_errors(run_dir, tmp_path, capsys, args, match):
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_bert_predictions_with_the_pooled_only_last_layer_equal_plain_transformers(tmp_path):
+    from lorabench import speed
+    from lorabench.predict import load_run, predict_probs
+    d = tmp_path / "bert"
+    cfg = ExperimentConfig(name="b", data=DataConfig(max_train_samples=64, max_eval_samples=32),
+                           model=ModelConfig(name="tiny-bert", max_length=32),
+                           train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-2))
+    run_experiment(cfg, d)
+    run = load_run(d)
+    texts = ["forest fire near la ronge", "i love this song", "earthquake hits the city tonight, stay safe", "ok"]
+    seen = []
+    last = speed._last_layer(run.model)
+    hook = last.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    ours = predict_probs(run, texts, batch_size=4, progress=False)
+    hook.remove()
+    assert seen == [1]                      # the last layer ran for the first token only...
+    assert "forward" not in vars(last)      # ...and is plain again afterwards
+    with torch.no_grad():
+        enc = run.tokenizer(texts, padding=True, return_tensors="pt")
+        plain = torch.softmax(run.model(**enc).logits, -1).numpy()
+    assert np.abs(ours - plain).max() < 1e-5

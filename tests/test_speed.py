@@ -63,10 +63,13 @@ def test_training_applies_levers_and_restores_the_model(tmp_path):
     dropouts = sum(type(m) is torch.nn.Dropout and m.p > 0 for m in built.model.modules())
     res = train(built, splits, cfg.train, tmp_path, max_length=32)
     assert res.speed["fast_dropout_modules"] == dropouts > 0
+    assert res.speed["pooled_only_last_layer"] is True
+    assert "forward" not in vars(speed._last_layer(built.model))  # undone after training
     assert res.speed["attention"] == speed.ATTENTION_NAME
     assert all(type(m).__name__ != "FastDropout" for m in built.model.modules())
     assert built.model.get_base_model().config._attn_implementation == "sdpa"
-    off = ExperimentConfig(data=cfg.data, model=cfg.model, train=TrainConfig(epochs=1, batch_size=16, fast_dropout=False))
+    off = ExperimentConfig(data=cfg.data, model=cfg.model, train=TrainConfig(
+        epochs=1, batch_size=16, fast_dropout=False, pooled_only_last_layer=False))
     built = build_classifier(off.model, off.lora, splits.label_names)
     assert train(built, splits, off.train, tmp_path / "off", max_length=32).speed is None
 
@@ -81,3 +84,49 @@ def test_llama_keeps_sdpa_attention_and_swaps_lora_dropout():
     speed.restore(built.model, applied)
     assert not any(type(m).__name__ == "FastDropout" for m in built.model.modules())
     assert np.isfinite(built.model(input_ids=torch.tensor([[1, 2, 3]])).logits.detach().numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-roberta"])
+def test_pooled_only_last_layer_gives_the_same_logits_and_gradients(name):
+    from lorabench.config import LoraConfig, ModelConfig
+    from lorabench.models import build_classifier
+    built = build_classifier(ModelConfig(name=name), LoraConfig(dropout=0.0), ["0", "1"])
+    model = built.model.eval()  # no dropout: both paths are deterministic
+    torch.manual_seed(0)
+    ids = torch.randint(5, 60, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0  # padded rows: position 0 must not attend to padding in either path
+    mask[3, 2:] = 0
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    for p in lora:  # LoRA B starts at zero: give it weight so the last layer's LoRA matters
+        torch.nn.init.normal_(p, std=0.05)
+
+    def run():
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        (logits * torch.tensor([1.0, -2.0])).sum().backward()
+        return logits.detach(), [p.grad.clone() for p in lora]
+
+    full, full_grads = run()
+    assert speed.apply_pooled_only_last_layer(model)
+    last = speed._last_layer(model)
+    seen = []
+    hook = last.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    pooled, pooled_grads = run()
+    hook.remove()
+    assert seen and seen[0][1] == 1  # the last layer computed one position per row
+    torch.testing.assert_close(pooled, full, rtol=1e-5, atol=1e-6)
+    for a, b in zip(pooled_grads, full_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in full_grads[-2:])  # the last layer's LoRA gets gradient
+    speed.restore_last_layer(model)
+    assert "forward" not in vars(last)
+    torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits.detach(), full, rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_only_is_left_out_where_it_does_not_fit():
+    from lorabench.config import LoraConfig, ModelConfig
+    from lorabench.models import build_classifier
+    llama = build_classifier(ModelConfig(name="tiny-llama"), LoraConfig(), ["0", "1"])
+    assert not llama.arch.first_token_layers
+    assert not speed.apply_pooled_only_last_layer(llama.model)  # no BERT-style encoder layers

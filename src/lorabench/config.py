@@ -114,6 +114,10 @@ class TrainConfig:
     group_by_length: bool = _f(True, help=(
         "Tight length buckets: rows sorted by length (ties shuffled), batches shuffled each epoch; "
         "~2% padded tokens vs ~34% for random batches (BENCHMARKS.md)."))
+    pooled_only_last_layer: bool = _f(True, help=(
+        "Encoders whose head reads the first token (BERT, RoBERTa, ELECTRA, XLM-R, CamemBERT): the "
+        "last layer computes that token only (keys and values still from every token); same logits, "
+        "1/L less layer work for L layers."))
     fast_dropout: bool = _f(True, help=(
         "CPU: draw dropout masks with numpy's SFC64 generator (same keep probability, ~8x faster "
         "than torch's CPU dropout); no effect on GPU."))

@@ -1,7 +1,7 @@
 """Models: resolve a model source, build a classifier, attach LoRA.
 
 ALL per-architecture knowledge lives in `ARCHITECTURES` (target modules, head name,
-decoder or encoder, `add_prefix_space`). Nothing else in lorabench branches on a model name.
+decoder or encoder, `add_prefix_space`, which heads read the first token only). Nothing else in lorabench branches on a model name.
 """
 from __future__ import annotations
 
@@ -26,18 +26,20 @@ class Arch:
     head: str                         # classification head module, trained and saved with the adapter
     decoder: bool                     # decoders classify from the last real token; need a pad token
     add_prefix_space: bool = False    # byte-level BPE tokenizers that accept it (the study set it)
+    first_token_layers: bool = False  # BERT-style layers under a head that reads position 0 only:
+                                      # the last layer may compute that token alone (lorabench.speed)
 
 
-_BERT = Arch(("query", "value"), "classifier", decoder=False)
-_ROBERTA = Arch(("query", "value"), "classifier", decoder=False, add_prefix_space=True)
+_BERT = Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True)
+_ROBERTA = Arch(("query", "value"), "classifier", decoder=False, add_prefix_space=True, first_token_layers=True)
 _LLAMA = Arch(("q_proj", "v_proj"), "score", decoder=True)
 
 ARCHITECTURES: dict[str, Arch] = {
     "bert": _BERT,
     "electra": _BERT,
-    "xlm-roberta": Arch(("query", "value"), "classifier", decoder=False),
+    "xlm-roberta": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True),
     "roberta": _ROBERTA,
-    "camembert": Arch(("query", "value"), "classifier", decoder=False),
+    "camembert": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True),
     "distilbert": Arch(("q_lin", "v_lin"), "classifier", decoder=False),
     "deberta-v2": Arch(("query_proj", "value_proj"), "classifier", decoder=False),
     "modernbert": Arch(("Wqkv",), "classifier", decoder=False),

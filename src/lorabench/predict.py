@@ -100,19 +100,28 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
         return run.model.predict_proba(texts)
     import torch
     from tqdm.auto import tqdm
+
+    from . import speed
+    from .models import ARCHITECTURES
     max_len = run.record["config"]["model"]["max_length"]
     enc = run.tokenizer(texts, truncation=True, max_length=max_len)
     ids = enc["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable")
     out = np.zeros((len(texts), len(run.label_names)), dtype=np.float64)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", disable=not progress):
-            idx = order[start:start + batch_size]
-            feats = [{k: enc[k][i] for k in keys} for i in idx]
-            batch = run.tokenizer.pad(feats, return_tensors="pt")
-            logits = run.model(**batch).logits.float().numpy()  # (batch, num_labels)
-            out[idx] = softmax(logits.astype(np.float64))
+    arch = ARCHITECTURES.get(run.record["model"].get("architecture"))
+    pooled_only = bool(arch and arch.first_token_layers) and speed.apply_pooled_only_last_layer(run.model)
+    try:
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", disable=not progress):
+                idx = order[start:start + batch_size]
+                feats = [{k: enc[k][i] for k in keys} for i in idx]
+                batch = run.tokenizer.pad(feats, return_tensors="pt")
+                logits = run.model(**batch).logits.float().numpy()  # (batch, num_labels)
+                out[idx] = softmax(logits.astype(np.float64))
+    finally:
+        if pooled_only:  # same logits, less work (lorabench.speed); the loaded model is left as it was
+            speed.restore_last_layer(run.model)
     return out
 
 

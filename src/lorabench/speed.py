@@ -1,4 +1,12 @@
-"""CPU training speed: dropout masks from a fast random generator.
+"""Training speed levers: the last layer computes only the pooled token (same logits and
+gradients); CPU dropout masks from a fast random generator (same keep probability).
+
+The pooled token (`pooled_only_last_layer`): BERT-style classifiers (BERT, RoBERTa, ELECTRA,
+XLM-R, CamemBERT; `Arch.first_token_layers`) read the last layer's output at position 0 only,
+so in that layer only position 0 needs a query, attention output and feed-forward; every
+token still supplies keys and values. Same logits and gradients (up to float rounding), 1/L of
+the layer work saved for L layers (1/6 on MiniLM-L6). Applied by swapping the last layer's
+`forward` on the instance while training; weights and saved models are untouched.
 
 On CPU, torch draws dropout masks with its Mersenne-Twister generator one element at a time:
 a dropout over a batch's hidden states costs about as much as a 384x384 matmul over it, and a
@@ -7,7 +15,7 @@ output, FFN output, and the two LoRA inputs). Here the masks come from numpy's S
 generator, 16 random bits per element (keep probability exact to 1/65536, outputs scaled so
 the expectation is unchanged), about 8x faster (benchmarks/train_speed.py, BENCHMARKS.md).
 
-What it touches, and only while training on CPU (GPU tensors and eval mode keep torch's ops):
+Fast dropout touches, and only while training on CPU (GPU tensors and eval mode keep torch's ops):
 - every `torch.nn.Dropout` module in the model (the backbone's and peft's `lora_dropout`);
 - attention-probability dropout, which transformers passes into `scaled_dot_product_attention`
   (it cannot be swapped as a module): a registered attention function computes attention
@@ -18,6 +26,8 @@ What it touches, and only while training on CPU (GPU tensors and eval mode keep 
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import numpy as np
 import torch
@@ -137,3 +147,79 @@ def restore(model, applied: dict | None) -> None:
     if applied.get("attention"):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.set_attn_implementation(applied.get("attention_was", "sdpa"))
+
+
+# --------------------------------------------------------------------------- pooled token only
+def _first_token_layer_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
+                               *args, **kwargs):
+    """A BERT-style layer's forward for position 0 alone: output shape (batch, 1, hidden)."""
+    if encoder_hidden_states is not None or kwargs.get("cache") is not None or kwargs.get("output_attentions"):
+        return type(self).forward(self, hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
+    sa = self.attention.self
+    batch, length, _ = hidden_states.shape
+    first = hidden_states[:, :1]
+    heads = (-1, sa.attention_head_size)
+    query = sa.query(first).view(batch, 1, *heads).transpose(1, 2)
+    key = sa.key(hidden_states).view(batch, length, *heads).transpose(1, 2)
+    value = sa.value(hidden_states).view(batch, length, *heads).transpose(1, 2)
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[2] == length:
+        attention_mask = attention_mask[:, :, :1]  # position 0's row of the (batch, 1, L, L) mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    eager = getattr(sys.modules[type(sa).__module__], "eager_attention_forward")
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager)
+    out, _ = attend(sa, query, key, value, attention_mask,
+                    dropout=sa.dropout.p if sa.training else 0.0, scaling=sa.scaling)
+    attention_output = self.attention.output(out.reshape(batch, 1, -1), first)
+    return self.feed_forward_chunk(attention_output)
+
+
+def _last_layer(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, "base_model", None)
+    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+    if not layers:
+        return None
+    last = layers[-1]
+    sa = getattr(getattr(last, "attention", None), "self", None)
+    ok = (all(hasattr(sa, n) for n in ("query", "key", "value", "attention_head_size", "scaling", "dropout", "config"))
+          and hasattr(last.attention, "output") and hasattr(last, "feed_forward_chunk")
+          and not getattr(last, "is_decoder", False) and not getattr(backbone.config, "output_hidden_states", False)
+          and not getattr(backbone.config, "is_decoder", False))
+    return last if ok else None
+
+
+def apply_pooled_only_last_layer(model) -> bool:
+    """Make the last layer compute position 0 only (see the module doc); False where it does not fit."""
+    last = _last_layer(model)
+    if last is None:
+        return False
+    last.forward = types.MethodType(_first_token_layer_forward, last)
+    return True
+
+
+def restore_last_layer(model) -> None:
+    last = _last_layer(model)
+    if last is not None and "forward" in vars(last):
+        del last.forward
+
+
+# --------------------------------------------------------------------------- all levers
+def apply(model, arch, cfg) -> dict:
+    """The levers `cfg` (TrainConfig) asks for that fit this model and device; what was applied."""
+    applied: dict = {}
+    if cfg.pooled_only_last_layer and getattr(arch, "first_token_layers", False):
+        applied["pooled_only_last_layer"] = apply_pooled_only_last_layer(model)
+    if cfg.fast_dropout and model.device.type == "cpu":
+        seed(cfg.seed)
+        applied.update(apply_fast_dropout(model))
+    return applied
+
+
+def restore_all(model, applied: dict | None) -> None:
+    """Undo `apply`: what is saved or exported afterwards is plain transformers + peft."""
+    if not applied:
+        return
+    if applied.get("pooled_only_last_layer"):
+        restore_last_layer(model)
+    if "fast_dropout_modules" in applied:
+        restore(model, applied)

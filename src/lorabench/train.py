@@ -143,7 +143,7 @@ class TrainResult:
     threshold: float | None = None
     val_at_threshold: dict | None = None
     test_at_threshold: dict | None = None
-    speed: dict | None = None           # CPU speed levers applied (lorabench.speed)
+    speed: dict | None = None           # speed levers applied (lorabench.speed)
 
 
 class _Timer:
@@ -238,9 +238,23 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
     `token_cache` (a dict kept by the caller, e.g. a sweep worker) makes repeated runs on the
-    same splits, tokenizer and max_length tokenise once.
+    same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speed`)
+    are applied for the run and undone after it, also when it fails.
     """
+    from . import speed
+    levers: dict = {}  # filled by _train once the Trainer has placed the model
+    try:
+        return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
+                      token_cache=token_cache, levers=levers)
+    finally:
+        speed.restore_all(built.model, levers)
+
+
+def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max_length: int,
+           callbacks: list | None, token_cache: dict | None, levers: dict) -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+
+    from . import speed
 
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)
@@ -259,18 +273,12 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
         compute_metrics=_metrics_fn(splits.num_labels), callbacks=cbs,
     )
     result = TrainResult()
-    if cfg.fast_dropout and built.model.device.type == "cpu":
-        from . import speed
-        speed.seed(cfg.seed)
-        result.speed = speed.apply_fast_dropout(built.model)
-    try:
-        with PeakMemory() as peak:
-            t0 = time.perf_counter()
-            out = trainer.train()
-            result.train_seconds = time.perf_counter() - t0
-    finally:
-        if result.speed:
-            speed.restore(built.model, result.speed)
+    levers.update(speed.apply(built.model, built.arch, cfg))  # after the Trainer moved the model to its device
+    result.speed = dict(levers) or None
+    with PeakMemory() as peak:
+        t0 = time.perf_counter()
+        out = trainer.train()
+        result.train_seconds = time.perf_counter() - t0
     result.peak_memory_mb = peak.result
     result.pure_train_seconds = timer.step_seconds or result.train_seconds
     result.eval_seconds = max(result.train_seconds - result.pure_train_seconds, 0.0)
