@@ -11,7 +11,7 @@ def test_defaults_are_the_studys_but_faster():
     assert (t.epochs, t.max_grad_norm, t.weight_decay, t.warmup_ratio) == (5, 0.3, 0.001, 0.1)
     assert t.batch_size == 32 and t.learning_rate == pytest.approx(1e-4 * 32 / 8)  # the study's rate per sample
     assert t.lr_scheduler == "constant_with_warmup" and not t.gradient_checkpointing and t.group_by_length
-    assert t.fast_dropout and not t.torch_compile
+    assert t.fast_dropout and t.pooled_only_last_layer and not t.torch_compile
 
 
 def test_overrides_parse_yaml_values(tmp_path):
