@@ -124,7 +124,7 @@ def test_bert_predictions_with_the_pooled_only_last_layer_equal_plain_transforme
     ours = predict_probs(run, texts, batch_size=4, progress=False)
     hook.remove()
     assert seen == [1]                      # the last layer ran for the first token only...
-    assert "forward" not in vars(last)      # ...and is plain again afterwards
+    assert type(last).__name__ == "BertLayer"  # ...and is plain again afterwards
     with torch.no_grad():
         enc = run.tokenizer(texts, padding=True, return_tensors="pt")
         plain = torch.softmax(run.model(**enc).logits, -1).numpy()

@@ -64,7 +64,7 @@ def test_training_applies_levers_and_restores_the_model(tmp_path):
     res = train(built, splits, cfg.train, tmp_path, max_length=32)
     assert res.speed["fast_dropout_modules"] == dropouts > 0
     assert res.speed["pooled_only_last_layer"] is True
-    assert "forward" not in vars(speed._last_layer(built.model))  # undone after training
+    assert type(speed._last_layer(built.model)).__name__ == "BertLayer"  # undone after training
     assert res.speed["attention"] == speed.ATTENTION_NAME
     assert all(type(m).__name__ != "FastDropout" for m in built.model.modules())
     assert built.model.get_base_model().config._attn_implementation == "sdpa"
@@ -119,8 +119,11 @@ def test_pooled_only_last_layer_gives_the_same_logits_and_gradients(name):
     for a, b in zip(pooled_grads, full_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     assert any(g.abs().sum() > 0 for g in full_grads[-2:])  # the last layer's LoRA gets gradient
+    replica = last._replicate_for_data_parallel()  # what nn.DataParallel makes per GPU
+    assert replica.forward.__self__ is replica        # runs its own weights, not the original's
     speed.restore_last_layer(model)
-    assert "forward" not in vars(last)
+    speed.restore_last_layer(model)  # twice is harmless
+    assert type(last).__name__ in ("BertLayer", "RobertaLayer")
     torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits.detach(), full, rtol=1e-5, atol=1e-6)
 
 

@@ -4,9 +4,10 @@ gradients); CPU dropout masks from a fast random generator (same keep probabilit
 The pooled token (`pooled_only_last_layer`): BERT-style classifiers (BERT, RoBERTa, ELECTRA,
 XLM-R, CamemBERT; `Arch.first_token_layers`) read the last layer's output at position 0 only,
 so in that layer only position 0 needs a query, attention output and feed-forward; every
-token still supplies keys and values. Same logits and gradients (up to float rounding), 1/L of
-the layer work saved for L layers (1/6 on MiniLM-L6). Applied by swapping the last layer's
-`forward` on the instance while training; weights and saved models are untouched.
+token still supplies keys and values. Same logits and gradients (up to float rounding; with
+dropout on, the same distribution: fewer masks are drawn), 1/L of the layer work saved for L
+layers (1/6 on MiniLM-L6). Applied by swapping the last layer's class for a subclass whose
+`forward` does this, while training or predicting; weights and saved models are untouched.
 
 On CPU, torch draws dropout masks with its Mersenne-Twister generator one element at a time:
 a dropout over a batch's hidden states costs about as much as a 384x384 matmul over it, and a
@@ -153,8 +154,11 @@ def restore(model, applied: dict | None) -> None:
 def _first_token_layer_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
                                *args, **kwargs):
     """A BERT-style layer's forward for position 0 alone: output shape (batch, 1, hidden)."""
-    if encoder_hidden_states is not None or kwargs.get("cache") is not None or kwargs.get("output_attentions"):
-        return type(self).forward(self, hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
+    if (encoder_hidden_states is not None or kwargs.get("cache") is not None or kwargs.get("output_attentions")
+            or kwargs.get("output_hidden_states")
+            or not (attention_mask is None or isinstance(attention_mask, torch.Tensor))):  # e.g. flex BlockMask
+        return self._lorabench_full_class.forward(self, hidden_states, attention_mask, encoder_hidden_states,
+                                                  *args, **kwargs)
     sa = self.attention.self
     batch, length, _ = hidden_states.shape
     first = hidden_states[:, :1]
@@ -173,6 +177,18 @@ def _first_token_layer_forward(self, hidden_states, attention_mask=None, encoder
     return self.feed_forward_chunk(attention_output)
 
 
+_FIRST_TOKEN_CLASSES: dict[type, type] = {}
+
+
+def _first_token_class(cls: type) -> type:
+    """`cls` with the first-token forward: a class swap (not an instance attribute) survives
+    `nn.DataParallel` replicas and keeps state_dict, hooks and isinstance checks as they were."""
+    if cls not in _FIRST_TOKEN_CLASSES:
+        _FIRST_TOKEN_CLASSES[cls] = type(f"FirstToken{cls.__name__}", (cls,),
+                                         {"forward": _first_token_layer_forward, "_lorabench_full_class": cls})
+    return _FIRST_TOKEN_CLASSES[cls]
+
+
 def _last_layer(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(base, "base_model", None)
@@ -181,10 +197,11 @@ def _last_layer(model):
         return None
     last = layers[-1]
     sa = getattr(getattr(last, "attention", None), "self", None)
+    config = getattr(backbone, "config", None)
     ok = (all(hasattr(sa, n) for n in ("query", "key", "value", "attention_head_size", "scaling", "dropout", "config"))
           and hasattr(last.attention, "output") and hasattr(last, "feed_forward_chunk")
-          and not getattr(last, "is_decoder", False) and not getattr(backbone.config, "output_hidden_states", False)
-          and not getattr(backbone.config, "is_decoder", False))
+          and not getattr(last, "is_decoder", False) and not getattr(config, "is_decoder", False)
+          and not getattr(config, "output_hidden_states", False) and not getattr(config, "output_attentions", False))
     return last if ok else None
 
 
@@ -193,24 +210,31 @@ def apply_pooled_only_last_layer(model) -> bool:
     last = _last_layer(model)
     if last is None:
         return False
-    last.forward = types.MethodType(_first_token_layer_forward, last)
+    if type(last) not in _FIRST_TOKEN_CLASSES.values():
+        last.__class__ = _first_token_class(type(last))
     return True
 
 
 def restore_last_layer(model) -> None:
-    last = _last_layer(model)
-    if last is not None and "forward" in vars(last):
-        del last.forward
+    """Undo `apply_pooled_only_last_layer` wherever it was applied (safe to call twice)."""
+    for module in model.modules():
+        full = getattr(type(module), "_lorabench_full_class", None)
+        if full is not None:
+            module.__class__ = full
 
 
 # --------------------------------------------------------------------------- all levers
-def apply(model, arch, cfg) -> dict:
-    """The levers `cfg` (TrainConfig) asks for that fit this model and device; what was applied."""
-    applied: dict = {}
+def apply(model, arch, cfg, applied: dict | None = None) -> dict:
+    """Apply the levers `cfg` (TrainConfig) asks for that fit this model and device.
+
+    Records each in `applied` as soon as it is on (so a failure half-way can still be undone).
+    """
+    applied = {} if applied is None else applied
     if cfg.pooled_only_last_layer and getattr(arch, "first_token_layers", False):
         applied["pooled_only_last_layer"] = apply_pooled_only_last_layer(model)
     if cfg.fast_dropout and model.device.type == "cpu":
         seed(cfg.seed)
+        applied["fast_dropout_modules"] = 0
         applied.update(apply_fast_dropout(model))
     return applied
 
@@ -219,7 +243,6 @@ def restore_all(model, applied: dict | None) -> None:
     """Undo `apply`: what is saved or exported afterwards is plain transformers + peft."""
     if not applied:
         return
-    if applied.get("pooled_only_last_layer"):
-        restore_last_layer(model)
+    restore_last_layer(model)
     if "fast_dropout_modules" in applied:
         restore(model, applied)

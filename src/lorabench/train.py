@@ -273,7 +273,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         compute_metrics=_metrics_fn(splits.num_labels), callbacks=cbs,
     )
     result = TrainResult()
-    levers.update(speed.apply(built.model, built.arch, cfg))  # after the Trainer moved the model to its device
+    speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
     result.speed = dict(levers) or None
     with PeakMemory() as peak:
         t0 = time.perf_counter()
