@@ -109,6 +109,11 @@ def _register_attention() -> None:
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, eager_mask)
 
 
+def _base(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _attention_dropout(config) -> float:
     for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "attention_probs_dropout"):
         value = getattr(config, key, None)
@@ -125,7 +130,7 @@ def apply_fast_dropout(model) -> dict:
             module.__class__ = FastDropout
             swapped += 1
     applied = {"fast_dropout_modules": swapped, "attention": None}
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     config = getattr(base, "config", None)
     if config is not None and _attention_dropout(config) > 0 and config._attn_implementation in ("sdpa", "eager"):
         applied["attention_was"] = config._attn_implementation
@@ -146,7 +151,7 @@ def restore(model, applied: dict | None) -> None:
         if type(module) is FastDropout:
             module.__class__ = torch.nn.Dropout
     if applied.get("attention"):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = _base(model)
         base.set_attn_implementation(applied.get("attention_was", "sdpa"))
 
 
@@ -190,7 +195,7 @@ def _first_token_class(cls: type) -> type:
 
 
 def _last_layer(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     backbone = getattr(base, "base_model", None)
     layers = getattr(getattr(backbone, "encoder", None), "layer", None)
     if not layers:
@@ -210,7 +215,7 @@ def apply_pooled_only_last_layer(model) -> bool:
     last = _last_layer(model)
     if last is None:
         return False
-    if type(last) not in _FIRST_TOKEN_CLASSES.values():
+    if not hasattr(type(last), "_lorabench_full_class"):  # not applied already
         last.__class__ = _first_token_class(type(last))
     return True
 
