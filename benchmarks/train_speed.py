@@ -172,7 +172,7 @@ def main() -> None:
             f"--epochs {args.epochs:g} --lr {args.lr:g} --seeds {args.seeds}` — {len(splits.train)} train rows, "
             f"{len(splits.val)} val rows, LoRA r 8, {torch.get_num_threads()} torch threads; each recipe trained "
             f"{args.seeds}x ({seeds}; samples/s over all its runs, F1 as mean ± sd and per seed); fp32 matmul peak measured in this run "
-            f"{peak:.0f} GFLOP/s (best of square and transformer-shaped matmuls); GFLOP/s = real tokens/s x the matmul "
+            f"{peak:.0f} GFLOP/s (best of square, mid-size and transformer-shaped matmuls, MKL in both layouts and oneDNN, measured before and after the runs); GFLOP/s = real tokens/s x the matmul "
             f"FLOPs each recipe performs per real token (torch's FlopCounterMode over forward + backward of 64 "
             f"unpadded rows: linears, attention, LoRA; (a) {a['flops_per_token'] / 1e6:.1f}, (b) "
             f"{b['flops_per_token'] / 1e6:.1f} MFLOP/token; padding and checkpointing recompute not counted). "
