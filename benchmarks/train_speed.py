@@ -159,6 +159,8 @@ def main() -> None:
     a, b = _pool(runs_a, args.epochs), _pool(runs_b, args.epochs)
     a["flops_per_token"] = counted_flops(config(args.lr, defaults.seed), splits, levers=False)
     b["flops_per_token"] = counted_flops(config(lr_b, defaults.seed), splits, levers=True)
+    ratios = [(rb["rows"] / rb["train_s"]) / (ra["rows"] / ra["train_s"]) for ra, rb in zip(runs_a, runs_b)]
+    pairs = f" (per seed, run back to back: {', '.join(f'{r:.2f}x' for r in ratios)})" if args.seeds > 1 else ""
     seeds = f"seed {defaults.seed}" if args.seeds == 1 else f"seeds {defaults.seed}-{defaults.seed + args.seeds - 1}"
     rows = [f"| recipe | samples/s | real tokens/s | padding | GFLOP/s | share of fp32 matmul peak | CPU use | peak RSS "
             f"| val F1 ({seeds}) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -178,7 +180,7 @@ def main() -> None:
             f"{b['flops_per_token'] / 1e6:.1f} MFLOP/token; padding and checkpointing recompute not counted). "
             f"{header()}\n\n"
             + "\n".join(rows) +
-            f"\n\n(b)/(a): **{b['sps'] / a['sps']:.2f}x** samples/s; val F1 {b['f1'] - a['f1']:+.4f}"
+            f"\n\n(b)/(a): **{b['sps'] / a['sps']:.2f}x** samples/s{pairs}; val F1 {b['f1'] - a['f1']:+.4f}"
             f"{' (means)' if args.seeds > 1 else ''}. (b)'s levers: {b['levers']}.")
     print(body)
     write_section(f"Training speed, {args.model} (benchmarks/train_speed.py)", body)
