@@ -70,7 +70,7 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
     order = trainer._get_train_sampler(train_ds)
     order = list(iter(order)) if order is not None else list(range(len(lengths)))
     return {"train_s": tm.wall - eval_s, "util": tm.cpu_util, "f1": evals[-1]["eval_f1"],
-            "peak_mb": peak.result["mb"], "tokens": _tokens(train_ds),
+            "peak_mb": peak.result["mb"], "tokens": sum(lengths), "lengths": lengths,
             "rows": len(train_ds), "padding": padding_share(lengths, order, 8)}
 
 
@@ -99,27 +99,19 @@ def _pool(runs: list[dict], epochs: float) -> dict:
             "f1_sd": statistics.stdev(f1s) if len(f1s) > 1 else 0.0}
 
 
-def _tokens(ds) -> int:
-    return int(sum(len(x) for x in ds["input_ids"]))
-
-
-def lorabench_defaults(cfg, splits, tmp: Path) -> dict:
-    """(b) `lorabench train` as a user runs it."""
-    from lorabench.pipeline import run_experiment
-    with Timer() as tm:
-        rec = run_experiment(cfg, tmp / "b", splits=splits)
+def lorabench_defaults(cfg, splits, tmp: Path, lengths: list[int]) -> dict:
+    """(b) `lorabench train` as a user runs it; `lengths`: the train rows' token counts (same tokenizer as (a))."""
     import numpy as np
 
-    from lorabench.models import build_classifier
-    from lorabench.train import length_buckets, tokenize
-    built = build_classifier(cfg.model, cfg.lora, splits.label_names)
-    train_ds, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
-    lengths = [len(x) for x in train_ds["input_ids"]]
+    from lorabench.pipeline import run_experiment
+    from lorabench.train import length_buckets
+    with Timer() as tm:
+        rec = run_experiment(cfg, tmp / "b", splits=splits)
     bs = cfg.train.batch_size
     order = length_buckets(lengths, bs, np.random.default_rng(cfg.train.seed))
     return {"train_s": rec["pure_train_seconds"], "util": tm.cpu_util, "f1": rec["history"][-1]["f1"],
-            "peak_mb": rec["peak_memory_mb"], "tokens": _tokens(train_ds),
-            "rows": len(train_ds), "padding": padding_share(lengths, order, bs),
+            "peak_mb": rec["peak_memory_mb"], "tokens": sum(lengths),
+            "rows": len(lengths), "padding": padding_share(lengths, order, bs),
             "levers": rec.get("speed_levers")}
 
 
@@ -153,7 +145,7 @@ def main() -> None:
     for i in range(args.seeds):
         seed = defaults.seed + i
         runs_a.append(study_recipe(config(args.lr, seed), splits, tmp / f"s{seed}"))
-        runs_b.append(lorabench_defaults(config(lr_b, seed), splits, tmp / f"s{seed}"))
+        runs_b.append(lorabench_defaults(config(lr_b, seed), splits, tmp / f"s{seed}", runs_a[-1]["lengths"]))
     peak = max(peak, matmul_peak_gflops())
     shutil.rmtree(tmp, ignore_errors=True)
     a, b = _pool(runs_a, args.epochs), _pool(runs_b, args.epochs)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import sys
-import types
 
 import numpy as np
 import torch
