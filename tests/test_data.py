@@ -9,7 +9,7 @@ from lorabench.errors import DataError
 def test_study_split_on_bundled_data():
     s = load_splits(DataConfig())
     assert (len(s.train), len(s.val), len(s.test)) == (6090, 1523, 3263)
-    assert s.train.ids[0] == 5285 and s.train.texts[0].startswith("my worst fear.")
+    assert s.train.ids[0] == "5285" and s.train.texts[0].startswith("my worst fear.")
     assert s.train.class_counts(2) == [3470, 2620]
     assert s.class_weights == pytest.approx([0.877521613832853, 1.1622137404580153], abs=1e-15)
     assert not s.test.labelled

@@ -23,19 +23,28 @@ def tiny(model, tmp_path, **train):
 def test_weighted_loss_matches_torch_and_is_accumulation_invariant():
     torch.manual_seed(0)
     logits = torch.randn(8, 2, requires_grad=True)
-    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])  # each half: two of each class
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 0, 1])  # the halves have different class mixes (3:1, 1:3)
     w = [0.8, 1.3]
     loss_fn = WeightedCrossEntropy(w)
     ref = torch.nn.CrossEntropyLoss(weight=torch.tensor(w))(logits, labels)
     assert torch.allclose(loss_fn({"logits": logits}, labels), ref)
-    assert torch.allclose(loss_fn({"logits": logits}, labels, num_items_in_batch=torch.tensor(8)), ref)
-    # gradient accumulation: the Trainer sums micro-batch losses of a compute_loss_func without dividing;
-    # with equal class mixes per micro-batch the sum must equal the full-batch weighted mean exactly
-    acc = sum(loss_fn({"logits": logits[i:i + 4]}, labels[i:i + 4], num_items_in_batch=8) for i in (0, 4))
+    total = loss_fn.weight_sum(labels)  # what LorabenchTrainer passes as num_items_in_batch
+    assert float(total) == pytest.approx(4 * 0.8 + 4 * 1.3)
+    assert torch.allclose(loss_fn({"logits": logits}, labels, num_items_in_batch=total), ref)
+    # gradient accumulation: the Trainer sums the micro-batch losses of a compute_loss_func without dividing;
+    # normalised by the whole step's summed weight the sum equals the full-batch weighted mean exactly
+    acc = sum(loss_fn({"logits": logits[i:i + 4]}, labels[i:i + 4], num_items_in_batch=total) for i in (0, 4))
     assert torch.allclose(acc, ref)
     g_acc = torch.autograd.grad(acc, logits)[0]
     g_ref = torch.autograd.grad(ref, logits)[0]
     assert torch.allclose(g_acc, g_ref, atol=1e-7)
+    # the old per-micro-batch weighted mean (scaled by rows) is not the same objective with these mixes
+    old = sum(torch.nn.CrossEntropyLoss(weight=torch.tensor(w))(logits[i:i + 4], labels[i:i + 4]) * 0.5 for i in (0, 4))
+    assert not torch.allclose(old, ref)
+    # without class weights the divisor is the row count (the Trainer's own)
+    plain = WeightedCrossEntropy(None)
+    acc = sum(plain({"logits": logits[i:i + 4]}, labels[i:i + 4], num_items_in_batch=8) for i in (0, 4))
+    assert torch.allclose(acc, torch.nn.CrossEntropyLoss()(logits, labels))
 
 
 def test_loss_falls_and_record_is_complete(tmp_path):

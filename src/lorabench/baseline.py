@@ -12,16 +12,50 @@ from .metrics import classification_metrics, predict_labels, tune_threshold
 from .resources import PeakMemory
 
 
+VECTORIZER = dict(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
+WEIGHTS_FILE = "tfidf_logreg.safetensors"   # idf (n_features,), coef (1 or k, n_features), intercept, classes
+VOCAB_FILE = "tfidf_logreg.json"            # {"vectorizer": settings, "vocabulary": {term: column}}
+
+
+def save_baseline(clf, out: Path) -> None:
+    """Write a fitted pipeline as safetensors + JSON (no pickle: loading it runs no code)."""
+    from safetensors.numpy import save_file
+
+    from .records import write_json
+    vec, lr = clf[0], clf[-1]
+    save_file({"idf": np.ascontiguousarray(vec.idf_), "coef": np.ascontiguousarray(lr.coef_),
+               "intercept": np.ascontiguousarray(lr.intercept_), "classes": np.asarray(lr.classes_, dtype=np.int64)},
+              str(out / WEIGHTS_FILE))
+    write_json(out / VOCAB_FILE, {"vectorizer": VECTORIZER, "vocabulary": {k: int(v) for k, v in vec.vocabulary_.items()}})
+
+
+def load_baseline(run_dir: Path):
+    """The pipeline `save_baseline` wrote, rebuilt from safetensors + JSON; `predict_proba` as at training."""
+    import json
+
+    from safetensors.numpy import load_file
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    meta = json.loads((run_dir / VOCAB_FILE).read_text(encoding="utf-8"))
+    w = load_file(str(run_dir / WEIGHTS_FILE))
+    settings = {**meta["vectorizer"], "ngram_range": tuple(meta["vectorizer"]["ngram_range"])}
+    vec = TfidfVectorizer(**settings, vocabulary=meta["vocabulary"])
+    vec.idf_ = w["idf"]
+    lr = LogisticRegression()
+    lr.coef_, lr.intercept_, lr.classes_ = w["coef"], w["intercept"], w["classes"]
+    return make_pipeline(vec, lr)
+
+
 def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
     """Word 1-2-gram TF-IDF + class-weighted logistic regression; same record fields as a transformer."""
-    import joblib
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     weights = splits.class_weights
     clf = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True),
+        TfidfVectorizer(**VECTORIZER),
         LogisticRegression(C=1.0, max_iter=2000, random_state=cfg.train.seed,
                            class_weight={i: w for i, w in enumerate(weights)} if weights else None),
     )
@@ -37,10 +71,17 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
         threshold, _ = tune_threshold(np.asarray(splits.val.labels), val_probs)
         metrics["val_at_threshold"] = classification_metrics(
             np.asarray(splits.val.labels), predict_labels(val_probs, threshold), 2)
+    elif cfg.train.threshold != 0.5 and k == 2:
+        threshold = float(cfg.train.threshold)
+        metrics["val_at_threshold"] = classification_metrics(
+            np.asarray(splits.val.labels), predict_labels(val_probs, threshold), 2)
     if splits.test is not None and splits.test.labelled:
         test_probs = clf.predict_proba(splits.test.texts)
         metrics["test"] = classification_metrics(np.asarray(splits.test.labels), predict_labels(test_probs), k)
-    joblib.dump(clf, out / "model.joblib")
+        if threshold is not None:
+            metrics["test_at_threshold"] = classification_metrics(
+                np.asarray(splits.test.labels), predict_labels(test_probs, threshold), 2)
+    save_baseline(clf, out)
     n_features = len(clf[0].vocabulary_)
     n_params = int(clf[-1].coef_.size + clf[-1].intercept_.size)
     return {

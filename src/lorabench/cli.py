@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from .errors import LorabenchError
+from .errors import DataWarning, LorabenchError, LorabenchWarning
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="binary decision threshold (default: the run's, else argmax)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-merge", action="store_true", help="keep LoRA unmerged (slower; for checks)")
+    p.add_argument("--encoding", help="text encoding of the input file (default: the run's data.encoding)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a run as adapter + head, or merged into a plain transformers folder")
@@ -103,6 +105,7 @@ def cmd_compare(args) -> int:
             raise LorabenchError(f"--seeds must be >= 1, got {args.seeds}")
         overrides.append(f"seeds=[{', '.join(str(42 + i) for i in range(args.seeds))}]")
     cfg = load_config(CompareConfig, args.config, overrides)
+    warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
     report = run_compare(cfg, output_dir=args.output_dir, force=args.force)
     print(f"report: {report}")
     return 0
@@ -130,7 +133,8 @@ def cmd_predict(args) -> int:
     if args.batch_size < 1:
         raise LorabenchError(f"--batch-size must be >= 1, got {args.batch_size}")
     info = predict_file(args.run_dir, args.input, args.output, fmt=args.format, probabilities=args.probabilities,
-                        threshold=args.threshold, batch_size=args.batch_size, merge=not args.no_merge)
+                        threshold=args.threshold, batch_size=args.batch_size, merge=not args.no_merge,
+                        encoding=args.encoding)
     if args.output != "-":
         print(f"predicted {info['rows']} rows -> {args.output}", file=sys.stderr)
     return 0
@@ -153,6 +157,9 @@ def cmd_report(args) -> int:
 def cmd_data(args) -> int:
     from .config import CompareConfig, ExperimentConfig, SweepConfig, load_config, read_yaml
     from .datasummary import print_summary
+    from .pipeline import quiet_libraries
+    quiet_libraries()
+    warnings.simplefilter("ignore", DataWarning)  # the summary prints each data warning itself
     raw = read_yaml(args.config)
     if "sweep" in raw:
         cfg = load_config(SweepConfig, args.config, args.overrides).base()
@@ -184,20 +191,58 @@ def cmd_keys(args) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, LorabenchWarning):
+        print(f"lorabench: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _say(message: str) -> None:
+    """Print the final one-line message on a line of its own: close progress bars still drawn (an
+    interrupted or failed Trainer leaves its bar open, and the message would be glued to it)."""
+    try:
+        from tqdm import tqdm
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+    except Exception:  # tqdm internals: never let tidying hide the message
+        pass
+    print(message, file=sys.stderr, flush=True)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `lorabench` command. Exit codes: 0 done, 2 a user error (one line on stderr: bad config,
+    data, arguments), 1 a system error that is not the user's input (disk full, permission denied),
+    130 interrupted (Ctrl-C). Nothing already written is lost: every file is written to a temp
+    name and renamed."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except LorabenchError as e:
-        print(f"lorabench: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lorabench: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head`
-        sys.stderr.close()
-        return 0
+    with warnings.catch_warnings():  # the process-wide warning state is restored on return
+        warnings.simplefilter("default", LorabenchWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except LorabenchError as e:
+            _say(f"lorabench: error: {_one_line(e)}")
+            return 2
+        except KeyboardInterrupt:
+            _say("lorabench: interrupted; finished runs and files are kept, the unfinished one was removed")
+            return 130
+        except BrokenPipeError:  # output piped into `head`
+            sys.stderr.close()
+            return 0
+        except OSError as e:  # disk full, permission denied, ...: the system's, not a traceback
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            _say(f"lorabench: error: {e.strerror or _one_line(e)}{where}")
+            return 1
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """compare = several experiments on one split -> one run folder each -> the report."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 from .config import CompareConfig, ExperimentConfig, dump_yaml, to_dict
+from .errors import ConfigError, LorabenchError
 from .data import load_splits
 from .pipeline import quiet_libraries, run_experiment, safe_name
 from .records import read_run, write_atomic, write_json
@@ -26,6 +29,26 @@ def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | 
     return None
 
 
+@contextlib.contextmanager
+def _replacing(run_dir: Path):
+    """Move an outdated or failed run of this entry aside while its replacement trains; put it back if
+    the replacement never arrives (Ctrl-C, a crash), delete it once the new run folder is in place."""
+    aside = run_dir.with_name(f".{run_dir.name}.replaced")
+    if not run_dir.exists() and aside.is_dir():  # a previous process died mid-replacement
+        aside.rename(run_dir)
+    if run_dir.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        run_dir.rename(aside)
+    try:
+        yield
+    finally:
+        if aside.exists():
+            if run_dir.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                aside.rename(run_dir)
+
+
 def _line(rec: dict) -> str:
     if rec.get("status") != "completed":
         return f"FAILED: {rec.get('error', 'unknown error')}"
@@ -34,15 +57,64 @@ def _line(rec: dict) -> str:
             f"peak {rec['peak_memory_mb']:.0f} MB  trainable {rec['params']['trainable_pct']:.3g}%")
 
 
-def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: bool = False) -> Path:
-    """Train every (model, seed) on the identical split; a failure is recorded and the rest go on."""
-    from .datasummary import format_summary, summarise
-    from .report import build_report
-    root = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
+@contextlib.contextmanager
+def folder_lock(root: Path, what: str = "compare"):
+    """An exclusive lock on `root` (flock on `root/.lock`) for the `with` block; the OS drops it when the
+    process ends, also on kill -9. Raises `LorabenchError` at once if another process holds it."""
+    import fcntl
     root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LorabenchError(f"{root} is in use by another lorabench {what} (pid {holder}); wait for it to "
+                                 "finish or choose another --output-dir") from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_experiments(exps: list[ExperimentConfig]) -> None:
+    """Fail before anything trains on a setting that would crash a run (model.max_length over a model's
+    position limit). Models that cannot be found are left to their own run, which records the failure."""
+    from .errors import ModelError
+    from .models import load_model_config
+    seen = set()
+    for exp in exps:
+        key = json.dumps(to_dict(exp.model), sort_keys=True)
+        if exp.model.kind != "transformer" or key in seen:
+            continue
+        seen.add(key)
+        try:
+            load_model_config(exp.model, exp.lora)
+        except ModelError:
+            pass
+        except ConfigError as e:
+            raise ConfigError(f"models[{exp.label}]: {e}") from e
+
+
+def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: bool = False) -> Path:
+    """Train every (model, seed) on the identical split; a failure is recorded and the rest go on.
+
+    Returns the report's path. One process at a time per output folder (`folder_lock`).
+    Raises `ConfigError` / `DataError` before anything trains when the config or data is unusable.
+    """
+    root = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
     exps = cfg.experiments()  # validates every entry before anything trains
     quiet_libraries()
     splits = load_splits(cfg.data)
+    check_experiments(exps)
+    with folder_lock(root):
+        return _run_all(cfg, exps, splits, root, force)
+
+
+def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Path, force: bool) -> Path:
+    from .datasummary import format_summary, summarise
+    from .report import build_report
     by_data = {json.dumps(to_dict(cfg.data), sort_keys=True): splits}
     write_atomic(root / "compare.yaml", dump_yaml(cfg))
     summary = summarise(cfg, splits)
@@ -60,14 +132,11 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
             print(f"{tag}: reused {run_dir}  {_line(rec)}", flush=True)
             continue
         print(f"{tag}: training {exp.model.name} ...", flush=True)
-        if (run_dir / "run.json").is_file():  # an outdated or failed run of this entry: replace it
-            shutil.rmtree(run_dir)
-        try:
-            rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
-        except KeyboardInterrupt:
-            raise
-        except Exception:
-            rec = read_run(run_dir) or {"status": "failed", "error": "no record written"}
+        with _replacing(run_dir):
+            try:
+                rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
+            except Exception:
+                rec = read_run(run_dir) or {"status": "failed", "error": "no record written"}
         print(f"{tag}: {_line(rec)}", flush=True)
         gc.collect()
     report = build_report(root)

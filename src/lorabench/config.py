@@ -45,8 +45,21 @@ class DataConfig:
     max_train_samples: int | None = _f(None, help="Seeded subsample of the train split, for quick runs.")
     max_eval_samples: int | None = _f(None, help="Seeded subsample of val and test, for quick runs.")
     sample_seed: int = _f(0, help="Seed of the subsamples.")
+    encoding: str = _f("utf-8", help=(
+        "Text encoding of CSV/TSV/JSON files, e.g. latin-1 or cp1252 (Kaggle's crowd-labelled original)."))
+    delimiter: str | None = _f(None, help="CSV delimiter; default: detected among `,` `;` tab `|`.")
+    positive_label: str | int | None = _f(None, help=(
+        "Binary tasks: the label value that binary F1, precision, recall and the threshold are about; "
+        "default: the value that sorts last (1 of 0/1)."))
 
     def __post_init__(self) -> None:
+        import codecs
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError as e:
+            raise ConfigError(f"data.encoding: unknown encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)") from e
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise ConfigError(f"data.delimiter must be one character, got {self.delimiter!r}")
         if not 0.0 < self.train_size < 1.0:
             raise ConfigError(f"data.train_size must be in (0, 1), got {self.train_size}")
         for key in ("max_train_samples", "max_eval_samples"):
@@ -65,6 +78,9 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", help=(
         "Weights dtype: `auto` = float32 on CPU, bfloat16 on GPUs that support it."))
     trust_remote_code: bool = _f(False, help="Run model code from the hub. Off unless you ask.")
+    use_safetensors: bool = _f(True, help=(
+        "Load weights from safetensors only. `false` also allows pickle (.bin) checkpoints, which can run "
+        "code when loaded: only for checkpoints you trust."))
     gguf_file: str | None = _f(None, help="GGUF file name inside the `name` folder (optional).")
     kind: Literal["transformer", "tfidf-logreg"] = _f("transformer", help=(
         "`transformer`, or the scikit-learn baseline `tfidf-logreg` (set automatically by that name)."))
@@ -410,7 +426,7 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from e
     if raw is None:
         return {}
     if not isinstance(raw, dict):

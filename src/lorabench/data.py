@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import string
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DataConfig
-from .errors import DataError
+from .errors import DataError, DataWarning
 
 BUNDLED = "disaster_tweets"
 BUNDLED_LABEL_NAMES = ["not_disaster", "disaster"]
@@ -55,6 +56,7 @@ class Splits:
     text_template: str
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    checks: dict = field(default_factory=dict)   # data_checks(): duplicates, conflicting labels, warnings
 
     @property
     def num_labels(self) -> int:
@@ -77,6 +79,10 @@ class Splits:
             "fingerprint": self.fingerprint,
             "val_fingerprint": fingerprint(self, parts=("val",)),
         }
+        if self.num_labels == 2:
+            out["positive_label"] = self.label_names[1]
+        if self.checks:
+            out["checks"] = self.checks
         if self.notes:
             out["notes"] = self.notes
         return out
@@ -87,49 +93,100 @@ def bundled_path(name: str = "train.csv") -> Path:
     return Path(str(resources.files("lorabench") / "datasets" / BUNDLED / name))
 
 
-def read_table(path: str | Path, dtype: dict | None = None) -> pd.DataFrame:
-    """Read a CSV / TSV / JSON / JSONL / Parquet file or a `save_to_disk` folder (texts as written)."""
+DELIMITERS = ",;\t|"
+
+
+def sniff_delimiter(path: Path, encoding: str) -> str:
+    """The delimiter of a CSV file: the one of `, ; tab |` that occurs most often in its header line
+    (column names rarely hold delimiters; texts in the rows often do); `,` on a tie or when none occurs."""
+    with open(path, encoding=encoding, newline="") as f:
+        header = f.readline()
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
+
+
+def _object_frame(records: list[dict]) -> pd.DataFrame:
+    """Rows -> frame with every column of dtype object: values exactly as parsed (no int -> float widening)."""
+    columns: dict[str, None] = {}
+    for r in records:
+        columns.update(dict.fromkeys(r))
+    return pd.DataFrame({c: pd.Series([r.get(c) for r in records], dtype=object) for c in columns})
+
+
+def parse_json_rows(text: str, where: str) -> pd.DataFrame:
+    """JSON (an array of objects) or JSON lines -> frame; strings stay strings ("0007"), numbers stay numbers."""
+    import json
+    stripped = text.strip()
+    if not stripped:
+        return pd.DataFrame()
+    try:
+        if stripped.startswith("["):
+            records = json.loads(stripped)
+        else:
+            records = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON or JSON lines (line {e.lineno}: {e.msg})") from e
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DataError(f"{where}: expected JSON objects, one per row (a list of objects, or one object per line)")
+    return _object_frame(records)
+
+
+def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str | None = None) -> pd.DataFrame:
+    """Rows of a CSV / TSV / JSON / JSONL / Parquet file or a `save_to_disk` folder.
+
+    Values are kept as written: CSV cells are strings (ids keep leading zeros, a number renders
+    the same in every split), JSON values keep their JSON type, empty cells are missing (NaN/None).
+    `delimiter=None` detects `, ; tab |` in CSV files. Raises `DataError` naming the file and the
+    problem (missing, unreadable, wrong encoding, malformed); the cause is kept in `__cause__`.
+    """
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data file not found: {p}")
+    suffix = p.suffix.lower()
+    if not p.is_dir() and suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{p}: unsupported file type {p.suffix!r} (use csv, tsv, json, jsonl, parquet "
+                        "or a datasets.save_to_disk folder)")
     try:
         if p.is_dir():
-            import datasets
-            ds = datasets.load_from_disk(str(p))
-            if isinstance(ds, datasets.DatasetDict):
-                if "train" not in ds:
-                    raise DataError(f"{p}: a DatasetDict without a 'train' split (has {list(ds)})")
-                ds = ds["train"]
-            return ds.to_pandas()
-        suffix = p.suffix.lower()
-        if suffix == ".csv":
-            return pd.read_csv(p, dtype=dtype)
-        if suffix == ".tsv":
-            return pd.read_csv(p, sep="\t", dtype=dtype)
-        if suffix == ".jsonl":
-            return pd.read_json(p, lines=True)
-        if suffix == ".json":
-            try:
-                return pd.read_json(p)
-            except ValueError:
-                return pd.read_json(p, lines=True)
-        if suffix == ".parquet":
-            return pd.read_parquet(p)
+            return _read_saved_dataset(p)
+        if suffix in (".csv", ".tsv"):
+            sep = delimiter or ("\t" if suffix == ".tsv" else sniff_delimiter(p, encoding))
+            return pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding=encoding)
+        if suffix in (".json", ".jsonl"):
+            return parse_json_rows(p.read_text(encoding=encoding), str(p))
+        return pd.read_parquet(p)
     except DataError:
         raise
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not valid {encoding} text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "set data.encoding to the file's encoding, e.g. latin-1 or cp1252") from e
+    except LookupError as e:
+        raise DataError(f"data.encoding: unknown encoding {encoding!r}") from e
+    except PermissionError as e:
+        raise DataError(f"cannot read {p}: permission denied") from e
     except Exception as e:  # a malformed file: name it and the reason, no traceback
-        raise DataError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    raise DataError(f"{p}: unsupported file type {p.suffix!r} (use csv, tsv, json, jsonl, parquet "
-                    "or a datasets.save_to_disk folder)")
+        raise DataError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
-def read_source(source: str) -> tuple[pd.DataFrame, str]:
-    """Rows of `source`; returns (frame, description)."""
+def _read_saved_dataset(p: Path) -> pd.DataFrame:
+    import datasets
+    ds = datasets.load_from_disk(str(p))
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise DataError(f"{p}: a DatasetDict without a 'train' split (has {list(ds)})")
+        ds = ds["train"]
+    return ds.to_pandas()
+
+
+def read_source(source: str, cfg: DataConfig | None = None) -> tuple[pd.DataFrame, str]:
+    """Rows of `source` (read with `cfg.encoding` / `cfg.delimiter`); returns (frame, description)."""
+    enc = dict(encoding=cfg.encoding, delimiter=cfg.delimiter) if cfg is not None else {}
     if source == BUNDLED:
         return read_table(bundled_path("train.csv")), f"{BUNDLED} (bundled Kaggle train.csv)"
     p = Path(source).expanduser()
     if p.exists() or p.suffix.lower() in TABLE_SUFFIXES or source.startswith((".", "/", "~")):
-        return read_table(p), str(p)
+        return read_table(p, **enc), str(p)
     return _read_hub(source), f"hub:{source}"
 
 
@@ -142,7 +199,7 @@ def _read_hub(dataset_id: str) -> pd.DataFrame:
     try:
         return datasets.load_dataset(dataset_id, split="train").to_pandas()
     except Exception as e:
-        raise DataError(f"cannot load hub dataset {dataset_id!r}: {str(e).splitlines()[0]}") from None
+        raise DataError(f"cannot load hub dataset {dataset_id!r}: {str(e).splitlines()[0]}") from e
 
 
 # --------------------------------------------------------------------------- text and labels
@@ -165,13 +222,23 @@ def build_texts(frame: pd.DataFrame, template: str, where: str) -> list[str]:
 
 
 def _as_text(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    """A cell as text. Missing -> "". CSV cells arrive as written; typed formats (JSON, Parquet) render an
+    integral float as an integer, because pandas and Parquet writers widen an integer column with gaps to
+    float (101 -> 101.0): the same value then renders `101` in every split, format and in predict."""
+    if _missing(v):
         return ""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
     return str(v)
 
 
+def _missing(v: Any) -> bool:
+    """None, NaN, pandas' NA/NaT: an empty cell in any reader."""
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
 def _label_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+    return _missing(v) or (isinstance(v, str) and not v.strip())
 
 
 def label_vocabulary(values: list[Any], where: str, column: str) -> list[Any]:
@@ -189,13 +256,32 @@ def label_vocabulary(values: list[Any], where: str, column: str) -> list[Any]:
 
 
 def _normalise_label(v: Any) -> Any:
+    """One label value: integers (also `1.0` and the text "1" / "1.0" of a CSV cell) as int, else stripped text."""
     if isinstance(v, (bool, np.bool_)):
         return int(v)
     if isinstance(v, (int, np.integer)):
         return int(v)
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return int(v)
-    return str(v).strip()
+    text = str(v).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and not text.lower().startswith(("nan", "inf", "-inf", "+inf")) else text
+
+
+def _ordered_vocabulary(distinct: list[Any], cfg: DataConfig, where: str) -> list[Any]:
+    """Label values in id order: sorted, except that `data.positive_label` takes id 1 in a binary task
+    (binary F1, precision and recall, and the decision threshold, are about id 1)."""
+    if cfg.positive_label is None:
+        return distinct
+    pos = _normalise_label(cfg.positive_label)
+    if pos not in distinct:
+        raise DataError(f"data.positive_label {cfg.positive_label!r} is not a label of {where} (labels: {distinct})")
+    if len(distinct) != 2:
+        raise DataError(f"data.positive_label applies to binary tasks only; {where} has {len(distinct)} labels")
+    return [v for v in distinct if v != pos] + [pos]
 
 
 def _label_ids(frame: pd.DataFrame, cfg: DataConfig, vocab: list[Any], where: str, *, required: bool) -> list[int]:
@@ -220,7 +306,7 @@ def _label_ids(frame: pd.DataFrame, cfg: DataConfig, vocab: list[Any], where: st
 
 def _ids(frame: pd.DataFrame) -> list[Any]:
     if "id" in frame.columns:
-        return [v.item() if hasattr(v, "item") else v for v in frame["id"].tolist()]
+        return [_as_text(v) for v in frame["id"].tolist()]  # exactly as written ("0007")
     return list(range(len(frame)))
 
 
@@ -270,7 +356,14 @@ def _take(frame: pd.DataFrame, idx: np.ndarray) -> pd.DataFrame:
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    frame, described = read_source(cfg.source)
+    """Read, split and check the data of `cfg`: what every experiment trains and is scored on.
+
+    Returns `Splits` (texts, label ids, ids per split; label names and values in id order; class
+    weights; data checks). Raises `DataError` naming the file, column or value at fault. Problems that
+    do not stop a run (duplicates across splits, conflicting labels, labels equal up to case, a class
+    absent from val) are issued as `DataWarning`s and recorded in `Splits.checks`.
+    """
+    frame, described = read_source(cfg.source, cfg)
     where = described
     if len(frame) == 0:
         raise DataError(f"{where}: no rows")
@@ -279,20 +372,20 @@ def load_splits(cfg: DataConfig) -> Splits:
         raise DataError(f"{where}: no label column {cfg.label!r} (columns: {', '.join(map(str, frame.columns))})")
     notes: list[str] = []
     if cfg.val:
-        val_frame, vwhere = read_source(cfg.val)
+        val_frame, vwhere = read_source(cfg.val, cfg)
         train_frame = frame
     else:
         tr, va = study_split(len(frame), train_size=cfg.train_size, seed=cfg.split_seed)
         train_frame, val_frame, vwhere = _take(frame, tr), _take(frame, va), f"{where} (val part)"
-    vocab = label_vocabulary(train_frame[cfg.label].tolist(), where, cfg.label)
+    vocab = _ordered_vocabulary(label_vocabulary(train_frame[cfg.label].tolist(), where, cfg.label), cfg, where)
     train = _split(train_frame, cfg, vocab, where, required=True)
-    val = _split(val_frame, cfg, vocab, vwhere, required=True)
-    if len(val) == 0:
+    if len(val_frame) == 0:
         raise DataError(f"{vwhere}: validation split is empty")
+    val = _split(val_frame, cfg, vocab, vwhere, required=True)
 
     test = None
     if cfg.test:
-        test_frame, twhere = read_source(cfg.test)
+        test_frame, twhere = read_source(cfg.test, cfg)
         test = _split(test_frame, cfg, vocab, twhere, required=False)
     elif cfg.source == BUNDLED:
         test = _split(read_table(bundled_path("test.csv")), cfg, vocab, "bundled test.csv", required=False)
@@ -309,8 +402,55 @@ def load_splits(cfg: DataConfig) -> Splits:
     weights = class_weights(cfg, train.class_counts(len(vocab)))  # over the rows actually trained on
     splits = Splits(train=train, val=val, test=test, label_names=names, label_values=vocab,
                     class_weights=weights, source=described, text_template=cfg.text, notes=notes)
+    splits.checks = data_checks(splits)
+    for message in splits.checks["warnings"]:
+        warnings.warn(message, DataWarning, stacklevel=2)
     splits.fingerprint = fingerprint(splits)
     return splits
+
+
+def data_checks(splits: Splits) -> dict:
+    """Counts of what silently inflates or confuses scores, and the warnings they call for.
+
+    `duplicates`: rows whose exact text (stripped) also occurs earlier in the same split (`train`),
+    or in an earlier split (`val_in_train`, `test_in_train`, `test_in_val`); `conflicting_texts`: distinct
+    texts that carry more than one label across the labelled splits. Returns
+    `{"duplicates": {...}, "conflicting_texts": int, "warnings": [str, ...]}`.
+    """
+    def keys(split: Split | None) -> list[str]:
+        return [t.strip() for t in split.texts] if split is not None else []
+    tr, va, te = keys(splits.train), keys(splits.val), keys(splits.test)
+    s_tr, s_va = set(tr), set(va)
+    dups = {"train": len(tr) - len(s_tr),
+            "val_in_train": sum(t in s_tr for t in va),
+            "test_in_train": sum(t in s_tr for t in te),
+            "test_in_val": sum(t in s_va for t in te)}
+    labels_of: dict[str, set[int]] = {}
+    for split in (splits.train, splits.val, splits.test):
+        if split is not None and split.labelled:
+            for t, y in zip(split.texts, split.labels):
+                labels_of.setdefault(t.strip(), set()).add(y)
+    conflicting = sum(1 for ys in labels_of.values() if len(ys) > 1)
+    out: list[str] = []
+    if dups["val_in_train"]:
+        out.append(f"{dups['val_in_train']} of {len(va)} val rows have a text that is also in train: "
+                   "val scores overstate quality on new text")
+    if dups["test_in_train"] or dups["test_in_val"]:
+        out.append(f"test rows whose text is also in train: {dups['test_in_train']}, in val: {dups['test_in_val']} "
+                   f"(of {len(te)})")
+    if conflicting:
+        out.append(f"{conflicting} distinct text(s) carry more than one label across the splits")
+    by_case: dict[str, list[str]] = {}
+    for v in splits.label_values:
+        if isinstance(v, str):
+            by_case.setdefault(v.casefold(), []).append(v)
+    for same in by_case.values():
+        if len(same) > 1:
+            out.append(f"labels {' and '.join(map(repr, same))} differ only in case: they are different classes")
+    absent = [n for n, c in zip(splits.label_names, splits.val.class_counts(splits.num_labels)) if c == 0]
+    if absent:
+        out.append(f"class(es) absent from val: {', '.join(map(str, absent))} (their recall cannot be measured)")
+    return {"duplicates": dups, "conflicting_texts": conflicting, "warnings": out}
 
 
 def _label_names(cfg: DataConfig, vocab: list[Any]) -> list[str]:

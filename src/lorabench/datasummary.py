@@ -7,6 +7,7 @@ import numpy as np
 
 from .config import CompareConfig, ExperimentConfig
 from .data import Splits, load_splits, read_source
+from .errors import ConfigError
 
 LENGTH_BINS = 30
 
@@ -30,17 +31,18 @@ def _model_settings(cfg: ExperimentConfig | CompareConfig) -> list[tuple[str, An
 
 
 def token_lengths(texts: list[str], model_cfg) -> list[int]:
-    from .models import arch_for, load_tokenizer, resolve_source
-    from transformers import AutoConfig
-    src = resolve_source(model_cfg)
-    arch = arch_for(AutoConfig.from_pretrained(src.path, trust_remote_code=model_cfg.trust_remote_code).model_type)
+    """Tokens per text (no truncation) with the model's tokenizer. Raises `ConfigError` when
+    `model.max_length` exceeds the model's position limit, `ModelError` when the model cannot be found."""
+    from .models import load_model_config, load_tokenizer
+    src, _, arch = load_model_config(model_cfg)
     tok = load_tokenizer(src.path, arch, model_cfg)
     return [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
 
 
 def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = None) -> dict:
+    """The data summary `lorabench data` prints and `compare` writes to data.json (see `format_summary`)."""
     splits = splits or load_splits(cfg.data)
-    frame, _ = read_source(cfg.data.source)
+    frame, _ = read_source(cfg.data.source, cfg.data)
     texts = splits.train.texts + splits.val.texts
     chars = [len(t) for t in texts]
     words = [len(t.split()) for t in texts]
@@ -54,6 +56,9 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
     for label, mcfg in _model_settings(cfg):
         try:
             lens = token_lengths(texts, mcfg)
+        except ConfigError as e:  # a setting the run would fail on: say it here too
+            tokens[label] = {"problem": str(e)}
+            continue
         except Exception as e:  # a model that cannot load fails in its own run, not here
             tokens[label] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
             continue
@@ -80,11 +85,24 @@ def format_summary(s: dict) -> str:
         x = L[unit]
         lines.append(f"  length in {unit}: min {x['min']}, median {x['median']:g}, p95 {x['p95']:g}, max {x['max']}")
     for label, x in L.get("tokens", {}).items():
+        if "problem" in x:
+            lines.append(f"  problem ({label}): {x['problem']}")
+            continue
         if "error" in x:
             lines.append(f"  tokens ({label}): tokenizer unavailable ({x['error']})")
             continue
         lines.append(f"  tokens ({label}): median {x['median']:g}, p95 {x['p95']:g}, max {x['max']}; "
                      f"cut by max_length {x['max_length']}: {x['cut_rows']} rows ({100 * x['cut_share']:.2f}%)")
+    if s.get("positive_label") is not None:
+        lines.append(f"  positive label (binary F1, threshold): {s['positive_label']}")
+    checks = s.get("checks")
+    if checks:
+        d = checks["duplicates"]
+        lines.append(f"  duplicate texts: within train {d['train']}, val rows also in train {d['val_in_train']}, "
+                     f"test rows also in train {d['test_in_train']} / in val {d['test_in_val']}; "
+                     f"texts with conflicting labels {checks['conflicting_texts']}")
+        for w in checks["warnings"]:
+            lines.append(f"  warning: {w}")
     for note in s.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)

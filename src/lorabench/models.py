@@ -5,6 +5,7 @@ decoder or encoder, `add_prefix_space`, which heads read the first token only). 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import LoraConfig, ModelConfig
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -28,18 +29,21 @@ class Arch:
     add_prefix_space: bool = False    # byte-level BPE tokenizers that accept it (the study set it)
     first_token_layers: bool = False  # BERT-style layers under a head that reads position 0 only:
                                       # the last layer may compute that token alone (lorabench.speed)
+    position_offset: int = 0          # position ids start here (RoBERTa family: padding_idx + 1 = 2), so
+                                      # max_position_embeddings - offset tokens fit (roberta-large: 514 -> 512)
 
 
 _BERT = Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True)
-_ROBERTA = Arch(("query", "value"), "classifier", decoder=False, add_prefix_space=True, first_token_layers=True)
+_ROBERTA = Arch(("query", "value"), "classifier", decoder=False, add_prefix_space=True, first_token_layers=True,
+               position_offset=2)
 _LLAMA = Arch(("q_proj", "v_proj"), "score", decoder=True)
 
 ARCHITECTURES: dict[str, Arch] = {
     "bert": _BERT,
     "electra": _BERT,
-    "xlm-roberta": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True),
+    "xlm-roberta": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True, position_offset=2),
     "roberta": _ROBERTA,
-    "camembert": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True),
+    "camembert": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True, position_offset=2),
     "distilbert": Arch(("q_lin", "v_lin"), "classifier", decoder=False),
     "deberta-v2": Arch(("query_proj", "value_proj"), "classifier", decoder=False),
     "modernbert": Arch(("Wqkv",), "classifier", decoder=False),
@@ -169,14 +173,41 @@ def _resolve_hub(model_id: str) -> Source:
 
 
 # --------------------------------------------------------------------------- conversion caches
+@contextlib.contextmanager
+def preserved_rng():
+    """Restore the global torch, numpy and `random` generators on exit: code inside draws nothing from them."""
+    import random
+
+    import numpy as np
+    import torch
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+STALE_BUILD_SECONDS = 3600  # a build takes ~1 min (GGUF) at most: an older temp folder's process died
+
+
 def _atomic_build(target: Path, build) -> Path:
-    """Build a cache folder in a temp dir beside `target`, then rename it into place."""
+    """Build a cache folder in a temp dir beside `target`, then rename it into place.
+
+    A killed build leaves only its hidden temp folder (never a half-written `target`); those older
+    than STALE_BUILD_SECONDS are removed here (a killed GGUF conversion leaves ~500 MB).
+    """
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    for old in target.parent.glob(f".{target.name}-*"):
+        if old.is_dir() and time.time() - old.stat().st_mtime > STALE_BUILD_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build(tmp)
+        with preserved_rng():  # a build draws random numbers: the caller's seeded run must not see it
+            build(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process won the race
@@ -203,7 +234,7 @@ def _converted_gguf(gguf: Path, cache_name: str | None = None) -> Path:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype="float32", **kw)
         except ImportError as e:
-            raise ModelError(f"loading {gguf.name} needs the gguf package: pip install gguf ({e})") from None
+            raise ModelError(f"loading {gguf.name} needs the gguf package: pip install gguf ({e})") from e
         model.config.quantization_config = None
         if hasattr(model, "hf_quantizer"):
             model.hf_quantizer = None
@@ -313,28 +344,58 @@ def count_params(model) -> dict:
             "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0}
 
 
-def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str]) -> Built:
-    """Load the pretrained backbone with a fresh head for `label_names`, then attach LoRA."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-    t0 = time.perf_counter()
+def position_limit(hf_config, arch: Arch) -> int | None:
+    """Most tokens the model can embed: max_position_embeddings (GPT-2: n_positions) minus the
+    architecture's position offset; None when the config states no limit."""
+    n = getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None)
+    return int(n) - arch.position_offset if n else None
+
+
+def load_model_config(cfg: ModelConfig, lora: LoraConfig | None = None) -> tuple[Source, Any, Arch]:
+    """(source, transformers config, Arch) of `cfg` without loading weights; checks `model.max_length`.
+
+    Raises `ModelError` for a model that cannot be found or read, and `ConfigError` when
+    `model.max_length` exceeds the model's position limit (which would crash training).
+    """
+    from transformers import AutoConfig
     source = resolve_source(cfg)
     try:
         hf_config = AutoConfig.from_pretrained(source.path, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load model {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"cannot load model {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from e
     arch = arch_for(hf_config.model_type, lora, is_decoder=_looks_decoder(hf_config))
+    limit = position_limit(hf_config, arch)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(f"model.max_length {cfg.max_length} exceeds the position limit of {cfg.name!r}: "
+                          f"{limit} tokens; set model.max_length <= {limit}")
+    return source, hf_config, arch
+
+
+def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], *,
+                     seed: int | None = None) -> Built:
+    """Load the pretrained backbone with a fresh head for `label_names`, then attach LoRA.
+
+    With `seed`, the global RNGs are seeded right before the model is created, after the source was
+    resolved (a cache build on a first run draws no numbers from the run: same seed, same head).
+    Raises `ModelError` / `ConfigError` as `load_model_config`.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, set_seed
+    t0 = time.perf_counter()
+    source, hf_config, arch = load_model_config(cfg, lora)
     tokenizer = load_tokenizer(source.path, arch, cfg)
     hf_config.num_labels = len(label_names)
     hf_config.id2label = dict(enumerate(label_names))
     hf_config.label2id = {n: i for i, n in enumerate(label_names)}
     hf_config.pad_token_id = tokenizer.pad_token_id  # decoders need it in the config, not only the tokenizer
+    if seed is not None:
+        set_seed(seed)  # the new head's initialisation (and LoRA's) depends on it
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             source.path, config=hf_config, dtype=torch_dtype(cfg), trust_remote_code=cfg.trust_remote_code,
-            use_safetensors=True)
+            use_safetensors=cfg.use_safetensors)
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load weights of {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"cannot load weights of {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from e
     model.config.pad_token_id = tokenizer.pad_token_id
     if lora is not None:
         model = attach_lora(model, lora, arch)

@@ -6,11 +6,12 @@ import shutil
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from .config import ExperimentConfig, dump_yaml, to_dict
 from .data import Splits, load_splits
-from .errors import LorabenchError
+from .errors import LorabenchError, LorabenchWarning
 from .records import RUN_FILE, write_atomic, write_json
 from .resources import machine, versions
 
@@ -25,7 +26,9 @@ def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
 
 
 def safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "run"
+    """`text` as one path component: letters, digits, `-_.` only, no leading/trailing dots or dashes, so a
+    run name or label can never point outside its folder ("../x" -> "x", ".." -> "run")."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-.") or "run"
 
 
 def quiet_libraries() -> None:
@@ -76,9 +79,13 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise LorabenchError(f"output folder {out_dir} exists and is not empty; choose another --output-dir")
     splits = splits or load_splits(cfg.data)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    if cfg.train.threshold != 0.5 and splits.num_labels != 2:
+        warnings.warn(f"train.threshold: {cfg.train.threshold!r} applies to binary tasks only; this task has "
+                      f"{splits.num_labels} classes, so predictions take the most probable class", LorabenchWarning,
+                      stacklevel=2)
     record = {**_record_base(cfg, splits), **(extra or {})}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))  # the try below removes it
     t0 = time.perf_counter()
     try:
         if cfg.model.kind == "tfidf-logreg":
@@ -97,7 +104,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         _finish(record, cfg, tmp, out_dir, t0)
         raise
-    _finish(record, cfg, tmp, out_dir, t0)
+    try:
+        _finish(record, cfg, tmp, out_dir, t0)
+    except BaseException:  # e.g. a full disk while writing the record: leave no half-written folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return record
 
 
@@ -113,12 +124,9 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
 
 
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache) -> dict:
-    from transformers import set_seed
-
     from .models import build_classifier
     from .train import train
-    set_seed(cfg.train.seed)  # the new head's initialisation depends on it
-    built = build_classifier(cfg.model, cfg.lora, splits.label_names)
+    built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache)
     built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import build_texts, read_table, template_fields
+from .data import build_texts, parse_json_rows, read_table, template_fields
 from .errors import DataError, LorabenchError
 from .metrics import predict_labels, softmax
 from .records import read_run, write_atomic
@@ -44,8 +44,11 @@ def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
     if rec.get("status") not in ("completed", "pruned"):
         raise LorabenchError(f"{run_dir}: run status is {rec.get('status')!r}, not completed")
     if rec["model"].get("kind") == "tfidf-logreg":
-        import joblib
-        return LoadedRun(rec, joblib.load(run_dir / "model.joblib"), None, run_dir)
+        from .baseline import WEIGHTS_FILE, load_baseline
+        if not (run_dir / WEIGHTS_FILE).is_file():
+            raise LorabenchError(f"{run_dir}: no {WEIGHTS_FILE} (a baseline from before lorabench stored it as a "
+                                 "pickle, which is not loaded: re-run it, it takes seconds)")
+        return LoadedRun(rec, load_baseline(run_dir), None, run_dir)
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from .pipeline import quiet_libraries
@@ -53,6 +56,7 @@ def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
     names = rec["data"]["label_names"]
     tok = AutoTokenizer.from_pretrained(run_dir)
     trust = bool(rec["config"]["model"].get("trust_remote_code"))
+    safetensors_only = bool(rec["config"]["model"].get("use_safetensors", True))
     labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                   pad_token_id=tok.pad_token_id)
     try:
@@ -61,15 +65,15 @@ def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
             source = _base_source(rec)
             cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust, **labels)
             base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, dtype="float32",
-                                                                      trust_remote_code=trust, use_safetensors=True)
+                                                                      trust_remote_code=trust, use_safetensors=safetensors_only)
             model = PeftModel.from_pretrained(base, run_dir)
             if merge:
                 model = model.merge_and_unload()
         else:
             model = AutoModelForSequenceClassification.from_pretrained(run_dir, trust_remote_code=trust,
-                                                                       use_safetensors=True)
+                                                                       use_safetensors=safetensors_only)
     except (OSError, ValueError) as e:
-        raise LorabenchError(f"{run_dir}: cannot load the model: {str(e).splitlines()[0]}") from None
+        raise LorabenchError(f"{run_dir}: cannot load the model: {str(e).splitlines()[0]}") from e
     model.config.pad_token_id = tok.pad_token_id
     return LoadedRun(rec, model.eval(), tok, run_dir)
 
@@ -84,14 +88,12 @@ def _base_source(rec: dict) -> str:
     return resolve_source(from_dict(ModelConfig, rec["config"]["model"], "model")).path
 
 
-def read_rows(path: str) -> pd.DataFrame:
+def read_rows(path: str, *, encoding: str = "utf-8", delimiter: str | None = None) -> pd.DataFrame:
+    """Rows to predict: a file (as `data.read_table`: values as written, ids keep leading zeros), or
+    `-` for JSON lines on stdin. Raises `DataError` for unreadable input."""
     if path == "-":
-        text = sys.stdin.read()
-        try:
-            return pd.read_json(io.StringIO(text), lines=True) if text.strip() else pd.DataFrame()
-        except ValueError as e:
-            raise DataError(f"stdin: not JSON lines ({str(e).splitlines()[0]})") from None
-    return read_table(path, dtype={"id": str})  # CSV ids kept exactly as written ("0007")
+        return parse_json_rows(sys.stdin.read(), "stdin")
+    return read_table(path, encoding=encoding, delimiter=delimiter)
 
 
 def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
@@ -127,13 +129,24 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
 
 def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = "default",
                  probabilities: bool = False, threshold: float | None = None, batch_size: int = 64,
-                 merge: bool = True) -> dict:
-    """Predict every row of `input_path` and write `output_path` (CSV, JSON lines, Parquet, or - for stdout)."""
+                 merge: bool = True, encoding: str | None = None) -> dict:
+    """Predict every row of `input_path` and write `output_path` (CSV, JSON lines, Parquet, or - for stdout).
+
+    Columns written: `id` (when the input has one, exactly as written), `label` (the predicted label
+    value, as in the training data), `label_name`, `probability` (of that label), and with
+    `probabilities` one `prob_<name>` per class. `encoding`: of the input file (default: the run's
+    data.encoding). Returns {"rows", "empty_text_rows", "threshold"}. Raises `DataError` /
+    `LorabenchError` for bad input; nothing is written then.
+    """
     _check_output(output_path)
     run = load_run(run_dir, merge=merge)
-    frame = read_rows(input_path)
+    data_cfg = run.record["config"]["data"]
+    frame = read_rows(input_path, encoding=encoding or data_cfg.get("encoding", "utf-8"),
+                      delimiter=data_cfg.get("delimiter"))
     if len(frame) == 0:
         raise DataError(f"{input_path}: no rows")
+    if fmt == "kaggle" and "id" not in frame.columns:
+        raise DataError(f"{input_path}: --format kaggle needs an 'id' column in the input")
     template = run.record["config"]["data"]["text"]
     texts = build_texts(frame, template, input_path)
     fields = [build_texts(frame, f, input_path) for f in template_fields(template)]
@@ -154,15 +167,16 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
 
 def _output_frame(frame, run: LoadedRun, probs, labels, *, fmt: str, probabilities: bool) -> pd.DataFrame:
     names = run.label_names
+    values = run.record["data"].get("label_values") or list(range(len(names)))
+    predicted = pd.Series([values[i] for i in labels], dtype=object)  # the user's label values, not ids
     if fmt == "kaggle":
         if "id" not in frame.columns:
             raise DataError("--format kaggle needs an 'id' column in the input")
-        values = run.record["data"].get("label_values") or list(range(len(names)))
-        return pd.DataFrame({"id": frame["id"].values, "target": [values[i] for i in labels]})
+        return pd.DataFrame({"id": frame["id"].values, "target": predicted})
     cols: dict[str, Any] = {}
     if "id" in frame.columns:
         cols["id"] = frame["id"].values
-    cols["label"] = labels
+    cols["label"] = predicted
     cols["label_name"] = [names[i] for i in labels]
     cols["probability"] = probs[np.arange(len(labels)), labels]
     if probabilities:

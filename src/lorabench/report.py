@@ -309,8 +309,12 @@ def _notes(rows: list[dict], data: dict | None, folder: Path) -> list[str]:
             notes.append(f"{r['label']}: trained on {r['train_rows']} of {data['train_rows']} train rows (subsample)")
     if data:
         notes += [f"data: {n}" for n in data.get("notes", [])]
+        notes += [f"data warning: {w}" for w in (data.get("checks") or {}).get("warnings", [])]
+    positive = (data or {}).get("positive_label")
+    f1_kind = (f"binary, positive label {positive!r}" if positive is not None else
+               "binary (positive = label id 1) for two classes, macro otherwise")
     notes.append("Training time includes per-epoch evaluation; peak memory is the process's peak RSS on CPU "
-                 "(max allocated per GPU on CUDA). F1 is binary (positive = label id 1) for two classes, macro otherwise.")
+                 f"(max allocated per GPU on CUDA). F1 is {f1_kind}.")
     return notes
 
 

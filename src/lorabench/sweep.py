@@ -79,7 +79,7 @@ def to_distributions(parameters: dict) -> tuple[dict, dict]:
             elif dist == "log_uniform_values":
                 dists[key] = FloatDistribution(float(spec["min"]), float(spec["max"]), log=True)
             elif dist == "log_uniform":  # W&B: min/max are natural-log exponents
-                dists[key] = FloatDistribution(math.exp(float(spec["min"])), math.exp(float(spec["max"])), log=True)
+                dists[key] = FloatDistribution(*_exp_bounds(where, float(spec["min"]), float(spec["max"])), log=True)
             elif dist == "int_uniform":
                 dists[key] = IntDistribution(int(spec["min"]), int(spec["max"]))
             elif dist == "q_uniform":
@@ -90,12 +90,36 @@ def to_distributions(parameters: dict) -> tuple[dict, dict]:
                 raise ConfigError(f"{where}: unsupported distribution {dist!r} (categorical, uniform, "
                                   "log_uniform_values, log_uniform, int_uniform, q_uniform)")
         except KeyError as e:
-            raise ConfigError(f"{where}: missing {e.args[0]!r}") from None
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}") from None
+            raise ConfigError(f"{where}: missing {e.args[0]!r}") from e
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: {str(e).splitlines()[0]}") from e
     if not dists:
         raise ConfigError("sweep.parameters: nothing to search (every parameter has a fixed `value`)")
     return dists, fixed
+
+
+# exp(709.78) is the largest float64; a sampled value far beyond any hyperparameter's range
+_MAX_EXPONENT = 700.0
+
+
+def _exp_bounds(where: str, lo: float, hi: float) -> tuple[float, float]:
+    """W&B `log_uniform` bounds are exponents (e^min .. e^max): bounds that look like values overflow."""
+    if max(abs(lo), abs(hi)) > _MAX_EXPONENT:
+        raise ConfigError(f"{where}: log_uniform takes natural-log exponents (e^{lo:g} .. e^{hi:g} overflows); "
+                          f"for bounds given as values use distribution: log_uniform_values")
+    return math.exp(lo), math.exp(hi)
+
+
+def validate_space(base: ExperimentConfig, dists: dict, fixed: dict) -> None:
+    """Check the whole space before any trial runs: every distribution's low and high end (and every
+    categorical choice) must make a valid experiment config. Raises `ConfigError` naming the parameter."""
+    for key, dist in dists.items():
+        ends = list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
+        for value in ends:
+            try:
+                trial_config(base, {**fixed, key: value})
+            except ConfigError as e:
+                raise ConfigError(f"sweep.parameters ({key} = {value!r}): {e}") from e
 
 
 def trial_config(base: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
@@ -128,15 +152,17 @@ class SweepPlan:
 
 def load_sweep_config(path: str | Path, overrides: list[str]) -> SweepConfig:
     cfg = load_config(SweepConfig, path, overrides)
-    _, fixed = to_distributions(cfg.sweep.parameters)  # validate the space and the fixed values now
+    dists, fixed = to_distributions(cfg.sweep.parameters)  # validate the whole space now
     metric_key(cfg.sweep.metric.name)
     trial_config(cfg.base(), fixed)
+    validate_space(cfg.base(), dists, fixed)
     return cfg
 
 
 def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study: str | None,
          trials: int | None) -> SweepPlan:
-    folder = Path(output_dir) if output_dir else Path("runs") / cfg.name
+    from .pipeline import safe_name
+    folder = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
     folder.mkdir(parents=True, exist_ok=True)
     n = trials or cfg.sweep.n_trials or 30
     dists, fixed = to_distributions(cfg.sweep.parameters)

@@ -21,7 +21,7 @@ def _load_study(folder: Path, storage: str | None):
     try:
         return optuna.load_study(study_name=meta["study_name"], storage=url), meta
     except Exception as e:
-        raise LorabenchError(f"report: cannot open study {meta['study_name']!r}: {str(e).splitlines()[0]}") from None
+        raise LorabenchError(f"report: cannot open study {meta['study_name']!r}: {str(e).splitlines()[0]}") from e
 
 
 def _trials_csv(study) -> str:

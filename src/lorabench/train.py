@@ -73,7 +73,8 @@ def _trainer_class():
             return iter(length_buckets(self.lengths, self.batch_size, self.rng))
 
     class LorabenchTrainer(Trainer):
-        """The Trainer with lorabench's tight length buckets for `train_sampling_strategy=group_by_length`."""
+        """The Trainer with lorabench's tight length buckets, evaluation in dataset order, and the
+        class-weighted loss normalised over the whole optimiser step."""
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -82,6 +83,29 @@ def _trainer_class():
             size = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return BucketSampler([len(x) for x in ds["input_ids"]], size, self.args.seed)
 
+        def _get_eval_sampler(self, eval_dataset):
+            # transformers groups evaluation batches by length too when train_sampling_strategy is
+            # group_by_length, so predictions come back in another order than the dataset's. lorabench
+            # pairs predictions with the split's rows by position: evaluate in dataset order, always
+            # (the eval datasets are already sorted by length, so batches stay tight).
+            if self.args.world_size <= 1:
+                return torch.utils.data.SequentialSampler(eval_dataset)
+            return None  # distributed: accelerate shards sequentially
+
+        def _get_num_items_in_batch(self, batch_samples, device):
+            # The Trainer divides a compute_loss_func loss by `num_items_in_batch`, counted over the whole
+            # optimiser step (all micro-batches, and all processes). With class weights the right divisor
+            # is the summed weight of those rows: then batch 4 x accumulation 2 (or 2 processes x 4) makes
+            # the same update as batch 8, which a per-micro-batch weighted mean does not.
+            loss_fn = self.compute_loss_func
+            if (not isinstance(loss_fn, WeightedCrossEntropy) or loss_fn.weights is None or not batch_samples
+                    or "labels" not in batch_samples[0]):
+                return super()._get_num_items_in_batch(batch_samples, device)
+            total = sum(loss_fn.weight_sum(b["labels"]) for b in batch_samples).to(device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                total = self.accelerator.gather(total.reshape(1)).sum()
+            return total
+
     return LorabenchTrainer
 
 
@@ -89,11 +113,13 @@ def _trainer_class():
 class WeightedCrossEntropy:
     """Class-weighted cross-entropy for the Trainer's `compute_loss_func` hook.
 
-    The Trainer does not divide a `compute_loss_func` loss by the gradient-accumulation
-    steps; it passes `num_items_in_batch` (rows in the whole accumulated batch) instead.
-    Each micro-batch returns its weighted mean times (its rows / all rows), so the
-    accumulated gradient equals that of the weighted mean over the full batch at
-    accumulation 1 (torch's `CrossEntropyLoss(weight=...)`, as in the study).
+    The loss of a batch is torch's `CrossEntropyLoss(weight=w)` (as in the study): the weighted mean
+    sum_i w[y_i] * nll_i / sum_i w[y_i]. A weighted mean is not additive over micro-batches, so the
+    Trainer (`LorabenchTrainer._get_num_items_in_batch`) passes the summed weight of the whole optimiser
+    step (every micro-batch of the accumulation, every process) as `num_items_in_batch`, and each
+    micro-batch returns its weighted sum divided by it: the accumulated gradient then equals the
+    full-batch weighted mean's, whatever the split into micro-batches. Without weights the divisor is
+    the row count (the Trainer's own). `weights`: one float per label id, or None.
     """
 
     def __init__(self, weights: list[float] | None):
@@ -107,16 +133,25 @@ class WeightedCrossEntropy:
             self._cache[key] = torch.tensor(self.weights, device=device, dtype=dtype)
         return self._cache[key]
 
+    def weight_sum(self, labels):
+        """Summed class weight of `labels` (int tensor, any shape) as a float64 scalar tensor."""
+        import torch
+        return self._w(labels.device, torch.float64)[labels.view(-1)].sum()
+
     def __call__(self, outputs, labels, num_items_in_batch=None):
         import torch.nn.functional as F
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # (batch, num_labels)
         logits = logits.float()
-        weight = self._w(logits.device, logits.dtype) if self.weights is not None else None
-        loss = F.cross_entropy(logits, labels.view(-1), weight=weight)
-        if num_items_in_batch is not None:
-            n = num_items_in_batch.item() if hasattr(num_items_in_batch, "item") else num_items_in_batch
-            loss = loss * (labels.numel() / max(float(n), 1.0))
-        return loss
+        labels = labels.view(-1)
+        if num_items_in_batch is None:  # one batch on its own: the weighted mean
+            weight = self._w(logits.device, logits.dtype) if self.weights is not None else None
+            return F.cross_entropy(logits, labels, weight=weight)
+        nll = F.cross_entropy(logits, labels, reduction="none")  # (batch,)
+        if self.weights is not None:
+            nll = nll * self._w(logits.device, logits.dtype)[labels]
+        n = num_items_in_batch.to(logits.device, logits.dtype) if hasattr(num_items_in_batch, "to") \
+            else float(num_items_in_batch)
+        return nll.sum() / n
 
 
 # --------------------------------------------------------------------------- result
@@ -213,6 +248,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         bf16=cuda and dtype == torch.bfloat16,
         fp16=cuda and dtype == torch.float16,
         save_only_model=True,
+        average_tokens_across_devices=True,  # the weighted loss is normalised over all processes' rows
         disable_tqdm=False,
     )
 
