@@ -97,6 +97,14 @@ CASES = {
     "predict kaggle without id": (["predict", "{run}", "--input", "n.csv", "--output", "p.csv", "--format", "kaggle"], {"n.csv": "text\nfire\n"}, "'id' column"),
     "export into non-empty folder": (["export", "{run}", "out"], {"out/keep.txt": "x"}, "not empty"),
     "export not a run": (["export", ".", "out"], {}, "not a lorabench run folder"),
+    "config is a folder": (["train", "."], {}, "is a folder"),
+    "duplicate column names": (["train", "c.yaml", "--set", "data.source=d.csv"], {"c.yaml": GOOD, "d.csv": "text,text,target\na,b,1\nc,d,0\n"}, "more than once"),
+    "wrong delimiter": (["train", "c.yaml", "--set", "data.delimiter=;"], {"c.yaml": GOOD}, "data.delimiter"),
+    "negative max_steps": (["train", "c.yaml", "--set", "train.max_steps=-3"], {"c.yaml": GOOD}, "train.max_steps"),
+    "unknown argument": (["models", "--bogus"], {}, "unrecognized arguments: --bogus"),
+    "missing argument": (["predict", "{run}", "--input", "val.csv"], {}, "--output"),
+    "export into a file": (["export", "{run}", "f.txt"], {"f.txt": "x"}, "is a file"),
+    "sweep max_length over the limit": (["sweep", "c.yaml"], {"c.yaml": SWEEP + "    max_length: {values: [32, 800]}\n"}, "model.max_length 800"),
     "report missing folder": (["report", "nowhere"], {}, "nowhere"),
     "report empty folder": (["report", "empty"], {"empty/.keep": ""}, "no run.json"),
 }
@@ -113,7 +121,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, trained, tmp_path
         p.write_bytes(text if isinstance(text, bytes) else text.encode())
     monkeypatch.chdir(tmp_path)
     before = files(tmp_path)
-    code = main([a.replace("{run}", str(trained)) for a in argv])
+    try:
+        code = main([a.replace("{run}", str(trained)) for a in argv])
+    except SystemExit as e:  # argparse's own errors (unknown or missing arguments)
+        code = e.code
     err = capsys.readouterr().err
     lines = [x for x in err.strip().splitlines() if not x.startswith("lorabench: warning:")]
     assert code == 2, (case, err)

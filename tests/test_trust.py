@@ -134,9 +134,10 @@ def test_template_columns_render_the_same_in_every_split_format_and_predict(tmp_
     rows.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
     rows.to_parquet(tmp_path / "t.parquet", index=False)
     rows.astype({"code": float}).to_parquet(tmp_path / "t.float.parquet", index=False)  # widened by a writer
+    rows.astype({"code": float}).to_csv(tmp_path / "t.float.csv", index=False)          # 101.0 in the cells
     template = "{code} | {text}"
     expect = [f"{'' if i % 7 == 0 else 100 + i} | {t}" for i, t in enumerate(rows["text"])]
-    for suffix in ("csv", "jsonl", "parquet", "float.parquet"):
+    for suffix in ("csv", "jsonl", "parquet", "float.parquet", "float.csv"):
         path = tmp_path / f"t.{suffix}"
         assert build_texts(read_table(path), template, suffix) == expect, suffix
         assert build_texts(read_rows(str(path)), template, suffix) == expect, suffix
@@ -198,13 +199,20 @@ sweep:
     bad = {"learning_rate: {distribution: log_uniform, min: 0.0001, max: 1000}": ("learning_rate", "log_uniform_values"),
            "lora_dropout: {distribution: uniform, min: 0.0, max: 1.5}": ("lora.dropout", "1.5"),
            "lora_rank: {values: [4, 0]}": ("lora.r", "0"),
-           "learning_rate: {distribution: uniform, min: 0.1, max: 0.01}": ("learning_rate", "")}
+           "learning_rate: {distribution: uniform, min: 0.1, max: 0.01}": ("learning_rate", ""),
+           "max_length: {values: [32, 800]}": ("model.max_length", "520")}
     for line, (name, hint) in bad.items():
         (tmp_path / "sw.yaml").write_text(base + "    " + line + "\n")
         assert main(["sweep", str(tmp_path / "sw.yaml"), "--trials", "1", "--output-dir", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and name in err[0] and hint in err[0], (line, err)
         assert not (tmp_path / "out" / "trials").exists()
+    # bounds that are values, not exponents, of W&B's log_uniform: runs, but warns
+    (tmp_path / "sw.yaml").write_text(base + "    learning_rate: {distribution: log_uniform, min: 0.00001, max: 0.001}\n")
+    from lorabench.errors import LorabenchWarning
+    from lorabench.sweep import load_sweep_config
+    with pytest.warns(LorabenchWarning, match="log_uniform_values"):
+        load_sweep_config(tmp_path / "sw.yaml", [])
 
 
 # 9 ---------------------------------------------------------------------------------------------
@@ -229,7 +237,18 @@ def test_latin1_and_semicolon_files_read(tmp_path, capsys):
         assert main(["data", str(tmp_path / f"{name}.yaml")]) == 0
         assert "train 64, val 16" in capsys.readouterr().out
     assert main(["data", str(tmp_path / "semi.yaml"), "--set", "data.delimiter=,"]) == 2
-    assert "target" in capsys.readouterr().err
+    assert "is data.delimiter right?" in capsys.readouterr().err
+    rows.to_csv(tmp_path / "pipe.csv", index=False, sep="|")
+    (tmp_path / "pipe.yaml").write_text("name: p\ndata: {source: pipe.csv}\nmodel: {name: tiny-bert}\n")
+    assert main(["data", str(tmp_path / "pipe.yaml"), "--set", "data.delimiter=|"]) == 0
+    # the undecodable byte is placed in the whole file, not in a reader's chunk
+    big = pd.concat([make_rows(4000, 7)] * 3)
+    big.to_csv(tmp_path / "late.csv", index=False)
+    with open(tmp_path / "late.csv", "ab") as f:
+        f.write(b"caf\xe9 fire,1\n")
+    (tmp_path / "late.yaml").write_text("name: l\ndata: {source: late.csv}\nmodel: {name: tiny-bert}\n")
+    assert main(["data", str(tmp_path / "late.yaml")]) == 2
+    assert f"byte 0xe9 on line {len(big) + 2}" in capsys.readouterr().err
 
 
 # 10 --------------------------------------------------------------------------------------------

@@ -17,9 +17,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", help="where to write (default: under runs/<name>/)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other lorabench error (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"lorabench: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    ap = argparse.ArgumentParser(prog="lorabench", description=(
+    ap = _Parser(prog="lorabench", description=(
         "LoRA-fine-tune pretrained transformers as text classifiers and compare them head to head."))
     ap.add_argument("--version", action="version", version=f"lorabench {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -146,6 +146,8 @@ class TrainConfig:
         "Binary decision threshold on P(positive); `tune` picks the F1-best one on val."))
 
     def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1 (or null for epochs), got {self.max_steps}")
         for key in ("batch_size", "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
@@ -400,7 +402,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            # a lone YAML indicator (`|`, `>`, `&`, ...) is meant literally, e.g. data.delimiter=|
+            value = yaml.safe_load(text) if text.strip() and not (len(text) == 1 and not text.isalnum()) else text
         except yaml.YAMLError:
             value = text
         node = raw
@@ -419,6 +422,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; give a YAML config file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

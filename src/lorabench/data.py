@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import string
 import warnings
 from dataclasses import dataclass, field
@@ -152,14 +153,14 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str | No
             return _read_saved_dataset(p)
         if suffix in (".csv", ".tsv"):
             sep = delimiter or ("\t" if suffix == ".tsv" else sniff_delimiter(p, encoding))
-            return pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding=encoding)
+            return _read_csv(p, sep, encoding)
         if suffix in (".json", ".jsonl"):
             return parse_json_rows(p.read_text(encoding=encoding), str(p))
         return pd.read_parquet(p)
     except DataError:
         raise
     except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not valid {encoding} text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+        raise DataError(f"{p}: not valid {encoding} text ({_decode_error_place(p, encoding, e)}); "
                         "set data.encoding to the file's encoding, e.g. latin-1 or cp1252") from e
     except LookupError as e:
         raise DataError(f"data.encoding: unknown encoding {encoding!r}") from e
@@ -167,6 +168,29 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str | No
         raise DataError(f"cannot read {p}: permission denied") from e
     except Exception as e:  # a malformed file: name it and the reason, no traceback
         raise DataError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def _decode_error_place(p: Path, encoding: str, e: UnicodeDecodeError) -> str:
+    """'byte 0xe9 on line 12' for the first undecodable byte of the whole file (a reader's error counts
+    from the start of its chunk, not of the file)."""
+    data = p.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as whole:
+        line = data.count(b"\n", 0, whole.start) + 1
+        return f"byte 0x{data[whole.start]:02x} on line {line}"
+    return f"byte 0x{e.object[e.start]:02x}"
+
+
+def _read_csv(p: Path, sep: str, encoding: str) -> pd.DataFrame:
+    frame = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding=encoding)
+    import csv
+    with open(p, encoding=encoding, newline="") as f:
+        header = next(csv.reader(f, delimiter=sep), [])
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:  # pandas would rename the second one 'text.1' and train on the first
+        raise DataError(f"{p}: column {dup[0]!r} appears more than once in the header")
+    return frame
 
 
 def _read_saved_dataset(p: Path) -> pd.DataFrame:
@@ -214,22 +238,37 @@ def build_texts(frame: pd.DataFrame, template: str, where: str) -> list[str]:
     cols = template_fields(template)
     missing = [c for c in cols if c not in frame.columns]
     if missing:
-        raise DataError(f"{where}: no column {missing[0]!r} for data.text (columns: {', '.join(map(str, frame.columns))})")
+        raise DataError(f"{where}: no column {missing[0]!r} for data.text (columns: "
+                        f"{', '.join(map(str, frame.columns))}){_delimiter_hint(frame)}")
     if "{" not in template:
         return [_as_text(v) for v in frame[template].tolist()]
     values = {c: [_as_text(v) for v in frame[c].tolist()] for c in cols}
     return [template.format_map({c: values[c][i] for c in cols}) for i in range(len(frame))]
 
 
+_INTEGRAL_FLOAT = re.compile(r"[+-]?\d+\.0+")
+
+
+def _delimiter_hint(frame: pd.DataFrame) -> str:
+    """A hint when a CSV was split on the wrong delimiter: one column whose name holds another one."""
+    if len(frame.columns) == 1 and any(d in str(frame.columns[0]) for d in DELIMITERS):
+        return "; is data.delimiter right?"
+    return ""
+
+
 def _as_text(v: Any) -> str:
-    """A cell as text. Missing -> "". CSV cells arrive as written; typed formats (JSON, Parquet) render an
-    integral float as an integer, because pandas and Parquet writers widen an integer column with gaps to
-    float (101 -> 101.0): the same value then renders `101` in every split, format and in predict."""
+    """A cell as text. Missing -> "". An integral float renders as an integer (101.0 -> "101"), as a
+    typed value (JSON, Parquet) and as a CSV cell that holds only such a number: pandas and Parquet
+    writers widen an integer column with gaps to float, so the same value renders `101` in every
+    split, file format and in predict. Every other cell renders as written."""
     if _missing(v):
         return ""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))
-    return str(v)
+    text = str(v)
+    if _INTEGRAL_FLOAT.fullmatch(text):
+        return text.split(".")[0]
+    return text
 
 
 def _missing(v: Any) -> bool:
@@ -369,7 +408,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         raise DataError(f"{where}: no rows")
     build_texts(frame.head(1), cfg.text, where)  # fail early on a missing text column
     if cfg.label not in frame.columns:
-        raise DataError(f"{where}: no label column {cfg.label!r} (columns: {', '.join(map(str, frame.columns))})")
+        raise DataError(f"{where}: no label column {cfg.label!r} (columns: {', '.join(map(str, frame.columns))})"
+                        f"{_delimiter_hint(frame)}")
     notes: list[str] = []
     if cfg.val:
         val_frame, vwhere = read_source(cfg.val, cfg)

@@ -346,7 +346,9 @@ def count_params(model) -> dict:
 
 def position_limit(hf_config, arch: Arch) -> int | None:
     """Most tokens the model can embed: max_position_embeddings (GPT-2: n_positions) minus the
-    architecture's position offset; None when the config states no limit."""
+    architecture's position offset; None when the config states no limit or uses relative positions only."""
+    if getattr(hf_config, "position_biased_input", True) is False:  # DeBERTa: relative positions only
+        return None
     n = getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None)
     return int(n) - arch.position_offset if n else None
 

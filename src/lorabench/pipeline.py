@@ -78,6 +78,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise LorabenchError(f"output folder {out_dir} exists and is not empty; choose another --output-dir")
+    if cfg.model.kind == "transformer":  # fail on the model (name, max_length) before reading any data
+        from .models import load_model_config
+        load_model_config(cfg.model, cfg.lora)
     splits = splits or load_splits(cfg.data)
     if cfg.train.threshold != 0.5 and splits.num_labels != 2:
         warnings.warn(f"train.threshold: {cfg.train.threshold!r} applies to binary tasks only; this task has "

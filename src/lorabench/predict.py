@@ -145,6 +145,8 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
                       delimiter=data_cfg.get("delimiter"))
     if len(frame) == 0:
         raise DataError(f"{input_path}: no rows")
+    if threshold is not None and len(run.label_names) != 2:
+        raise LorabenchError(f"--threshold applies to binary tasks only; this run has {len(run.label_names)} classes")
     if fmt == "kaggle" and "id" not in frame.columns:
         raise DataError(f"{input_path}: --format kaggle needs an 'id' column in the input")
     template = run.record["config"]["data"]["text"]
@@ -257,6 +259,8 @@ model = {load}
 def export_run(run_dir: str | Path, out_dir: str | Path, *, merge: bool = False) -> Path:
     """Copy the adapter + head, or merge them into a plain transformers folder; add a model card."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LorabenchError(f"{out_dir} is a file; export writes a folder")
     run = load_run(run_dir, merge=merge)
     if run.is_baseline:
         raise LorabenchError(f"{run_dir}: the tfidf-logreg baseline has no transformers export")

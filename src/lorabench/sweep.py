@@ -21,7 +21,7 @@ from typing import Any
 import dataclasses
 
 from .config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, from_dict, load_config, to_dict
-from .errors import LorabenchError
+from .errors import LorabenchError, LorabenchWarning
 
 # The study's (W&B) parameter names -> lorabench config keys. Dotted config keys work too.
 PARAM_KEYS = {
@@ -105,21 +105,37 @@ _MAX_EXPONENT = 700.0
 def _exp_bounds(where: str, lo: float, hi: float) -> tuple[float, float]:
     """W&B `log_uniform` bounds are exponents (e^min .. e^max): bounds that look like values overflow."""
     if max(abs(lo), abs(hi)) > _MAX_EXPONENT:
-        raise ConfigError(f"{where}: log_uniform takes natural-log exponents (e^{lo:g} .. e^{hi:g} overflows); "
-                          f"for bounds given as values use distribution: log_uniform_values")
+        raise ConfigError(f"{where}: log_uniform takes natural-log exponents (e^{lo:g} .. e^{hi:g} is out of "
+                          f"floating-point range); for bounds given as values use distribution: log_uniform_values")
+    if lo >= 0:  # e^0 = 1 and up: log-scale hyperparameters (rates, decays) are far below 1
+        warnings.warn(f"{where}: log_uniform takes natural-log exponents: e^{lo:g} .. e^{hi:g} = "
+                      f"{math.exp(lo):.4g} .. {math.exp(hi):.4g}; for bounds given as values use "
+                      "distribution: log_uniform_values", LorabenchWarning, stacklevel=2)
     return math.exp(lo), math.exp(hi)
 
 
 def validate_space(base: ExperimentConfig, dists: dict, fixed: dict) -> None:
     """Check the whole space before any trial runs: every distribution's low and high end (and every
     categorical choice) must make a valid experiment config. Raises `ConfigError` naming the parameter."""
+    from .errors import ModelError
+    from .models import load_model_config
+    start = trial_config(base, fixed)
+    if start.model.kind == "transformer":
+        try:
+            load_model_config(start.model, start.lora)
+        except ModelError:
+            pass
     for key, dist in dists.items():
         ends = list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
         for value in ends:
             try:
-                trial_config(base, {**fixed, key: value})
+                trial = trial_config(base, {**fixed, key: value})
+                if key.startswith("model.") and trial.model.kind == "transformer":
+                    load_model_config(trial.model, trial.lora)  # e.g. max_length over the position limit
             except ConfigError as e:
                 raise ConfigError(f"sweep.parameters ({key} = {value!r}): {e}") from e
+            except ModelError:
+                pass  # a model that cannot be found fails in its trial, as in a plain run
 
 
 def trial_config(base: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
