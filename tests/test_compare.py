@@ -78,3 +78,22 @@ def test_data_command_prints_the_summary(tmp_path, capsys):
     assert main(["data", str(_write(tmp_path))]) == 0
     out = capsys.readouterr().out
     assert "rows: train 160, val 80" in out and "tokens (tiny BERT)" in out and "missing values: keyword" in out
+
+
+def test_rerun_with_a_changed_config_or_force_keeps_the_finished_runs(tmp_path):
+    """compare never destroys results: a finished run whose config changed, or one re-trained with --force,
+    is kept beside the new one under a name that says why; the report shows the current runs only."""
+    import json as _json
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: keep\ndata: {max_train_samples: 300, max_eval_samples: 100}\nmodels: [{name: tfidf-logreg}]\n")
+    out = tmp_path / "out"
+    assert main(["compare", str(cfg), "--output-dir", str(out)]) == 0
+    first = (out / "tfidf-logreg-seed42" / "run.json").read_bytes()
+    assert main(["compare", str(cfg), "--output-dir", str(out), "--set", "train.learning_rate=0.001"]) == 0
+    kept = sorted(out.glob("tfidf-logreg-seed42.config-changed-*"))
+    assert len(kept) == 1 and (kept[0] / "run.json").read_bytes() == first
+    assert main(["compare", str(cfg), "--output-dir", str(out), "--set", "train.learning_rate=0.001", "--force"]) == 0
+    assert len(list(out.glob("tfidf-logreg-seed42.forced-rerun-*"))) == 1
+    report = _json.loads((out / "results.json").read_text())
+    assert [r["run_dir"] for r in report["runs"]] == ["tfidf-logreg-seed42"]
+    assert _json.loads((out / "tfidf-logreg-seed42" / "run.json").read_text())["config"]["train"]["learning_rate"] == 0.001

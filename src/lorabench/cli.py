@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
@@ -250,6 +251,24 @@ def main(argv: list[str] | None = None) -> int:
             where = f": {e.filename}" if getattr(e, "filename", None) else ""
             _say(f"lorabench: error: {e.strerror or _one_line(e)}{where}")
             return 1
+        except Exception as e:
+            if not _out_of_space(e):  # a bug: keep the traceback
+                raise
+            _say(f"lorabench: error: No space left on device ({type(e).__name__}: {_one_line(e)})")
+            return 1
+
+
+def _out_of_space(e: BaseException) -> bool:
+    """A full disk reported by a library that wraps the OS error in its own exception (safetensors'
+    SafetensorError, torch's RuntimeError from its file writer)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e) \
+                or "os error 28" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 from .config import CompareConfig, ExperimentConfig, dump_yaml, to_dict
-from .errors import ConfigError, LorabenchError
+from .errors import ConfigError
 from .data import load_splits
 from .pipeline import quiet_libraries, run_experiment, safe_name
-from .records import read_run, write_atomic, write_json
+from .records import folder_lock, read_run, write_atomic, write_json
 
 
 def run_dir_for(root: Path, exp: ExperimentConfig) -> Path:
@@ -29,14 +29,40 @@ def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | 
     return None
 
 
+def _why_replaced(old: dict | None, exp: ExperimentConfig, fingerprint: str, force: bool) -> str:
+    """Why a finished run of this entry is being replaced: the suffix of the name it is kept under."""
+    if force:
+        return "forced-rerun"
+    if old and old.get("data", {}).get("fingerprint") != fingerprint:
+        return "data-changed"
+    return "config-changed"
+
+
+def kept_name(run_dir: Path, reason: str) -> Path:
+    """Where a replaced finished run is kept: `<run>.<reason>-<finished time>`, beside the new one."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.{reason}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir.with_name(f"{run_dir.name}.{reason}-{stamp}-{n}")
+    return target
+
+
 @contextlib.contextmanager
-def _replacing(run_dir: Path):
-    """Move an outdated or failed run of this entry aside while its replacement trains; put it back if
-    the replacement never arrives (Ctrl-C, a crash), delete it once the new run folder is in place."""
+def _replacing(run_dir: Path, reason: str):
+    """Keep a finished run of this entry (moved to `kept_name`, never deleted) while its replacement
+    trains. A failed one (a record only) is moved aside and put back if the replacement never arrives
+    (Ctrl-C, a crash), or deleted once the new run folder is in place."""
     aside = run_dir.with_name(f".{run_dir.name}.replaced")
     if not run_dir.exists() and aside.is_dir():  # a previous process died mid-replacement
         aside.rename(run_dir)
-    if run_dir.exists():
+    old = read_run(run_dir) if run_dir.exists() else None
+    if old is not None and old.get("status") == "completed":
+        kept = kept_name(run_dir, reason)
+        run_dir.rename(kept)
+        print(f"  kept the previous run as {kept.name}", flush=True)
+    elif run_dir.exists():
         shutil.rmtree(aside, ignore_errors=True)
         run_dir.rename(aside)
     try:
@@ -55,27 +81,6 @@ def _line(rec: dict) -> str:
     m = rec["metrics"]["val"]
     return (f"val F1 {m['f1']:.4f}  acc {m['accuracy']:.4f}  {rec['train_seconds']:.0f} s  "
             f"peak {rec['peak_memory_mb']:.0f} MB  trainable {rec['params']['trainable_pct']:.3g}%")
-
-
-@contextlib.contextmanager
-def folder_lock(root: Path, what: str = "compare"):
-    """An exclusive lock on `root` (flock on `root/.lock`) for the `with` block; the OS drops it when the
-    process ends, also on kill -9. Raises `LorabenchError` at once if another process holds it."""
-    import fcntl
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise LorabenchError(f"{root} is in use by another lorabench {what} (pid {holder}); wait for it to "
-                                 "finish or choose another --output-dir") from e
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def check_experiments(exps: list[ExperimentConfig]) -> None:
@@ -132,7 +137,7 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
             print(f"{tag}: reused {run_dir}  {_line(rec)}", flush=True)
             continue
         print(f"{tag}: training {exp.model.name} ...", flush=True)
-        with _replacing(run_dir):
+        with _replacing(run_dir, _why_replaced(read_run(run_dir), exp, by_data[key].fingerprint, force)):
             try:
                 rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
             except Exception:

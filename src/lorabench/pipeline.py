@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
-import tempfile
 import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .config import ExperimentConfig, dump_yaml, to_dict
 from .data import Splits, load_splits
-from .errors import LorabenchError, LorabenchWarning
-from .records import RUN_FILE, write_atomic, write_json
+from .errors import ConfigError, LorabenchError, LorabenchWarning
+from .records import LOCK_FILE, RUN_FILE, folder_lock, write_atomic, write_json
 from .resources import machine, versions
 
 
@@ -66,14 +67,57 @@ def _record_base(cfg: ExperimentConfig, splits: Splits) -> dict:
     }
 
 
+def partial_dir(out_dir: Path) -> Path:
+    """Where the run for `out_dir` is built (and its checkpoints kept) until it is renamed into place."""
+    return out_dir.parent / f".{out_dir.name}-partial"
+
+
+def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    """The first dotted key whose value differs between two nested dicts (None if equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+            if found:
+                return found
+        return None
+    return None if a == b else (prefix or "config")
+
+
+def _resume_point(partial: Path, cfg: ExperimentConfig, out_dir: Path) -> Path | None:
+    """The checkpoint to resume from in an unfinished run of the same config; None to start afresh.
+    Raises `ConfigError` naming the first differing key when the unfinished run had another config."""
+    from .train import last_complete_checkpoint
+    saved = partial / "config.yaml"
+    if not saved.is_file():
+        return None
+    import yaml
+    before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    now_cfg = json.loads(json.dumps(to_dict(cfg)))
+    key = first_difference(before, now_cfg)
+    if key:
+        raise ConfigError(f"{out_dir} holds an unfinished run of another config ({key}: "
+                          f"{_get(before, key)!r} there, {_get(now_cfg, key)!r} now); re-run it with its own "
+                          f"config to resume, choose another --output-dir, or delete {partial}")
+    return last_complete_checkpoint(partial / "checkpoints")
+
+
+def _get(tree: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits | None = None,
                    callbacks: list | None = None, keep_failed: bool = False, token_cache: dict | None = None,
                    extra: dict | None = None) -> dict:
     """Train and evaluate one model; write the run folder atomically; return its record.
 
-    The folder is built under a temp name beside `out_dir` and renamed at the end, so an
-    error leaves no half-written run. With `keep_failed`, a failure is recorded as a run
-    folder with `status: failed` (what `compare` wants) and the error is re-raised.
+    The run is built in `.<out_dir>-partial` beside `out_dir` (its config first, then a checkpoint per
+    epoch) and renamed to `out_dir` when finished. If the process is killed, the same call (same config,
+    same `out_dir`) resumes from the last complete checkpoint; the record then has `resumed_from` (the
+    epoch it continued after). A Python error or Ctrl-C removes the unfinished run. With `keep_failed`,
+    a failure is recorded as a run folder with `status: failed` (what `compare` wants) and re-raised.
+    Raises `LorabenchError` when `out_dir` is a finished run or another config's unfinished one.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -87,15 +131,25 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
                       f"{splits.num_labels} classes, so predictions take the most probable class", LorabenchWarning,
                       stacklevel=2)
     record = {**_record_base(cfg, splits), **(extra or {})}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))  # the try below removes it
+    partial = partial_dir(out_dir)
+    with folder_lock(partial, "train"):
+        resume = _resume_point(partial, cfg, out_dir)
+        if resume is None:
+            shutil.rmtree(partial / "checkpoints", ignore_errors=True)
+            write_atomic(partial / "config.yaml", dump_yaml(cfg))
+        return _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
+                          keep_failed=keep_failed, token_cache=token_cache)
+
+
+def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, record: dict, *,
+               resume: Path | None, callbacks, keep_failed: bool, token_cache) -> dict:
     t0 = time.perf_counter()
     try:
         if cfg.model.kind == "tfidf-logreg":
             from .baseline import run_tfidf_logreg
             record.update(run_tfidf_logreg(cfg, splits, tmp))
         else:
-            record.update(_run_transformer(cfg, splits, tmp, callbacks, token_cache))
+            record.update(_run_transformer(cfg, splits, tmp, callbacks, token_cache, resume))
         record["status"] = "completed"
     except BaseException as e:
         if not keep_failed or isinstance(e, KeyboardInterrupt):
@@ -104,7 +158,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
         record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
                       traceback=traceback.format_exc(limit=8))
         for child in tmp.iterdir():  # keep only the record of a failed run
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+            if child.name != LOCK_FILE:
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         _finish(record, cfg, tmp, out_dir, t0)
         raise
     try:
@@ -121,17 +176,19 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
     record["run_dir"] = str(out_dir)
     write_atomic(tmp / "config.yaml", dump_yaml(cfg))
     write_json(tmp / RUN_FILE, record)
+    (tmp / LOCK_FILE).unlink(missing_ok=True)  # still held by our open descriptor until the `with` ends
     if out_dir.exists():
         out_dir.rmdir()  # empty (checked at the start): never delete anything else
     tmp.rename(out_dir)
 
 
-def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache) -> dict:
+def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
+                     resume: Path | None = None) -> dict:
     from .models import build_classifier
     from .train import train
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
-                token_cache=token_cache)
+                token_cache=token_cache, resume_from=resume)
     built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
     built.tokenizer.save_pretrained(tmp)
     metrics = {"val": res.val.metrics}
@@ -162,6 +219,7 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
         "peak_memory": res.peak_memory_mb,
         "speed_levers": res.speed,
         "params": built.params,
+        "resumed_from": res.resumed_from,
         "throughput": {"train_samples_per_second": round(res.train_samples_per_second, 2),
                        "train_tokens_per_second": round(res.train_tokens_per_second, 1)},
     }

@@ -1,13 +1,17 @@
 """Run records (`run.json`) and atomic file writes: nothing is ever left half-written."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import LorabenchError
+
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 
 
 def write_atomic(path: str | Path, text: str | bytes) -> Path:
@@ -26,10 +30,10 @@ def write_atomic(path: str | Path, text: str | bytes) -> Path:
 
 
 def _default(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # numpy arrays and scalars, torch tensors
+        return o.tolist()
     if hasattr(o, "item"):
         return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
@@ -59,3 +63,24 @@ def find_runs(root: str | Path) -> list[tuple[Path, dict]]:
         if rec is not None:
             out.append((p.parent, rec))
     return out
+
+
+@contextlib.contextmanager
+def folder_lock(root: Path, what: str = "compare"):
+    """An exclusive lock on `root` (flock on `root/.lock`, created with `root`) for the `with` block; the OS drops it when the
+    process ends, also on kill -9. Raises `LorabenchError` at once if another process holds it."""
+    import fcntl
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LorabenchError(f"{root} is in use by another lorabench {what} (pid {holder}); wait for it to "
+                                 "finish or choose another --output-dir") from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -41,6 +41,20 @@ def seed(value: int) -> None:
     _STATE["bits"] = np.random.SFC64(value)
 
 
+def rng_state() -> dict | None:
+    """The mask generator's state (JSON-serialisable), saved with each checkpoint for an exact resume."""
+    return _STATE["bits"].state if _STATE["bits"] is not None else None
+
+
+def set_rng_state(state: dict | None) -> None:
+    """Restore a state from `rng_state()` (resuming from a checkpoint)."""
+    if state is not None:
+        bits = np.random.SFC64()
+        inner = state["state"]
+        bits.state = {**state, "state": {**inner, "state": np.asarray(inner["state"], dtype=np.uint64)}}
+        _STATE["bits"] = bits
+
+
 def _random_u16(n: int) -> np.ndarray:
     if _STATE["bits"] is None:
         seed(int(torch.randint(0, 2 ** 62, (1,)).item()))

@@ -5,6 +5,7 @@ what happened (`TrainResult`).
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -62,15 +63,28 @@ def _trainer_class():
     from transformers import Trainer
 
     class BucketSampler(torch.utils.data.Sampler):
+        """Epoch e's order = the e-th draw of one generator seeded with `seed` (new batches every epoch,
+        same seed same run). The Trainer calls `set_epoch`, so a run resumed at epoch e gets the order an
+        uninterrupted run would have had."""
+
         def __init__(self, lengths, batch_size: int, seed: int):
-            self.lengths, self.batch_size = list(lengths), batch_size
-            self.rng = np.random.default_rng(seed)  # advances every epoch: new batches, same seed same run
+            self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+            self.epoch: int | None = None
+            self._iterations = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
 
         def __len__(self):
             return len(self.lengths)
 
         def __iter__(self):
-            return iter(length_buckets(self.lengths, self.batch_size, self.rng))
+            epoch = self.epoch if self.epoch is not None else self._iterations
+            self._iterations += 1
+            rng = np.random.default_rng(self.seed)
+            for _ in range(epoch):  # replay the earlier epochs' draws (a permutation each: milliseconds)
+                length_buckets(self.lengths, self.batch_size, rng)
+            return iter(length_buckets(self.lengths, self.batch_size, rng))
 
     class LorabenchTrainer(Trainer):
         """The Trainer with lorabench's tight length buckets, evaluation in dataset order, and the
@@ -82,6 +96,19 @@ def _trainer_class():
                 return super()._get_train_sampler(train_dataset)
             size = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return BucketSampler([len(x) for x in ds["input_ids"]], size, self.args.seed)
+
+        def _save_checkpoint(self, model, trial):
+            # The Trainer's checkpoint holds adapter + head, optimizer, scheduler, scaler, RNG states and
+            # trainer_state.json (epoch, step, best so far, log history). lorabench adds what only it
+            # knows (the fast-dropout generator) in RESUME_FILE, written atomically and last: a checkpoint
+            # without it is incomplete (killed mid-write) and is never resumed from.
+            super()._save_checkpoint(model, trial)
+            from . import speed
+            from .records import write_json
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            if self.args.should_save and folder.is_dir():
+                write_json(folder / RESUME_FILE, {"epoch": self.state.epoch, "step": self.state.global_step,
+                                                  "fast_dropout_rng": speed.rng_state()})
 
         def _get_eval_sampler(self, eval_dataset):
             # transformers groups evaluation batches by length too when train_sampling_strategy is
@@ -107,6 +134,24 @@ def _trainer_class():
             return total
 
     return LorabenchTrainer
+
+
+# --------------------------------------------------------------------------- checkpoints
+RESUME_FILE = "lorabench_resume.json"  # written last into each complete checkpoint
+
+
+def last_complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest `checkpoint-<step>` folder under `checkpoints` that holds RESUME_FILE; None if none.
+    Incomplete ones (a kill during their write) are removed: they are never resumed from."""
+    if not checkpoints.is_dir():
+        return None
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for p in found:
+        if (p / RESUME_FILE).is_file():
+            return p
+        shutil.rmtree(p, ignore_errors=True)
+    return None
 
 
 # --------------------------------------------------------------------------- loss
@@ -179,10 +224,11 @@ class TrainResult:
     val_at_threshold: dict | None = None
     test_at_threshold: dict | None = None
     speed: dict | None = None           # speed levers applied (lorabench.speed)
+    resumed_from: float | None = None   # the epoch a resumed run continued after (None: not resumed)
 
 
 class _Timer:
-    """Trainer callback: time inside epochs (steps only) and per-epoch val metrics."""
+    """Trainer callback: time inside epochs (training steps only, evaluation excluded)."""
 
     def __new__(cls, *a, **kw):
         from transformers import TrainerCallback
@@ -191,7 +237,6 @@ class _Timer:
             def __init__(self):
                 self.step_seconds = 0.0
                 self._t = None
-                self.history: list[dict] = []
 
             def on_epoch_begin(self, args, state, control, **kw):
                 self._t = time.perf_counter()
@@ -200,14 +245,6 @@ class _Timer:
                 if self._t is not None:
                     self.step_seconds += time.perf_counter() - self._t
                     self._t = None
-
-            def on_evaluate(self, args, state, control, metrics=None, **kw):
-                if metrics:
-                    row = {"epoch": round(float(state.epoch or 0), 4), "step": int(state.global_step)}
-                    for k in ("precision", "recall", "f1", "accuracy", "loss"):
-                        if f"eval_{k}" in metrics:
-                            row[k] = float(metrics[f"eval_{k}"])
-                    self.history.append(row)
 
         return Impl()
 
@@ -233,7 +270,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         data_seed=cfg.seed,
         eval_strategy="epoch" if has_eval else "no",
         save_strategy="epoch" if has_eval else "no",
-        save_total_limit=1,
+        save_total_limit=2,  # the newest and the one before it (a kill mid-write leaves that one), plus the best
         load_best_model_at_end=has_eval,
         metric_for_best_model=cfg.metric_for_best_model,
         greater_is_better=cfg.metric_for_best_model != "loss",
@@ -247,7 +284,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         use_cpu=not cuda,
         bf16=cuda and dtype == torch.bfloat16,
         fp16=cuda and dtype == torch.float16,
-        save_only_model=True,
+        save_only_model=False,  # optimizer, scheduler, scaler and RNG states too: a killed run resumes exactly
         average_tokens_across_devices=True,  # the weighted loss is normalised over all processes' rows
         disable_tqdm=False,
     )
@@ -270,9 +307,13 @@ def _cached(cache: dict | None, key: tuple, make):
 
 
 def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
-          max_length: int, callbacks: list | None = None, token_cache: dict | None = None) -> TrainResult:
+          max_length: int, callbacks: list | None = None, token_cache: dict | None = None,
+          resume_from: Path | None = None) -> TrainResult:
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
+    Each epoch's checkpoint goes to `out_dir/checkpoints/checkpoint-<step>` with the full training
+    state; `resume_from` (a complete checkpoint, see `last_complete_checkpoint`) continues a killed run
+    exactly where it stopped: same batches, dropout masks and updates as an uninterrupted run.
     `token_cache` (a dict kept by the caller, e.g. a sweep worker) makes repeated runs on the
     same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speed`)
     are applied for the run and undone after it, also when it fails.
@@ -281,13 +322,27 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     levers: dict = {}  # filled by _train once the Trainer has placed the model
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
-                      token_cache=token_cache, levers=levers)
+                      token_cache=token_cache, levers=levers, resume_from=resume_from)
     finally:
         speed.restore_all(built.model, levers)
 
 
+def _history(log_history: list[dict]) -> list[dict]:
+    """Per-evaluation val metrics from the Trainer's log history (restored too when a run resumes)."""
+    rows = []
+    for entry in log_history:
+        if "eval_loss" in entry or "eval_f1" in entry:
+            row = {"epoch": round(float(entry.get("epoch") or 0), 4), "step": int(entry.get("step", 0))}
+            for k in ("precision", "recall", "f1", "accuracy", "loss"):
+                if f"eval_{k}" in entry:
+                    row[k] = float(entry[f"eval_{k}"])
+            rows.append(row)
+    return rows
+
+
 def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max_length: int,
-           callbacks: list | None, token_cache: dict | None, levers: dict) -> TrainResult:
+           callbacks: list | None, token_cache: dict | None, levers: dict,
+           resume_from: Path | None = None) -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
     from . import speed
@@ -311,14 +366,18 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     result = TrainResult()
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
     result.speed = dict(levers) or None
+    if resume_from is not None:
+        saved = json.loads((resume_from / RESUME_FILE).read_text())
+        speed.set_rng_state(saved.get("fast_dropout_rng"))
+        result.resumed_from = float(saved["epoch"])
     with PeakMemory() as peak:
         t0 = time.perf_counter()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         result.train_seconds = time.perf_counter() - t0
     result.peak_memory_mb = peak.result
     result.pure_train_seconds = timer.step_seconds or result.train_seconds
     result.eval_seconds = max(result.train_seconds - result.pure_train_seconds, 0.0)
-    result.history = timer.history
+    result.history = _history(trainer.state.log_history)
     result.epochs_run = float(trainer.state.epoch or 0)
     result.steps = int(trainer.state.global_step)
     seen = result.steps * cfg.batch_size * cfg.gradient_accumulation_steps

@@ -1,0 +1,105 @@
+"""Training that survives kill -9: the same command resumes from the last complete checkpoint and
+finishes with exactly the metrics of an uninterrupted run (issue 13)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+from lorabench.cli import main
+
+CONFIG = """name: rs
+data: {source: train.csv, val: val.csv}
+model: {name: tiny-llama, max_length: 64}
+train: {epochs: 3, batch_size: 16, learning_rate: 0.02, logging_steps: 5}
+"""
+
+# Runs `lorabench train` in a child process that SIGKILLs itself at a chosen checkpoint write:
+# after the resume file of checkpoint N is written ("after"), or before it ("before": checkpoint N is then
+# incomplete, as when the machine dies during the write).
+KILLER = """
+import os, signal, sys
+import lorabench.records as records
+from lorabench.cli import main
+when, n = sys.argv[1], int(sys.argv[2])
+orig, seen = records.write_json, []
+def write_json(path, obj):
+    if path.name == "lorabench_resume.json":
+        seen.append(path)
+        if len(seen) == n and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = orig(path, obj)
+        if len(seen) == n and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return orig(path, obj)
+records.write_json = write_json
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.fixture
+def work(tmp_path):
+    rng = np.random.default_rng(0)
+    pos, neg = "fire blaze flames smoke burning".split(), "happy good summer music fun".split()
+    for name, n in (("train.csv", 160), ("val.csv", 60)):
+        y = rng.integers(0, 2, n)
+        texts = [" ".join(rng.choice(pos if t else neg, int(rng.integers(2, 8)))) for t in y]
+        pd.DataFrame({"text": texts, "target": y}).to_csv(tmp_path / name, index=False)
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    return tmp_path
+
+
+@pytest.fixture
+def uninterrupted(work):
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "full")]) == 0
+    return json.loads((work / "full" / "run.json").read_text())
+
+
+def killed_run(work, when, n, out="R"):
+    p = subprocess.run([sys.executable, "-c", KILLER, when, str(n), "train", str(work / "c.yaml"),
+                        "--output-dir", str(work / out)], cwd=work, capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert not (work / out).exists() and (work / f".{out}-partial").is_dir()
+
+
+@pytest.mark.parametrize("when,n,resumed", [("after", 1, 1.0), ("after", 2, 2.0), ("before", 2, 1.0)])
+def test_kill9_then_the_same_command_resumes_to_the_same_result(work, uninterrupted, when, n, resumed):
+    killed_run(work, when, n)
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R")]) == 0
+    rec = json.loads((work / "R" / "run.json").read_text())
+    assert rec["resumed_from"] == resumed
+    assert uninterrupted["resumed_from"] is None
+    assert rec["metrics"] == uninterrupted["metrics"]
+    assert [h["f1"] for h in rec["history"]] == [h["f1"] for h in uninterrupted["history"]]
+    a, b = (load_file(str(work / d / "adapter_model.safetensors")) for d in ("full", "R"))
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-6
+    assert not (work / ".R-partial").exists() and not (work / "R" / "checkpoints").exists()
+    # a finished run folder is still refused
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R")]) == 2
+
+
+def test_an_unfinished_run_of_another_config_is_a_one_line_error(work, capsys):
+    killed_run(work, "after", 1)
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R"),
+                 "--set", "train.learning_rate=0.01"]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("lorabench: warning")]
+    assert len(err) == 1 and "train.learning_rate" in err[0] and "0.02" in err[0], err
+    assert (work / ".R-partial" / "checkpoints").is_dir()  # nothing lost: the right config still resumes
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R")]) == 0
+
+
+def test_compare_resumes_an_interrupted_model(work):
+    (work / "cmp.yaml").write_text(CONFIG.replace("model: {name: tiny-llama, max_length: 64}\n",
+                                                  "model: {max_length: 64}\nmodels: [{name: tiny-llama}]\n"))
+    p = subprocess.run([sys.executable, "-c", KILLER, "after", "1", "compare", str(work / "cmp.yaml"),
+                        "--output-dir", str(work / "cmp")], cwd=work, capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert main(["compare", str(work / "cmp.yaml"), "--output-dir", str(work / "cmp")]) == 0
+    rec = json.loads((work / "cmp" / "tiny-llama-seed42" / "run.json").read_text())
+    assert rec["resumed_from"] == 1.0 and rec["status"] == "completed"
