@@ -32,7 +32,7 @@ class Timer:
 
 
 def header() -> str:
-    from lorabench.resources import versions
+    from lorabench.runs.resources import versions
     v = versions()
     return (f"Measured {dt.date.today().isoformat()} on {os.cpu_count()} CPU cores ({_cpu_name()}), python {v['python']}, "
             f"torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}.")

@@ -75,7 +75,7 @@ def main() -> None:
 
     from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
     from lorabench.data import load_splits
-    from lorabench.pipeline import quiet_libraries
+    from lorabench.quiet import quiet_libraries
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("gpu_speed.py: no CUDA device here (use --smoke for a CPU check of the code path)")
     quiet_libraries()

@@ -26,7 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def make_run(tmp: Path) -> Path:
     from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-    from lorabench.pipeline import quiet_libraries, run_experiment
+    from lorabench.quiet import quiet_libraries
+    from lorabench.recipes.experiment import run_experiment
     quiet_libraries()
     cfg = ExperimentConfig(name="bench", data=DataConfig(max_train_samples=500, max_eval_samples=200),
                            model=ModelConfig(name="minilm-l6", max_length=128), lora=LoraConfig(r=8),
@@ -44,7 +45,7 @@ def main() -> None:
     from transformers import pipeline
 
     from lorabench.data import bundled_path, read_table
-    from lorabench.predict import load_run, predict_probs
+    from lorabench.inference.predict import load_run, predict_probs
     tmp = Path(tempfile.mkdtemp())
     run_dir = Path(args.run) if args.run else make_run(tmp)
     texts = read_table(bundled_path("test.csv")).text.fillna("").tolist()[: args.rows]

@@ -46,7 +46,8 @@ COMPILE = ("defaults - fast dropout + torch.compile (inductor; compile time incl
 def rung(args) -> dict:
     """One training run in this process; prints its measurements as JSON."""
     from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-    from lorabench.pipeline import quiet_libraries, run_experiment
+    from lorabench.quiet import quiet_libraries
+    from lorabench.recipes.experiment import run_experiment
     quiet_libraries()
     settings = json.loads(args.settings)
     lr = args.lr * settings["batch_size"] / 8

@@ -38,10 +38,10 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from lorabench.metrics import classification_metrics, predict_labels, softmax
+    from lorabench.training.metrics import classification_metrics, predict_labels, softmax
     from lorabench.models import build_classifier
-    from lorabench.resources import PeakMemory
-    from lorabench.train import WeightedCrossEntropy, tokenize
+    from lorabench.runs.resources import PeakMemory
+    from lorabench.training import WeightedCrossEntropy, tokenize
     set_seed(cfg.train.seed)  # as run_experiment does for (b): the same LoRA and head initialisation
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
     train_ds, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
@@ -76,9 +76,9 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
 
 def counted_flops(cfg, splits, *, levers: bool) -> float:
     """Matmul FLOPs per real token of the recipe's model, on a fresh build after its run (no RNG drawn before it)."""
-    from lorabench import speed
+    from lorabench.speedups import cpu as speed
     from lorabench.models import build_classifier
-    from lorabench.train import tokenize
+    from lorabench.training import tokenize
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
     rows, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
     applied = speed.apply(built.model, built.arch, cfg.train) if levers else None  # (b): the work it does
@@ -103,8 +103,8 @@ def lorabench_defaults(cfg, splits, tmp: Path, lengths: list[int]) -> dict:
     """(b) `lorabench train` as a user runs it; `lengths`: the train rows' token counts (same tokenizer as (a))."""
     import numpy as np
 
-    from lorabench.pipeline import run_experiment
-    from lorabench.train import length_buckets
+    from lorabench.recipes.experiment import run_experiment
+    from lorabench.training import length_buckets
     with Timer() as tm:
         rec = run_experiment(cfg, tmp / "b", splits=splits)
     bs = cfg.train.batch_size
@@ -128,7 +128,7 @@ def main() -> None:
 
     from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
     from lorabench.data import load_splits
-    from lorabench.pipeline import quiet_libraries
+    from lorabench.quiet import quiet_libraries
     quiet_libraries()
     data = DataConfig(max_train_samples=args.rows, max_eval_samples=args.val or None)
     model = ModelConfig(name=args.model, max_length=128)

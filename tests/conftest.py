@@ -11,7 +11,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 def _cache(tmp_path_factory):
     """Tiny models and GGUF conversions go to a per-session cache, never ~/.cache."""
     os.environ.setdefault("LORABENCH_CACHE", str(tmp_path_factory.mktemp("lorabench-cache")))
-    from lorabench.pipeline import quiet_libraries
+    from lorabench.quiet import quiet_libraries
     quiet_libraries()
     yield
 

@@ -64,7 +64,7 @@ def test_every_shipped_example_parses():
     for f in files:
         raw = read_yaml(f)
         if "sweep" in raw:
-            from lorabench.sweep import load_sweep_config
+            from lorabench.recipes.sweep import load_sweep_config
             load_sweep_config(f, [])
         elif "models" in raw:
             load_config(CompareConfig, f)

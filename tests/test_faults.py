@@ -359,8 +359,8 @@ def test_ctrl_c_during_training_exits_130_and_leaves_nothing(work, tmp_path):
 
 
 @pytest.mark.parametrize("where", [
-    "lorabench.pipeline.machine",
-    "lorabench.models.build_classifier", "lorabench.train.train", "lorabench.pipeline.write_json"])
+    "lorabench.recipes.experiment.machine",
+    "lorabench.models.build.build_classifier", "lorabench.training.trainer.train", "lorabench.recipes.experiment.write_json"])
 def test_ctrl_c_at_each_stage_of_a_run_leaves_no_temp_folder(work, tmp_path, monkeypatch, capsys, where):
     """Ctrl-C (KeyboardInterrupt) at a chosen point of `lorabench train`, deterministically, in-process:
     recording the machine, building the model, training, writing run.json."""
@@ -391,7 +391,7 @@ def test_final_message_starts_its_own_line_under_a_live_progress_bar(work, tmp_p
         if fault == "interrupt":
             raise KeyboardInterrupt
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr("lorabench.train.train", train_with_a_live_bar)
+    monkeypatch.setattr("lorabench.training.trainer.train", train_with_a_live_bar)
     capsys.readouterr()
     assert main(["train", str(work / "train.yaml"), "--output-dir", str(tmp_path / "R")]) in (130, 1)
     err = capsys.readouterr().err
@@ -442,7 +442,7 @@ def test_train_on_a_full_disk_fails_cleanly_and_leaves_no_folder(work, small_dis
 
 # --------------------------------------------------------------------------- 7. two compares on one folder
 def test_compare_refuses_a_folder_locked_by_another_compare(work, tmp_path, capsys):
-    from lorabench.compare import folder_lock
+    from lorabench.runs.files import folder_lock
     out = tmp_path / "cmp"
     cfg = str(work / "compare.yaml")
     with folder_lock(out):

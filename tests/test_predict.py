@@ -7,7 +7,7 @@ import torch
 
 from lorabench.cli import main
 from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-from lorabench.pipeline import run_experiment
+from lorabench.recipes.experiment import run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_merged_and_unmerged_predictions_agree(run_dir, tmp_path):
 
 
 def test_batch_order_does_not_change_probabilities(run_dir):
-    from lorabench.predict import load_run, predict_probs
+    from lorabench.inference.predict import load_run, predict_probs
     run = load_run(run_dir)
     texts = ["fire in the hills", "a", "flood warning issued for the whole county tonight", "ok then"]
     together = predict_probs(run, texts, batch_size=4, progress=False)
@@ -75,7 +75,7 @@ def test_kaggle_format_on_the_bundled_test_file(run_dir, tmp_path):
 def test_exported_merged_folder_loads_with_plain_transformers(run_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from lorabench.predict import load_run, predict_probs
+    from lorabench.inference.predict import load_run, predict_probs
     out = tmp_path / "export"
     assert main(["export", str(run_dir), str(out), "--merge"]) == 0
     assert (out / "model.safetensors").is_file() and "Metrics" in (out / "README.md").read_text()
@@ -109,8 +109,8 @@ def test_predict_errors(run_dir, tmp_path, capsys, args, match):
 
 
 def test_bert_predictions_with_the_pooled_only_last_layer_equal_plain_transformers(tmp_path):
-    from lorabench import speed
-    from lorabench.predict import load_run, predict_probs
+    from lorabench.speedups import cpu as speed
+    from lorabench.inference.predict import load_run, predict_probs
     d = tmp_path / "bert"
     cfg = ExperimentConfig(name="b", data=DataConfig(max_train_samples=64, max_eval_samples=32),
                            model=ModelConfig(name="tiny-bert", max_length=32),

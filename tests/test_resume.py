@@ -24,7 +24,7 @@ train: {epochs: 3, batch_size: 16, learning_rate: 0.02, logging_steps: 5}
 # incomplete, as when the machine dies during the write).
 KILLER = """
 import os, signal, sys
-import lorabench.records as records
+import lorabench.runs.files as records
 from lorabench.cli import main
 when, n = sys.argv[1], int(sys.argv[2])
 orig, seen = records.write_json, []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorabench import speed
+from lorabench.speedups import cpu as speed
 
 
 def test_fast_dropout_rate_scale_and_gradient():
@@ -54,7 +54,7 @@ def test_training_applies_levers_and_restores_the_model(tmp_path):
     from lorabench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
     from lorabench.data import load_splits
     from lorabench.models import build_classifier
-    from lorabench.train import train
+    from lorabench.training import train
     cfg = ExperimentConfig(data=DataConfig(max_train_samples=64, max_eval_samples=32),
                            model=ModelConfig(name="tiny-bert", max_length=32),
                            train=TrainConfig(epochs=1, batch_size=16, logging_steps=100))

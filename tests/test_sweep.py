@@ -11,7 +11,8 @@ import yaml
 
 from lorabench.cli import main
 from lorabench.config import ConfigError
-from lorabench.sweep import load_sweep_config, to_distributions
+from lorabench.config.space import to_distributions
+from lorabench.recipes.sweep import load_sweep_config
 
 STUDY_SPACE = """
     lora_alpha: {values: [16, 32, 64]}

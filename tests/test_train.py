@@ -6,8 +6,8 @@ import torch
 
 from lorabench.cli import main
 from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-from lorabench.pipeline import run_experiment
-from lorabench.train import WeightedCrossEntropy
+from lorabench.recipes.experiment import run_experiment
+from lorabench.training import WeightedCrossEntropy
 
 RECORD_KEYS = {"status", "model", "data", "metrics", "history", "train_seconds", "peak_memory_mb", "params",
                "throughput", "config", "versions", "seed"}
@@ -153,7 +153,7 @@ def test_length_buckets_cover_every_row_pad_little_and_reshuffle():
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from lorabench.train import length_buckets
+    from lorabench.training import length_buckets
     sys_rng = np.random.default_rng(0)
     lengths = sys_rng.integers(5, 70, size=1000).tolist()
 

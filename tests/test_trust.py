@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from lorabench.cli import main
-from lorabench.metrics import classification_metrics, tune_threshold
+from lorabench.training.metrics import classification_metrics, tune_threshold
 
 POS = "fire blaze burned burning flames smoke explosion emergency".split()
 NEG = "happy good beautiful summer love music fun great".split()
@@ -127,7 +127,7 @@ def test_predict_writes_the_users_label_values(tmp_path, labels):
 def test_template_columns_render_the_same_in_every_split_format_and_predict(tmp_path):
     from lorabench.config import DataConfig
     from lorabench.data import build_texts, load_splits, read_table
-    from lorabench.predict import read_rows
+    from lorabench.inference.predict import read_rows
     rows = make_rows(60, 5)
     rows.insert(1, "code", pd.array([None if i % 7 == 0 else 100 + i for i in range(60)], dtype="Int64"))  # gaps
     rows.to_csv(tmp_path / "t.csv", index=False)
@@ -210,7 +210,7 @@ sweep:
     # bounds that are values, not exponents, of W&B's log_uniform: runs, but warns
     (tmp_path / "sw.yaml").write_text(base + "    learning_rate: {distribution: log_uniform, min: 0.00001, max: 0.001}\n")
     from lorabench.errors import LorabenchWarning
-    from lorabench.sweep import load_sweep_config
+    from lorabench.recipes.sweep import load_sweep_config
     with pytest.warns(LorabenchWarning, match="log_uniform_values"):
         load_sweep_config(tmp_path / "sw.yaml", [])
 

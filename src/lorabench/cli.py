@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import DataWarning, LorabenchError, LorabenchWarning
+from lorabench.errors import DataWarning, LorabenchError, LorabenchWarning
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from lorabench import __version__
     ap = _Parser(prog="lorabench", description=(
         "LoRA-fine-tune pretrained transformers as text classifiers and compare them head to head."))
     ap.add_argument("--version", action="version", version=f"lorabench {__version__}")
@@ -92,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from .config import ExperimentConfig, load_config
-    from .pipeline import default_run_dir, quiet_libraries, run_experiment
+    from lorabench.config.loading import load_config
+    from lorabench.config.schema import ExperimentConfig
+    from lorabench.quiet import quiet_libraries
+    from lorabench.recipes.experiment import run_experiment
+    from lorabench.runs.layout import default_run_dir
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
     quiet_libraries()
     out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg)
@@ -105,8 +108,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import run_compare
-    from .config import CompareConfig, load_config
+    from lorabench.config.loading import load_config
+    from lorabench.config.schema import CompareConfig
+    from lorabench.recipes.compare import run_compare
     overrides = list(args.overrides)
     if args.seeds is not None:
         if args.seeds < 1:
@@ -120,7 +124,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import load_sweep_config, plan, run_sweep, run_worker
+    from lorabench.recipes.sweep import load_sweep_config, plan, run_sweep, run_worker
     cfg = load_sweep_config(args.config, args.overrides)
     if args.worker_only:
         run_worker(plan(cfg, output_dir=args.output_dir, storage=args.storage, study=args.study,
@@ -135,7 +139,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import predict_file
+    from lorabench.inference.predict import predict_file
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise LorabenchError(f"--threshold must be in (0, 1), got {args.threshold}")
     if args.batch_size < 1:
@@ -149,23 +153,24 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .predict import export_run
+    from lorabench.inference.export import export_run
     out = export_run(args.run_dir, args.out_dir, merge=args.merge)
     print(f"exported {'merged model' if args.merge else 'adapter + head'} -> {out}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import build_report
+    from lorabench.reporting.report import build_report
     out = build_report(Path(args.folder), storage=args.storage)
     print(f"report: {out}")
     return 0
 
 
 def cmd_data(args) -> int:
-    from .config import CompareConfig, ExperimentConfig, SweepConfig, load_config, read_yaml
-    from .datasummary import print_summary
-    from .pipeline import quiet_libraries
+    from lorabench.config.loading import load_config, read_yaml
+    from lorabench.config.schema import CompareConfig, ExperimentConfig, SweepConfig
+    from lorabench.data.summary import print_summary
+    from lorabench.quiet import quiet_libraries
     quiet_libraries()
     warnings.simplefilter("ignore", DataWarning)  # the summary prints each data warning itself
     raw = read_yaml(args.config)
@@ -178,7 +183,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import BUILTINS, builtin_available
+    from lorabench.models.sources import BUILTINS, builtin_available
     print(f"{'name':<14} {'available':<10} description")
     for b in BUILTINS.values():
         print(f"{b.name:<14} {'yes' if builtin_available(b) else 'no':<10} {b.description}")
@@ -188,7 +193,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from .config import CompareConfig, ExperimentConfig, SweepConfig, SweepSection, field_help
+    from lorabench.config.loading import field_help
+    from lorabench.config.schema import CompareConfig, ExperimentConfig, SweepConfig, SweepSection
     cls = {"train": ExperimentConfig, "compare": CompareConfig, "sweep": SweepConfig}[args.kind]
     rows = field_help(cls)
     if args.kind == "sweep":

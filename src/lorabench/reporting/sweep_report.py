@@ -1,4 +1,5 @@
-"""Sweep results: best.yaml, trials.csv, plots and report.html, from the study and the trial run folders."""
+"""Sweep results: best.yaml, trials.csv, plots and report.html, from the study and the trial run folders.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,8 +8,8 @@ import io
 import json
 from pathlib import Path
 
-from .errors import LorabenchError
-from .records import write_atomic
+from lorabench.errors import LorabenchError
+from lorabench.runs.files import write_atomic
 
 
 def _load_study(folder: Path, storage: str | None):
@@ -16,7 +17,7 @@ def _load_study(folder: Path, storage: str | None):
     meta = json.loads((folder / "study.json").read_text())
     url = storage or meta["storage"]
     if "***" in url:
-        raise LorabenchError(f"report: the study's storage needs a password; pass it with --storage")
+        raise LorabenchError("report: the study's storage needs a password; pass it with --storage")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=meta["study_name"], storage=url), meta
@@ -41,11 +42,12 @@ def _trials_csv(study) -> str:
 def _best_yaml(folder: Path, best) -> str:
     import yaml
 
-    from .config import SweepConfig, dump_yaml, from_dict
-    from .sweep import trial_config
+    from lorabench.config.loading import dump_yaml, from_dict
+    from lorabench.config.schema import SweepConfig
+    from lorabench.config.space import trial_config
     raw = yaml.safe_load((folder / "sweep.yaml").read_text())
     cfg = from_dict(SweepConfig, raw)
-    from .sweep import to_distributions
+    from lorabench.config.space import to_distributions
     _, fixed = to_distributions(cfg.sweep.parameters)
     exp = trial_config(cfg.base(), {**fixed, **best.params})
     head = (f"# lorabench train {folder / 'best.yaml'}\n"
@@ -56,9 +58,9 @@ def _best_yaml(folder: Path, best) -> str:
 def _plots(study) -> dict[str, bytes]:
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import warnings
 
+    import matplotlib.pyplot as plt
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as ovm
     out = {}
@@ -89,7 +91,7 @@ def _plots(study) -> dict[str, bytes]:
 def build_sweep_report(folder: Path, storage: str | None = None) -> Path:
     from optuna.trial import TrialState
 
-    from .report import _html, _img
+    from lorabench.reporting.html import _html, _img
     folder = Path(folder)
     study, meta = _load_study(folder, storage)
     counts = {s.name.lower(): sum(1 for t in study.trials if t.state == s) for s in TrialState}

@@ -5,7 +5,6 @@ data.json summary that `compare` writes beside them).
 """
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -14,8 +13,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .errors import LorabenchError
-from .records import find_runs, write_atomic, write_json
+from lorabench.errors import LorabenchError
+from lorabench.reporting.html import _html, _html_table, _img
+from lorabench.runs.files import find_runs, write_atomic, write_json
 
 METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
 CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
@@ -193,42 +193,13 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
         save(fig, "lengths.png")
     return out
 
-
-# --------------------------------------------------------------------------- HTML
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;
-padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;
-padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:13px}.note{color:#8a5300}.fail{color:#b00020}
-img{max-width:100%;margin:0.5em 0}h1{margin-bottom:0.2em}.sub{color:#666;margin-top:0}"""
-
-
-def _html_table(md: str) -> str:
-    lines = [ln for ln in md.splitlines() if ln.startswith("|") and not ln.startswith("|---")]
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    head, body = rows[0], rows[1:]
-    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-
-def _html(title: str, sections: list[tuple[str, str]]) -> str:
-    body = "".join(f"<h2>{html.escape(h)}</h2>\n{c}\n" if h else c for h, c in sections)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-
-
-# --------------------------------------------------------------------------- entry point
 def build_report(folder: Path, storage: str | None = None) -> Path:
     """Write results.csv/json/md, plots/*.png and report.html in `folder`; return report.html."""
     folder = Path(folder)
     if not folder.is_dir():
         raise LorabenchError(f"report: no such folder: {folder}")
     if (folder / "study.json").is_file():
-        from .sweep_report import build_sweep_report
+        from lorabench.reporting.sweep_report import build_sweep_report
         return build_sweep_report(folder, storage=storage)
     runs = _current_runs(folder)
     if not runs:
@@ -261,7 +232,7 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
                      f"{len(records)} runs, {sum(r['runs'] for r in rows)} completed, "
                      f"{sum(r['failed'] for r in rows)} failed</p>")]
     if data:
-        from .datasummary import format_summary
+        from lorabench.data.summary import format_summary
         sections.append(("Data", f"<pre>{html.escape(format_summary(data))}</pre>" +
                          (_img(plots["lengths.png"], "text lengths") if "lengths.png" in plots else "")))
     sections.append(("Results", _html_table(table) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
@@ -287,8 +258,9 @@ def _current_runs(folder: Path) -> list[tuple[Path, dict]]:
         return runs
     import yaml
 
-    from .compare import run_dir_for
-    from .config import CompareConfig, from_dict
+    from lorabench.config.loading import from_dict
+    from lorabench.config.schema import CompareConfig
+    from lorabench.runs.layout import run_dir_for
     cfg = from_dict(CompareConfig, yaml.safe_load(cfg_file.read_text()))
     wanted = {run_dir_for(folder, e).resolve() for e in cfg.experiments()}
     return [(p, r) for p, r in runs if p.resolve() in wanted]

@@ -15,14 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from .config import TrainConfig
-from .data import Split, Splits
-from .metrics import METRICS, classification_metrics, predict_labels, softmax, tune_threshold
-from .models import Built
-from .resources import PeakMemory
+from lorabench.config.schema import TrainConfig
+from lorabench.data.splits import Split, Splits
+from lorabench.models.build import Built
+from lorabench.runs.resources import PeakMemory
+from lorabench.training.checkpoint import RESUME_FILE
+from lorabench.training.loss import WeightedCrossEntropy
+from lorabench.training.metrics import METRICS, classification_metrics, predict_labels, softmax, tune_threshold
+from lorabench.training.sampler import length_buckets
 
 
-# --------------------------------------------------------------------------- tokenisation
 def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False):
     """(dataset of input ids, row order). No padding: the collator pads per batch.
 
@@ -39,24 +41,6 @@ def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False):
         order = np.argsort([len(x) for x in cols["input_ids"]], kind="stable")
         cols = {k: [v[i] for i in order] for k, v in cols.items()}
     return datasets.Dataset.from_dict(cols), order
-
-
-def length_buckets(lengths, batch_size: int, rng: np.random.Generator) -> list[int]:
-    """One epoch's row order for tight length buckets.
-
-    Rows sorted by length (rows of equal length in random order), cut into batches of
-    `batch_size`, full batches shuffled; the one partial batch goes last. Padding is only what
-    the length boundaries force (~2% of tokens on the tweets at batch 32, against ~8% for
-    transformers' 50-batch megabatches and ~34% for random batches of 8).
-    """
-    lengths = np.asarray(lengths)
-    n = len(lengths)
-    order = np.lexsort((rng.random(n), lengths))
-    full = n // batch_size * batch_size
-    batches = order[:full].reshape(-1, batch_size)
-    rng.shuffle(batches)
-    return np.concatenate([batches.ravel(), order[full:]]).tolist()
-
 
 def _trainer_class():
     import torch
@@ -103,8 +87,8 @@ def _trainer_class():
             # knows (the fast-dropout generator) in RESUME_FILE, written atomically and last: a checkpoint
             # without it is incomplete (killed mid-write) and is never resumed from.
             super()._save_checkpoint(model, trial)
-            from . import speed
-            from .records import write_json
+            from lorabench.runs.files import write_json
+            from lorabench.speedups import cpu as speed
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             if self.args.should_save and folder.is_dir():
                 write_json(folder / RESUME_FILE, {"epoch": self.state.epoch, "step": self.state.global_step,
@@ -135,71 +119,6 @@ def _trainer_class():
 
     return LorabenchTrainer
 
-
-# --------------------------------------------------------------------------- checkpoints
-RESUME_FILE = "lorabench_resume.json"  # written last into each complete checkpoint
-
-
-def last_complete_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest `checkpoint-<step>` folder under `checkpoints` that holds RESUME_FILE; None if none.
-    Incomplete ones (a kill during their write) are removed: they are never resumed from."""
-    if not checkpoints.is_dir():
-        return None
-    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for p in found:
-        if (p / RESUME_FILE).is_file():
-            return p
-        shutil.rmtree(p, ignore_errors=True)
-    return None
-
-
-# --------------------------------------------------------------------------- loss
-class WeightedCrossEntropy:
-    """Class-weighted cross-entropy for the Trainer's `compute_loss_func` hook.
-
-    The loss of a batch is torch's `CrossEntropyLoss(weight=w)` (as in the study): the weighted mean
-    sum_i w[y_i] * nll_i / sum_i w[y_i]. A weighted mean is not additive over micro-batches, so the
-    Trainer (`LorabenchTrainer._get_num_items_in_batch`) passes the summed weight of the whole optimiser
-    step (every micro-batch of the accumulation, every process) as `num_items_in_batch`, and each
-    micro-batch returns its weighted sum divided by it: the accumulated gradient then equals the
-    full-batch weighted mean's, whatever the split into micro-batches. Without weights the divisor is
-    the row count (the Trainer's own). `weights`: one float per label id, or None.
-    """
-
-    def __init__(self, weights: list[float] | None):
-        self.weights = weights
-        self._cache: dict = {}
-
-    def _w(self, device, dtype):
-        import torch
-        key = (device, dtype)
-        if key not in self._cache:
-            self._cache[key] = torch.tensor(self.weights, device=device, dtype=dtype)
-        return self._cache[key]
-
-    def weight_sum(self, labels):
-        """Summed class weight of `labels` (int tensor, any shape) as a float64 scalar tensor."""
-        import torch
-        return self._w(labels.device, torch.float64)[labels.view(-1)].sum()
-
-    def __call__(self, outputs, labels, num_items_in_batch=None):
-        import torch.nn.functional as F
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # (batch, num_labels)
-        logits = logits.float()
-        labels = labels.view(-1)
-        if num_items_in_batch is None:  # one batch on its own: the weighted mean
-            weight = self._w(logits.device, logits.dtype) if self.weights is not None else None
-            return F.cross_entropy(logits, labels, weight=weight)
-        nll = F.cross_entropy(logits, labels, reduction="none")  # (batch,)
-        if self.weights is not None:
-            nll = nll * self._w(logits.device, logits.dtype)[labels]
-        n = num_items_in_batch.to(logits.device, logits.dtype) if hasattr(num_items_in_batch, "to") \
-            else float(num_items_in_batch)
-        return nll.sum() / n
-
-
-# --------------------------------------------------------------------------- result
 @dataclass
 class EvalOutput:
     metrics: dict[str, float]
@@ -318,7 +237,7 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speed`)
     are applied for the run and undone after it, also when it fails.
     """
-    from . import speed
+    from lorabench.speedups import cpu as speed
     levers: dict = {}  # filled by _train once the Trainer has placed the model
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
@@ -345,7 +264,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
            resume_from: Path | None = None) -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
-    from . import speed
+    from lorabench.speedups import cpu as speed
 
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)

@@ -1,7 +1,7 @@
-"""The only place the steps meet: config -> data -> model -> train -> evaluate -> record."""
+"""The only place the steps meet: config -> data -> model -> train -> evaluate -> record.
+"""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import time
@@ -10,46 +10,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig, dump_yaml, to_dict
-from .data import Splits, load_splits
-from .errors import ConfigError, LorabenchError, LorabenchWarning
-from .records import LOCK_FILE, RUN_FILE, folder_lock, write_atomic, write_json
-from .resources import machine, versions
-
-
-def now() -> str:
-    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / safe_name(cfg.name) / f"{safe_name(cfg.label or cfg.model.name)}-{stamp}"
-
-
-def safe_name(text: str) -> str:
-    """`text` as one path component: letters, digits, `-_.` only, no leading/trailing dots or dashes, so a
-    run name or label can never point outside its folder ("../x" -> "x", ".." -> "run")."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-.") or "run"
-
-
-def quiet_libraries() -> None:
-    """Silence load reports and weight-loading bars; keep training progress bars."""
-    import logging
-    import warnings
-
-    import transformers
-    transformers.logging.set_verbosity_error()
-    try:
-        from transformers.utils import logging as tlog
-        tlog.disable_progress_bar()
-    except Exception:
-        pass
-    import datasets
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    logging.getLogger("peft").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+from lorabench.config.loading import dump_yaml, to_dict
+from lorabench.config.schema import ExperimentConfig
+from lorabench.data.splits import Splits, load_splits
+from lorabench.errors import ConfigError, LorabenchError, LorabenchWarning
+from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, write_atomic, write_json
+from lorabench.runs.layout import now, partial_dir
+from lorabench.runs.resources import machine, versions
 
 
 def _record_base(cfg: ExperimentConfig, splits: Splits) -> dict:
@@ -66,12 +33,6 @@ def _record_base(cfg: ExperimentConfig, splits: Splits) -> dict:
         "started_at": now(),
     }
 
-
-def partial_dir(out_dir: Path) -> Path:
-    """Where the run for `out_dir` is built (and its checkpoints kept) until it is renamed into place."""
-    return out_dir.parent / f".{out_dir.name}-partial"
-
-
 def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     """The first dotted key whose value differs between two nested dicts (None if equal)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -86,7 +47,7 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
 def _resume_point(partial: Path, cfg: ExperimentConfig, out_dir: Path) -> Path | None:
     """The checkpoint to resume from in an unfinished run of the same config; None to start afresh.
     Raises `ConfigError` naming the first differing key when the unfinished run had another config."""
-    from .train import last_complete_checkpoint
+    from lorabench.training.checkpoint import last_complete_checkpoint
     saved = partial / "config.yaml"
     if not saved.is_file():
         return None
@@ -123,7 +84,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise LorabenchError(f"output folder {out_dir} exists and is not empty; choose another --output-dir")
     if cfg.model.kind == "transformer":  # fail on the model (name, max_length) before reading any data
-        from .models import load_model_config
+        from lorabench.models.build import load_model_config
         load_model_config(cfg.model, cfg.lora)
     splits = splits or load_splits(cfg.data)
     if cfg.train.threshold != 0.5 and splits.num_labels != 2:
@@ -146,7 +107,7 @@ def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, 
     t0 = time.perf_counter()
     try:
         if cfg.model.kind == "tfidf-logreg":
-            from .baseline import run_tfidf_logreg
+            from lorabench.training.baseline import run_tfidf_logreg
             record.update(run_tfidf_logreg(cfg, splits, tmp))
         else:
             record.update(_run_transformer(cfg, splits, tmp, callbacks, token_cache, resume))
@@ -184,8 +145,8 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
 
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
                      resume: Path | None = None) -> dict:
-    from .models import build_classifier
-    from .train import train
+    from lorabench.models.build import build_classifier
+    from lorabench.training.trainer import train
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache, resume_from=resume)

@@ -1,4 +1,5 @@
-"""compare = several experiments on one split -> one run folder each -> the report."""
+"""compare = several experiments on one split -> one run folder each -> the report.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,15 +10,14 @@ import shutil
 import time
 from pathlib import Path
 
-from .config import CompareConfig, ExperimentConfig, dump_yaml, to_dict
-from .errors import ConfigError
-from .data import load_splits
-from .pipeline import quiet_libraries, run_experiment, safe_name
-from .records import folder_lock, read_run, write_atomic, write_json
-
-
-def run_dir_for(root: Path, exp: ExperimentConfig) -> Path:
-    return root / f"{safe_name(exp.label or exp.model.name)}-seed{exp.train.seed}"
+from lorabench.config.loading import dump_yaml, to_dict
+from lorabench.config.schema import CompareConfig, ExperimentConfig
+from lorabench.data.splits import load_splits
+from lorabench.errors import ConfigError
+from lorabench.quiet import quiet_libraries
+from lorabench.recipes.experiment import run_experiment
+from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
+from lorabench.runs.layout import run_dir_for, safe_name
 
 
 def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | None:
@@ -86,8 +86,8 @@ def _line(rec: dict) -> str:
 def check_experiments(exps: list[ExperimentConfig]) -> None:
     """Fail before anything trains on a setting that would crash a run (model.max_length over a model's
     position limit). Models that cannot be found are left to their own run, which records the failure."""
-    from .errors import ModelError
-    from .models import load_model_config
+    from lorabench.errors import ModelError
+    from lorabench.models.build import load_model_config
     seen = set()
     for exp in exps:
         key = json.dumps(to_dict(exp.model), sort_keys=True)
@@ -118,8 +118,8 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
 
 
 def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Path, force: bool) -> Path:
-    from .datasummary import format_summary, summarise
-    from .report import build_report
+    from lorabench.data.summary import format_summary, summarise
+    from lorabench.reporting.report import build_report
     by_data = {json.dumps(to_dict(cfg.data), sort_keys=True): splits}
     write_atomic(root / "compare.yaml", dump_yaml(cfg))
     summary = summarise(cfg, splits)
@@ -147,4 +147,3 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
     report = build_report(root)
     print(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s", flush=True)
     return report
-

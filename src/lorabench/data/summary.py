@@ -1,13 +1,15 @@
-"""Know the data first: split sizes, classes, weights, missing values, text lengths per tokenizer."""
+"""Know the data first: split sizes, classes, weights, missing values, text lengths per tokenizer.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from .config import CompareConfig, ExperimentConfig
-from .data import Splits, load_splits, read_source
-from .errors import ConfigError
+from lorabench.config.schema import CompareConfig, ExperimentConfig
+from lorabench.data.sources import read_source
+from lorabench.data.splits import Splits, load_splits
+from lorabench.errors import ConfigError
 
 LENGTH_BINS = 30
 
@@ -33,7 +35,7 @@ def _model_settings(cfg: ExperimentConfig | CompareConfig) -> list[tuple[str, An
 def token_lengths(texts: list[str], model_cfg) -> list[int]:
     """Tokens per text (no truncation) with the model's tokenizer. Raises `ConfigError` when
     `model.max_length` exceeds the model's position limit, `ModelError` when the model cannot be found."""
-    from .models import load_model_config, load_tokenizer
+    from lorabench.models.build import load_model_config, load_tokenizer
     src, _, arch = load_model_config(model_cfg)
     tok = load_tokenizer(src.path, arch, model_cfg)
     return [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]

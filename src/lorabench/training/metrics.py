@@ -1,4 +1,5 @@
-"""Classification metrics from scikit-learn (no network, no reloads per evaluation)."""
+"""Classification metrics from scikit-learn (no network, no reloads per evaluation).
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -1,11 +1,9 @@
-"""predict = a run folder + new rows -> predictions file. export = a run folder -> a portable model folder."""
+"""predict = a run folder + new rows -> predictions file (or DataFrame).
+"""
 from __future__ import annotations
 
 import io
-import json
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import build_texts, parse_json_rows, read_table, template_fields
-from .errors import DataError, LorabenchError
-from .metrics import predict_labels, softmax
-from .records import read_run, write_atomic
+from lorabench.data.sources import parse_json_rows, read_table
+from lorabench.data.splits import build_texts, template_fields
+from lorabench.errors import DataError, LorabenchError
+from lorabench.runs.files import read_run, write_atomic
+from lorabench.training.metrics import predict_labels, softmax
 
 
 @dataclass
@@ -44,14 +43,14 @@ def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
     if rec.get("status") not in ("completed", "pruned"):
         raise LorabenchError(f"{run_dir}: run status is {rec.get('status')!r}, not completed")
     if rec["model"].get("kind") == "tfidf-logreg":
-        from .baseline import WEIGHTS_FILE, load_baseline
+        from lorabench.training.baseline import WEIGHTS_FILE, load_baseline
         if not (run_dir / WEIGHTS_FILE).is_file():
             raise LorabenchError(f"{run_dir}: no {WEIGHTS_FILE} (a baseline from before lorabench stored it as a "
                                  "pickle, which is not loaded: re-run it, it takes seconds)")
         return LoadedRun(rec, load_baseline(run_dir), None, run_dir)
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from .pipeline import quiet_libraries
+    from lorabench.quiet import quiet_libraries
     quiet_libraries()
     names = rec["data"]["label_names"]
     tok = AutoTokenizer.from_pretrained(run_dir)
@@ -83,8 +82,9 @@ def _base_source(rec: dict) -> str:
     source = rec["model"]["source"]
     if Path(source).is_dir():
         return source
-    from .config import ModelConfig, from_dict
-    from .models import resolve_source
+    from lorabench.config.loading import from_dict
+    from lorabench.config.schema import ModelConfig
+    from lorabench.models.sources import resolve_source
     return resolve_source(from_dict(ModelConfig, rec["config"]["model"], "model")).path
 
 
@@ -103,8 +103,8 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
     import torch
     from tqdm.auto import tqdm
 
-    from . import speed
-    from .models import ARCHITECTURES
+    from lorabench.models.registry import ARCHITECTURES
+    from lorabench.speedups import cpu as speed
     max_len = run.record["config"]["model"]["max_length"]
     enc = run.tokenizer(texts, truncation=True, max_length=max_len)
     ids = enc["input_ids"]
@@ -209,78 +209,3 @@ def _write_frame(df: pd.DataFrame, path: str) -> None:
         write_atomic(path, df.to_csv(index=False))
     else:
         raise LorabenchError(f"--output {path}: unsupported file type (csv, jsonl, json, parquet, or -)")
-
-
-# --------------------------------------------------------------------------- export
-def model_card(rec: dict, merged: bool) -> str:
-    m = rec.get("metrics", {})
-    d = rec["data"]
-    cfg = rec["config"]
-    rows = "\n".join(f"| {split} | " + " | ".join(f"{v[k]:.4f}" for k in ("f1", "precision", "recall", "accuracy")) + " |"
-                     for split, v in m.items() if isinstance(v, dict) and "f1" in v)
-    lora = cfg.get("lora")
-    how = (f"LoRA r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, targets "
-           f"{rec['model'].get('lora_target_modules')}" if lora else "full fine-tuning")
-    load = ("AutoModelForSequenceClassification.from_pretrained(folder)" if merged else
-            "peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)")
-    note = f"\n> Note: {rec['model']['note']}\n" if rec["model"].get("note") else ""
-    return f"""# {rec.get('label')} — text classifier fine-tuned with lorabench
-
-Base model: `{rec['model']['name']}` ({rec['model'].get('architecture')}); {how}.
-{'Adapter merged into the base weights: a plain transformers model.' if merged else 'LoRA adapter and classification head.'}
-{note}
-## Data
-- source: {d['source']}, text: `{d['text']}`
-- rows: train {d['train_rows']}, val {d['val_rows']}, test {d['test_rows']}
-- labels: {', '.join(f'{i} = {n}' for i, n in enumerate(d['label_names']))}
-- class weights: {d.get('class_weights')}
-
-## Metrics
-| split | F1 | precision | recall | accuracy |
-|---|---|---|---|---|
-{rows}
-
-Decision threshold: {rec.get('threshold') or 'argmax (0.5)'}.
-
-## Training
-learning rate {cfg['train']['learning_rate']}, batch {cfg['train']['batch_size']}, epochs {cfg['train']['epochs']},
-max_length {cfg['model']['max_length']}, seed {rec.get('seed')}; {rec.get('train_seconds')} s on
-{rec.get('machine', {}).get('gpus') or 'CPU'}; versions {json.dumps(rec.get('versions'))}.
-
-## Use
-```python
-from transformers import AutoTokenizer
-tok = AutoTokenizer.from_pretrained(folder)
-model = {load}
-```
-"""
-
-
-def export_run(run_dir: str | Path, out_dir: str | Path, *, merge: bool = False) -> Path:
-    """Copy the adapter + head, or merge them into a plain transformers folder; add a model card."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LorabenchError(f"{out_dir} is a file; export writes a folder")
-    run = load_run(run_dir, merge=merge)
-    if run.is_baseline:
-        raise LorabenchError(f"{run_dir}: the tfidf-logreg baseline has no transformers export")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise LorabenchError(f"{out_dir} exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        if merge or not (run_dir / "adapter_config.json").is_file():
-            run.model.save_pretrained(tmp, safe_serialization=True)
-        else:
-            for f in ("adapter_model.safetensors", "adapter_config.json"):
-                shutil.copy2(run_dir / f, tmp / f)
-        run.tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(run.record, merged=merge), encoding="utf-8")
-        shutil.copy2(run_dir / "run.json", tmp / "lorabench_run.json")
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir

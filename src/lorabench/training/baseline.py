@@ -1,4 +1,5 @@
-"""The non-neural baseline `tfidf-logreg`: does this task need a transformer at all?"""
+"""The non-neural baseline `tfidf-logreg`: does this task need a transformer at all?
+"""
 from __future__ import annotations
 
 import time
@@ -6,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ExperimentConfig
-from .data import Splits
-from .metrics import classification_metrics, predict_labels, tune_threshold
-from .resources import PeakMemory
-
+from lorabench.config.schema import ExperimentConfig
+from lorabench.data.splits import Splits
+from lorabench.runs.resources import PeakMemory
+from lorabench.training.metrics import classification_metrics, predict_labels, tune_threshold
 
 VECTORIZER = dict(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
 WEIGHTS_FILE = "tfidf_logreg.safetensors"   # idf (n_features,), coef (1 or k, n_features), intercept, classes
@@ -21,7 +21,7 @@ def save_baseline(clf, out: Path) -> None:
     """Write a fitted pipeline as safetensors + JSON (no pickle: loading it runs no code)."""
     from safetensors.numpy import save_file
 
-    from .records import write_json
+    from lorabench.runs.files import write_json
     vec, lr = clf[0], clf[-1]
     save_file({"idf": np.ascontiguousarray(vec.idf_), "coef": np.ascontiguousarray(lr.coef_),
                "intercept": np.ascontiguousarray(lr.intercept_), "classes": np.asarray(lr.classes_, dtype=np.int64)},

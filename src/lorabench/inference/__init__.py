@@ -1,0 +1,1 @@
+"""inference: label new rows with a finished run (predict), export it as a portable model folder (export)."""

@@ -1,0 +1,137 @@
+"""Building a classifier: tokenizer (pad token, padding side), pretrained backbone with a fresh
+head, LoRA attached; parameter counts.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lorabench.config.schema import LoraConfig, ModelConfig
+from lorabench.errors import ConfigError, ModelError
+from lorabench.models.registry import Arch, arch_for, position_limit
+from lorabench.models.sources import Source, resolve_source
+
+
+@dataclass
+class Built:
+    model: Any
+    tokenizer: Any
+    source: Source
+    architecture: str
+    arch: Arch
+    params: dict
+    load_seconds: float
+
+
+def torch_dtype(cfg: ModelConfig):
+    import torch
+    if cfg.dtype == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def load_tokenizer(path: str, arch: Arch, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+    kw: dict = {"trust_remote_code": cfg.trust_remote_code}
+    if arch.add_prefix_space:
+        kw["add_prefix_space"] = True
+    tok = AutoTokenizer.from_pretrained(path, **kw)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ModelError(f"{path}: the tokenizer has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token  # the study's choice for Llama 2 / Mistral
+    tok.padding_side = "right"         # encoders read position 0: left padding changes their logits
+    tok.model_max_length = cfg.max_length
+    return tok
+
+
+def count_params(model) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": int(trainable), "total": int(total),
+            "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0}
+
+def load_model_config(cfg: ModelConfig, lora: LoraConfig | None = None) -> tuple[Source, Any, Arch]:
+    """(source, transformers config, Arch) of `cfg` without loading weights; checks `model.max_length`.
+
+    Raises `ModelError` for a model that cannot be found or read, and `ConfigError` when
+    `model.max_length` exceeds the model's position limit (which would crash training).
+    """
+    from transformers import AutoConfig
+    source = resolve_source(cfg)
+    try:
+        hf_config = AutoConfig.from_pretrained(source.path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from e
+    arch = arch_for(hf_config.model_type, lora, is_decoder=_looks_decoder(hf_config))
+    limit = position_limit(hf_config, arch)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(f"model.max_length {cfg.max_length} exceeds the position limit of {cfg.name!r}: "
+                          f"{limit} tokens; set model.max_length <= {limit}")
+    return source, hf_config, arch
+
+
+def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], *,
+                     seed: int | None = None) -> Built:
+    """Load the pretrained backbone with a fresh head for `label_names`, then attach LoRA.
+
+    With `seed`, the global RNGs are seeded right before the model is created, after the source was
+    resolved (a cache build on a first run draws no numbers from the run: same seed, same head).
+    Raises `ModelError` / `ConfigError` as `load_model_config`.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, set_seed
+    t0 = time.perf_counter()
+    source, hf_config, arch = load_model_config(cfg, lora)
+    tokenizer = load_tokenizer(source.path, arch, cfg)
+    hf_config.num_labels = len(label_names)
+    hf_config.id2label = dict(enumerate(label_names))
+    hf_config.label2id = {n: i for i, n in enumerate(label_names)}
+    hf_config.pad_token_id = tokenizer.pad_token_id  # decoders need it in the config, not only the tokenizer
+    if seed is not None:
+        set_seed(seed)  # the new head's initialisation (and LoRA's) depends on it
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source.path, config=hf_config, dtype=torch_dtype(cfg), trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=cfg.use_safetensors)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load weights of {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from e
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if lora is not None:
+        model = attach_lora(model, lora, arch)
+        for p in model.parameters():  # half-precision base: train LoRA + head in fp32 (the grad scaler needs it)
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+    return Built(model, tokenizer, source, hf_config.model_type, arch, count_params(model),
+                 time.perf_counter() - t0)
+
+
+def _head_name(model, arch: Arch) -> str:
+    if hasattr(model, arch.head):
+        return arch.head
+    for name in ("classifier", "score"):  # an architecture outside the table
+        if hasattr(model, name):
+            return name
+    raise ModelError(f"cannot find the classification head ({arch.head!r}) of {type(model).__name__}")
+
+
+def _looks_decoder(hf_config) -> bool:
+    archs = getattr(hf_config, "architectures", None) or []
+    return any(a.endswith("ForCausalLM") for a in archs)
+
+
+def attach_lora(model, lora: LoraConfig, arch: Arch):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+    targets = list(lora.target_modules or arch.target_modules)
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ModelError(f"lora.target_modules: no module named {missing[0]!r} in this model")
+    peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha,
+                              lora_dropout=lora.dropout, bias=lora.bias, target_modules=targets,
+                              modules_to_save=[_head_name(model, arch)])
+    return get_peft_model(model, peft_cfg)

@@ -1,0 +1,47 @@
+"""The class-weighted loss, normalised over the whole optimiser step.
+"""
+from __future__ import annotations
+
+
+class WeightedCrossEntropy:
+    """Class-weighted cross-entropy for the Trainer's `compute_loss_func` hook.
+
+    The loss of a batch is torch's `CrossEntropyLoss(weight=w)` (as in the study): the weighted mean
+    sum_i w[y_i] * nll_i / sum_i w[y_i]. A weighted mean is not additive over micro-batches, so the
+    Trainer (`LorabenchTrainer._get_num_items_in_batch`) passes the summed weight of the whole optimiser
+    step (every micro-batch of the accumulation, every process) as `num_items_in_batch`, and each
+    micro-batch returns its weighted sum divided by it: the accumulated gradient then equals the
+    full-batch weighted mean's, whatever the split into micro-batches. Without weights the divisor is
+    the row count (the Trainer's own). `weights`: one float per label id, or None.
+    """
+
+    def __init__(self, weights: list[float] | None):
+        self.weights = weights
+        self._cache: dict = {}
+
+    def _w(self, device, dtype):
+        import torch
+        key = (device, dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.tensor(self.weights, device=device, dtype=dtype)
+        return self._cache[key]
+
+    def weight_sum(self, labels):
+        """Summed class weight of `labels` (int tensor, any shape) as a float64 scalar tensor."""
+        import torch
+        return self._w(labels.device, torch.float64)[labels.view(-1)].sum()
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch.nn.functional as F
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # (batch, num_labels)
+        logits = logits.float()
+        labels = labels.view(-1)
+        if num_items_in_batch is None:  # one batch on its own: the weighted mean
+            weight = self._w(logits.device, logits.dtype) if self.weights is not None else None
+            return F.cross_entropy(logits, labels, weight=weight)
+        nll = F.cross_entropy(logits, labels, reduction="none")  # (batch,)
+        if self.weights is not None:
+            nll = nll * self._w(logits.device, logits.dtype)[labels]
+        n = num_items_in_batch.to(logits.device, logits.dtype) if hasattr(num_items_in_batch, "to") \
+            else float(num_items_in_batch)
+        return nll.sum() / n
