@@ -29,7 +29,7 @@ KEPT = [
     ("the study's recipe: batch 8, gradient checkpointing, random order, torch dropout", {}, {}),
     ("- gradient checkpointing", {"gradient_checkpointing": False}, {}),
     ("+ tight length buckets", {"group_by_length": True}, {}),
-    ("+ fast CPU dropout (lorabench.speed)", {"fast_dropout": True}, {}),
+    ("+ fast CPU dropout (lorabench.speedups.cpu)", {"fast_dropout": True}, {}),
     ("+ batch 32", {"batch_size": 32}, {}),
     ("+ pooled token only in the last layer = lorabench defaults", {"pooled_only_last_layer": True}, {}),
 ]
@@ -47,7 +47,7 @@ def rung(args) -> dict:
     """One training run in this process; prints its measurements as JSON."""
     from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
     from lorabench.quiet import quiet_libraries
-    from lorabench.recipes.experiment import run_experiment
+    from lorabench.pipeline import run_experiment
     quiet_libraries()
     settings = json.loads(args.settings)
     lr = args.lr * settings["batch_size"] / 8

@@ -103,7 +103,7 @@ def lorabench_defaults(cfg, splits, tmp: Path, lengths: list[int]) -> dict:
     """(b) `lorabench train` as a user runs it; `lengths`: the train rows' token counts (same tokenizer as (a))."""
     import numpy as np
 
-    from lorabench.recipes.experiment import run_experiment
+    from lorabench.pipeline import run_experiment
     from lorabench.training import length_buckets
     with Timer() as tm:
         rec = run_experiment(cfg, tmp / "b", splits=splits)

@@ -1,4 +1,4 @@
-"""lorabench.speed: the fast CPU dropout keeps dropout's distribution, gradient and determinism,
+"""lorabench.speedups.cpu: the fast CPU dropout keeps dropout's distribution, gradient and determinism,
 its attention path equals transformers' sdpa, and training puts the model back as it found it."""
 import numpy as np
 import pytest

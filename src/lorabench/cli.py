@@ -94,11 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from lorabench.config.loading import load_config
     from lorabench.config.schema import ExperimentConfig
-    from lorabench.quiet import quiet_libraries
-    from lorabench.recipes.experiment import run_experiment
+    from lorabench.pipeline import run_experiment
     from lorabench.runs.layout import default_run_dir
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
-    quiet_libraries()
     out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg)
     rec = run_experiment(cfg, out)
     m = rec["metrics"]["val"]
@@ -170,8 +168,6 @@ def cmd_data(args) -> int:
     from lorabench.config.loading import load_config, read_yaml
     from lorabench.config.schema import CompareConfig, ExperimentConfig, SweepConfig
     from lorabench.data.summary import print_summary
-    from lorabench.quiet import quiet_libraries
-    quiet_libraries()
     warnings.simplefilter("ignore", DataWarning)  # the summary prints each data warning itself
     raw = read_yaml(args.config)
     if "sweep" in raw:
@@ -239,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     name and renamed."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    with warnings.catch_warnings():  # the process-wide warning state is restored on return
+    from lorabench.quiet import quiet
+    with quiet(), warnings.catch_warnings():  # library chatter off; warning and logging state restored on return
         warnings.simplefilter("default", LorabenchWarning)
         warnings.showwarning = _show_warning
         try:

@@ -48,10 +48,13 @@ def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
             raise LorabenchError(f"{run_dir}: no {WEIGHTS_FILE} (a baseline from before lorabench stored it as a "
                                  "pickle, which is not loaded: re-run it, it takes seconds)")
         return LoadedRun(rec, load_baseline(run_dir), None, run_dir)
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from lorabench.quiet import quiet
+    with quiet():
+        return _load_transformer_run(rec, run_dir, merge)
 
-    from lorabench.quiet import quiet_libraries
-    quiet_libraries()
+
+def _load_transformer_run(rec: dict, run_dir: Path, merge: bool) -> LoadedRun:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     names = rec["data"]["label_names"]
     tok = AutoTokenizer.from_pretrained(run_dir)
     trust = bool(rec["config"]["model"].get("trust_remote_code"))
@@ -122,7 +125,7 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
                 logits = run.model(**batch).logits.float().numpy()  # (batch, num_labels)
                 out[idx] = softmax(logits.astype(np.float64))
     finally:
-        if pooled_only:  # same logits, less work (lorabench.speed); the loaded model is left as it was
+        if pooled_only:  # same logits, less work (lorabench.speedups.cpu); the loaded model is left as it was
             speed.restore_last_layer(run.model)
     return out
 

@@ -18,7 +18,7 @@ class Arch:
     decoder: bool                     # decoders classify from the last real token; need a pad token
     add_prefix_space: bool = False    # byte-level BPE tokenizers that accept it (the study set it)
     first_token_layers: bool = False  # BERT-style layers under a head that reads position 0 only:
-                                      # the last layer may compute that token alone (lorabench.speed)
+                                      # the last layer may compute that token alone (lorabench.speedups.cpu)
     position_offset: int = 0          # position ids start here (RoBERTa family: padding_idx + 1 = 2), so
                                       # max_position_embeddings - offset tokens fit (roberta-large: 514 -> 512)
 

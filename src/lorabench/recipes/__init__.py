@@ -1,2 +1,2 @@
-"""recipes: what the commands run — one experiment, a comparison, a sweep. They import the library, never
-each other."""
+"""recipes: what the multi-run commands run — a comparison, a sweep — on top of the pipeline (`lorabench.pipeline`,
+one experiment). They import the library, never each other."""

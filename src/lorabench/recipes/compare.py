@@ -14,8 +14,8 @@ from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import load_splits
 from lorabench.errors import ConfigError
-from lorabench.quiet import quiet_libraries
-from lorabench.recipes.experiment import run_experiment
+from lorabench.pipeline import run_experiment
+from lorabench.quiet import quiet
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import run_dir_for, safe_name
 
@@ -110,11 +110,11 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
     """
     root = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
     exps = cfg.experiments()  # validates every entry before anything trains
-    quiet_libraries()
-    splits = load_splits(cfg.data)
-    check_experiments(exps)
-    with folder_lock(root):
-        return _run_all(cfg, exps, splits, root, force)
+    with quiet():
+        splits = load_splits(cfg.data)
+        check_experiments(exps)
+        with folder_lock(root):
+            return _run_all(cfg, exps, splits, root, force)
 
 
 def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Path, force: bool) -> Path:

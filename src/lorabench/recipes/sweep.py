@@ -149,14 +149,18 @@ def _counts(study) -> dict:
 
 def run_worker(p: SweepPlan, worker: int = 0) -> None:
     """Run trials until the study holds n_trials finished (complete or pruned) trials."""
+    from lorabench.quiet import quiet
+    with quiet():
+        _work(p, worker)
+
+
+def _work(p: SweepPlan, worker: int) -> None:
     import optuna
     from optuna.trial import TrialState
 
     from lorabench.data.splits import load_splits
-    from lorabench.quiet import quiet_libraries
-    from lorabench.recipes.experiment import run_experiment
+    from lorabench.pipeline import run_experiment
     from lorabench.runs.layout import safe_name
-    quiet_libraries()
     study = open_study(p)
     splits = load_splits(p.cfg.data)           # data loaded once per worker ...
     token_cache: dict = {}                      # ... and tokenised once per (model, max_length)
@@ -237,7 +241,9 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
     write_json(p.folder / "study.json", {"storage": _redact(p.storage),
                                          "study_name": p.study_name, "n_trials": p.n_trials,
                                          "metric": p.metric, "direction": p.direction})
-    open_study(p)  # create it (or join it) before any worker starts
+    from lorabench.quiet import quiet
+    with quiet():
+        open_study(p)  # create it (or join it) before any worker starts
     print(f"sweep {p.study_name}: {p.n_trials} trials, {cfg.sweep.method}, pruner {cfg.sweep.pruner}, "
           f"storage {_redact(p.storage)}, {workers} worker(s)", flush=True)
     if workers <= 1:

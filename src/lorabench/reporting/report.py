@@ -119,18 +119,23 @@ def _md_table(rows: list[dict], has_test: bool) -> str:
 
 # --------------------------------------------------------------------------- plots
 def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
+    # Figure objects, no pyplot: the caller's plotting backend and open figures are left alone
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     out: dict[str, bytes] = {}
     ok = [r for r in rows if r["val_f1"] is not None]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    class plt:  # the one pyplot call used below, on a standalone Figure
+        @staticmethod
+        def subplots(figsize):
+            fig = Figure(figsize=figsize)
+            return fig, fig.subplots()
 
     def save(fig, name):
         buf = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-        plt.close(fig)
         out[name] = buf.getvalue()
 
     if ok:

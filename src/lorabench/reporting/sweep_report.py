@@ -56,8 +56,6 @@ def _best_yaml(folder: Path, best) -> str:
 
 
 def _plots(study) -> dict[str, bytes]:
-    import matplotlib
-    matplotlib.use("Agg")
     import warnings
 
     import matplotlib.pyplot as plt
@@ -67,24 +65,27 @@ def _plots(study) -> dict[str, bytes]:
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not done:
         return out
-    warnings.filterwarnings("ignore")
     jobs = [("history.png", lambda: ovm.plot_optimization_history(study))]
     if len(done) >= 2 and len({k for t in done for k in t.params}) >= 1:
         jobs.append(("importances.png", lambda: ovm.plot_param_importances(study)))
     jobs.append(("slice.png", lambda: ovm.plot_slice(study)))
     for name, fn in jobs:
+        theirs = set(plt.get_fignums())  # the caller's open figures stay open
         try:
-            ax = fn()
+            with warnings.catch_warnings():  # optuna's experimental-API warnings; the caller's filters restored
+                warnings.simplefilter("ignore")
+                ax = fn()
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(max(7, fig.get_size_inches()[0]), 4)
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)
+            out[name] = buf.getvalue()
         except Exception:  # an importance fit on too few distinct trials, say: skip that plot, keep the rest
-            plt.close("all")
-            continue
-        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-        fig.set_size_inches(max(7, fig.get_size_inches()[0]), 4)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close("all")
-        out[name] = buf.getvalue()
+            pass
+        finally:
+            for num in set(plt.get_fignums()) - theirs:
+                plt.close(num)
     return out
 
 

@@ -26,6 +26,7 @@ Fast dropout touches, and only while training on CPU (GPU tensors and eval mode 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
@@ -114,12 +115,22 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     return out, None
 
 
-def _register_attention() -> None:
+def _register_attention() -> bool:
+    """Register lorabench's attention function with transformers; True if this call registered it."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
-    if ATTENTION_NAME not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTENTION_NAME, attention_forward)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, eager_mask)
+    if ATTENTION_NAME in AttentionInterface._global_mapping:
+        return False
+    AttentionInterface.register(ATTENTION_NAME, attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, eager_mask)
+    return True
+
+
+def _unregister_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
+    ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.pop(ATTENTION_NAME, None)
 
 
 def _base(model):
@@ -147,7 +158,7 @@ def apply_fast_dropout(model) -> dict:
     config = getattr(base, "config", None)
     if config is not None and _attention_dropout(config) > 0 and config._attn_implementation in ("sdpa", "eager"):
         applied["attention_was"] = config._attn_implementation
-        _register_attention()
+        applied["attention_registered"] = _register_attention()
         try:
             base.set_attn_implementation(ATTENTION_NAME)
         except (ValueError, AttributeError, KeyError):  # attention not routed through the interface
@@ -166,6 +177,8 @@ def restore(model, applied: dict | None) -> None:
     if applied.get("attention"):
         base = _base(model)
         base.set_attn_implementation(applied.get("attention_was", "sdpa"))
+    if applied.pop("attention_registered", False):  # leave transformers' registry as it was
+        _unregister_attention()
 
 
 # --------------------------------------------------------------------------- pooled token only
@@ -251,6 +264,7 @@ def apply(model, arch, cfg, applied: dict | None = None) -> dict:
     if cfg.pooled_only_last_layer and getattr(arch, "first_token_layers", False):
         applied["pooled_only_last_layer"] = apply_pooled_only_last_layer(model)
     if cfg.fast_dropout and model.device.type == "cpu":
+        applied["_rng_before"] = _STATE["bits"]
         seed(cfg.seed)
         applied["fast_dropout_modules"] = 0
         applied.update(apply_fast_dropout(model))
@@ -264,3 +278,18 @@ def restore_all(model, applied: dict | None) -> None:
     restore_last_layer(model)
     if "fast_dropout_modules" in applied:
         restore(model, applied)
+    if "_rng_before" in applied:
+        _STATE["bits"] = applied.pop("_rng_before")
+
+
+@contextlib.contextmanager
+def levers(model, arch, cfg):
+    """Apply the levers `cfg` asks for (see `apply`) for the `with` block; undo everything after it, also
+    on error: layer classes, dropout modules, attention implementation, transformers' attention registry
+    and the mask generator. Yields the dict of what was applied."""
+    applied: dict = {}
+    try:
+        apply(model, arch, cfg, applied)
+        yield applied
+    finally:
+        restore_all(model, applied)

@@ -142,7 +142,7 @@ class TrainResult:
     threshold: float | None = None
     val_at_threshold: dict | None = None
     test_at_threshold: dict | None = None
-    speed: dict | None = None           # speed levers applied (lorabench.speed)
+    speed: dict | None = None           # speed levers applied (lorabench.speedups.cpu)
     resumed_from: float | None = None   # the epoch a resumed run continued after (None: not resumed)
 
 
@@ -234,7 +234,7 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     state; `resume_from` (a complete checkpoint, see `last_complete_checkpoint`) continues a killed run
     exactly where it stopped: same batches, dropout masks and updates as an uninterrupted run.
     `token_cache` (a dict kept by the caller, e.g. a sweep worker) makes repeated runs on the
-    same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speed`)
+    same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speedups.cpu`)
     are applied for the run and undone after it, also when it fails.
     """
     from lorabench.speedups import cpu as speed
@@ -284,7 +284,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     )
     result = TrainResult()
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
-    result.speed = dict(levers) or None
+    result.speed = {k: v for k, v in levers.items() if not k.startswith("_") and k != "attention_registered"} or None
     if resume_from is not None:
         saved = json.loads((resume_from / RESUME_FILE).read_text())
         speed.set_rng_state(saved.get("fast_dropout_rng"))

@@ -16,11 +16,13 @@ from lorabench.data.splits import Splits, load_splits
 from lorabench.errors import ConfigError, LorabenchError, LorabenchWarning
 from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, write_atomic, write_json
 from lorabench.runs.layout import now, partial_dir
+from lorabench.runs.record import SCHEMA_VERSION
 from lorabench.runs.resources import machine, versions
 
 
 def _record_base(cfg: ExperimentConfig, splits: Splits) -> dict:
     return {
+        "schema_version": SCHEMA_VERSION,
         "status": "running",
         "name": cfg.name,
         "label": cfg.label or cfg.model.name,

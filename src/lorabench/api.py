@@ -1,0 +1,163 @@
+"""The Python API: what a notebook calls. Each call leaves the caller's process as it found it
+(warning filters, logging levels, progress-bar switches, plotting backend, transformers' attention
+registry) and raises `lorabench.errors` exceptions that keep their cause.
+
+    import lorabench
+    result = lorabench.compare("examples/quickstart.yaml")
+    result.table                 # pandas DataFrame, one row per model
+    run = lorabench.load_run(result.records[0].run_dir)
+    run.predict(["forest fire near la ronge"])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lorabench.errors import ConfigError
+from lorabench.runs.record import RunRecord
+
+ConfigLike = Any  # a YAML path (str or Path), a dict of sections, or a config object
+
+
+def load_config(config: ConfigLike, kind: type | None = None, overrides: list[str] | None = None) -> Any:
+    """A validated config object of `kind` (ExperimentConfig by default) from a YAML path, a dict of
+    sections or a config object. `overrides`: `["train.epochs=1", ...]` as `--set`. Raises `ConfigError`."""
+    from lorabench.config import ExperimentConfig, apply_overrides, from_dict
+    from lorabench.config import load_config as load_yaml_config
+    from lorabench.config import resolve_paths, to_dict
+    kind = kind or ExperimentConfig
+    if isinstance(config, (str, Path)):
+        return load_yaml_config(kind, config, overrides or [])
+    if isinstance(config, dict):
+        raw = apply_overrides(config, overrides or [])
+        return from_dict(kind, resolve_paths(raw, Path.cwd()))
+    if isinstance(config, kind):
+        return from_dict(kind, apply_overrides(to_dict(config), overrides or [])) if overrides else config
+    raise ConfigError(f"config: expected a YAML path, a dict or a {kind.__name__}, got {type(config).__name__}")
+
+
+def train(config: ConfigLike, output_dir: str | Path | None = None) -> RunRecord:
+    """Fine-tune one model (`lorabench train`): returns its record; the run folder is `record.run_dir`
+    (default `runs/<name>/<label>-<time>`). Re-running with the same `output_dir` after a crash resumes."""
+    from lorabench.config import ExperimentConfig
+    from lorabench.pipeline import run_experiment
+    from lorabench.quiet import quiet
+    from lorabench.runs.layout import default_run_dir
+    cfg = load_config(config, ExperimentConfig)
+    out = Path(output_dir) if output_dir is not None else default_run_dir(cfg)
+    with quiet():
+        return RunRecord.from_dict(run_experiment(cfg, out))
+
+
+@dataclass
+class Comparison:
+    """What `compare` returns. `table`: one row per model (the report's columns: val F1 mean and std over
+    seeds, precision, recall, accuracy, test F1, training seconds, peak MB, trainable params...);
+    `records`: every run of the current config; `report_path`: report.html."""
+    table: pd.DataFrame
+    records: list[RunRecord]
+    report_path: Path
+    folder: Path
+
+
+def compare(config: ConfigLike, output_dir: str | Path | None = None, *, force: bool = False) -> Comparison:
+    """Train several models on one split and build the report (`lorabench compare`)."""
+    import json
+
+    from lorabench.config import CompareConfig
+    from lorabench.quiet import quiet
+    from lorabench.recipes.compare import run_compare
+    from lorabench.reporting.report import CSV_COLUMNS
+    cfg = load_config(config, CompareConfig)
+    with quiet():
+        report = run_compare(cfg, output_dir=str(output_dir) if output_dir is not None else None, force=force)
+    folder = report.parent
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    table = pd.DataFrame(results["models"])[CSV_COLUMNS]
+    records = [RunRecord.read(folder / r["run_dir"]) for r in results["runs"]]
+    return Comparison(table=table, records=records, report_path=report, folder=folder)
+
+
+@dataclass
+class SweepResult:
+    """What `sweep` returns: every trial (`trials`, one row each: number, state, value, params), the best
+    trial's ready-to-train config (`best_config`, a path) and the report."""
+    trials: pd.DataFrame
+    best_config: Path | None
+    report_path: Path
+    folder: Path
+
+
+def sweep(config: ConfigLike, output_dir: str | Path | None = None, *, trials: int | None = None,
+          storage: str | None = None, workers: int = 1) -> SweepResult:
+    """Hyperparameter search with Optuna (`lorabench sweep`; W&B sweep sections accepted)."""
+    from lorabench.config import SweepConfig
+    from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
+    from lorabench.quiet import quiet
+    from lorabench.recipes.sweep import run_sweep
+    cfg = load_config(config, SweepConfig)
+    dists, fixed = to_distributions(cfg.sweep.parameters)
+    metric_key(cfg.sweep.metric.name)
+    trial_config(cfg.base(), fixed)
+    validate_space(cfg.base(), dists, fixed)
+    if workers != 1 and not isinstance(config, (str, Path)):
+        raise ConfigError("sweep: workers > 1 start `lorabench sweep` processes and need the config as a YAML path")
+    with quiet():
+        report = run_sweep(cfg, config_path=str(config) if isinstance(config, (str, Path)) else "",
+                           overrides=[], output_dir=str(output_dir) if output_dir is not None else None,
+                           storage=storage, study=None, trials=trials, workers=workers)
+    folder = report.parent
+    table = pd.read_csv(folder / "trials.csv") if (folder / "trials.csv").is_file() else pd.DataFrame()
+    best = folder / "best.yaml"
+    return SweepResult(trials=table, best_config=best if best.is_file() else None, report_path=report, folder=folder)
+
+
+class Run:
+    """A finished run, loaded for prediction (`lorabench.load_run(path)`)."""
+
+    def __init__(self, loaded) -> None:
+        self._loaded = loaded
+        self.record = RunRecord.from_dict(loaded.record)
+        self.path = loaded.run_dir
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._loaded.label_names)
+
+    def predict(self, texts: list[str] | str, *, threshold: float | None = None, batch_size: int = 64) -> pd.DataFrame:
+        """One row per text, in order: `label` (the label value, as in the training data), `label_name`,
+        `probability` (of that label) and `prob_<name>` per class (floats summing to 1). Binary runs use
+        `threshold` on P(positive), else the run's tuned threshold, else argmax. Texts are the model's
+        input as-is (a run trained on a template expects text rendered the same way)."""
+        import numpy as np
+
+        from lorabench.errors import LorabenchError
+        from lorabench.inference.predict import predict_probs
+        from lorabench.quiet import quiet
+        from lorabench.training.metrics import predict_labels
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        names = self.label_names
+        thr = threshold if threshold is not None else self.record.threshold
+        if threshold is not None and len(names) != 2:
+            raise LorabenchError("threshold applies to binary tasks only")
+        with quiet():
+            probs = predict_probs(self._loaded, texts, progress=False, batch_size=batch_size)
+        ids = predict_labels(probs, thr if len(names) == 2 else None)
+        values = self.record.data.get("label_values") or list(range(len(names)))
+        out = pd.DataFrame({"label": pd.Series([values[i] for i in ids], dtype=object),
+                            "label_name": [names[i] for i in ids],
+                            "probability": probs[np.arange(len(ids)), ids]})
+        for i, n in enumerate(names):
+            out[f"prob_{n}"] = probs[:, i]
+        return out
+
+
+def load_run(path: str | Path, *, merge: bool = True) -> Run:
+    """Load a finished run folder (base weights + adapter + head, merged by default) for `.predict`."""
+    from lorabench.inference.predict import load_run as _load
+    from lorabench.quiet import quiet
+    with quiet():
+        return Run(_load(path, merge=merge))
