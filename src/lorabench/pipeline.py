@@ -182,6 +182,7 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
         "peak_memory": res.peak_memory_mb,
         "speed_levers": res.speed,
         "params": built.params,
+        "precision": built.precision.to_dict() if built.precision else None,
         "resumed_from": res.resumed_from,
         "throughput": {"train_samples_per_second": round(res.train_samples_per_second, 2),
                        "train_tokens_per_second": round(res.train_tokens_per_second, 1)},

@@ -60,7 +60,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, merge: bool = False)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LorabenchError(f"{out_dir} is a file; export writes a folder")
-    run = load_run(run_dir, merge=merge)
+    run = load_run(run_dir, merge=merge, full_precision=True)  # on the GPU when there is one
     if run.is_baseline:
         raise LorabenchError(f"{run_dir}: the tfidf-logreg baseline has no transformers export")
     if out_dir.exists() and any(out_dir.iterdir()):

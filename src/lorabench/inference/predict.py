@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class LoadedRun:
     model: Any            # a torch module, or a scikit-learn pipeline for tfidf-logreg
     tokenizer: Any
     run_dir: Path
+    device: str = "cpu"   # where the model sits (models.precision.decide): batches go there too
 
     @property
     def label_names(self) -> list[str]:
@@ -34,8 +36,11 @@ class LoadedRun:
         return self.record["model"].get("kind") == "tfidf-logreg"
 
 
-def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
-    """Load a finished run: base weights + adapter + head (merged into the base for speed by default)."""
+def load_run(run_dir: str | Path, *, merge: bool = True, full_precision: bool = False) -> LoadedRun:
+    """Load a finished run: base weights + adapter + head (merged into the base for speed by default),
+    on the device and in the dtype `models.precision.decide` picks for its model config on this machine
+    (a GPU when there is one); `full_precision` keeps the weights in float32 (export). Raises
+    `LorabenchError` for a folder that is not a finished run or cannot be loaded."""
     run_dir = Path(run_dir)
     rec = read_run(run_dir)
     if rec is None:
@@ -48,12 +53,18 @@ def load_run(run_dir: str | Path, *, merge: bool = True) -> LoadedRun:
             raise LorabenchError(f"{run_dir}: no {WEIGHTS_FILE} (a baseline from before lorabench stored it as a "
                                  "pickle, which is not loaded: re-run it, it takes seconds)")
         return LoadedRun(rec, load_baseline(run_dir), None, run_dir)
+    from lorabench.config.loading import from_dict
+    from lorabench.config.schema import ModelConfig
+    from lorabench.models.precision import decide
     from lorabench.quiet import quiet
+    precision = decide(from_dict(ModelConfig, rec["config"]["model"], "model"))
+    if full_precision:  # export: the GPU if there is one, weights kept in float32
+        precision = dataclasses.replace(precision, weights_dtype="float32", autocast=None, grad_scaler=False)
     with quiet():
-        return _load_transformer_run(rec, run_dir, merge)
+        return _load_transformer_run(rec, run_dir, merge, precision)
 
 
-def _load_transformer_run(rec: dict, run_dir: Path, merge: bool) -> LoadedRun:
+def _load_transformer_run(rec: dict, run_dir: Path, merge: bool, precision) -> LoadedRun:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     names = rec["data"]["label_names"]
     tok = AutoTokenizer.from_pretrained(run_dir)
@@ -66,18 +77,19 @@ def _load_transformer_run(rec: dict, run_dir: Path, merge: bool) -> LoadedRun:
             from peft import PeftModel
             source = _base_source(rec)
             cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust, **labels)
-            base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, dtype="float32",
+            base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, dtype=precision.weights_dtype,
                                                                       trust_remote_code=trust, use_safetensors=safetensors_only)
             model = PeftModel.from_pretrained(base, run_dir)
             if merge:
                 model = model.merge_and_unload()
         else:
             model = AutoModelForSequenceClassification.from_pretrained(run_dir, trust_remote_code=trust,
+                                                                       dtype=precision.weights_dtype,
                                                                        use_safetensors=safetensors_only)
     except (OSError, ValueError) as e:
         raise LorabenchError(f"{run_dir}: cannot load the model: {str(e).splitlines()[0]}") from e
     model.config.pad_token_id = tok.pad_token_id
-    return LoadedRun(rec, model.eval(), tok, run_dir)
+    return LoadedRun(rec, model.to(precision.device).eval(), tok, run_dir, precision.device)
 
 
 def _base_source(rec: dict) -> str:
@@ -121,8 +133,8 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
             for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", disable=not progress):
                 idx = order[start:start + batch_size]
                 feats = [{k: enc[k][i] for k in keys} for i in idx]
-                batch = run.tokenizer.pad(feats, return_tensors="pt")
-                logits = run.model(**batch).logits.float().numpy()  # (batch, num_labels)
+                batch = {k: v.to(run.device) for k, v in run.tokenizer.pad(feats, return_tensors="pt").items()}
+                logits = run.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
                 out[idx] = softmax(logits.astype(np.float64))
     finally:
         if pooled_only:  # same logits, less work (lorabench.speedups.cpu); the loaded model is left as it was

@@ -9,6 +9,7 @@ from typing import Any
 
 from lorabench.config.schema import LoraConfig, ModelConfig
 from lorabench.errors import ConfigError, ModelError
+from lorabench.models.precision import Precision, decide
 from lorabench.models.registry import Arch, arch_for, position_limit
 from lorabench.models.sources import Source, resolve_source
 
@@ -22,15 +23,12 @@ class Built:
     arch: Arch
     params: dict
     load_seconds: float
+    precision: Precision | None = None   # the run's one precision-and-device decision
 
 
 def torch_dtype(cfg: ModelConfig):
-    import torch
-    if cfg.dtype == "auto":
-        if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, cfg.dtype)
+    """The frozen weights' torch dtype on this machine (`precision.decide`)."""
+    return decide(cfg).weights_torch_dtype
 
 
 def load_tokenizer(path: str, arch: Arch, cfg: ModelConfig):
@@ -82,9 +80,9 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
     resolved (a cache build on a first run draws no numbers from the run: same seed, same head).
     Raises `ModelError` / `ConfigError` as `load_model_config`.
     """
-    import torch
     from transformers import AutoModelForSequenceClassification, set_seed
     t0 = time.perf_counter()
+    precision = decide(cfg)
     source, hf_config, arch = load_model_config(cfg, lora)
     tokenizer = load_tokenizer(source.path, arch, cfg)
     hf_config.num_labels = len(label_names)
@@ -95,7 +93,7 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
         set_seed(seed)  # the new head's initialisation (and LoRA's) depends on it
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            source.path, config=hf_config, dtype=torch_dtype(cfg), trust_remote_code=cfg.trust_remote_code,
+            source.path, config=hf_config, dtype=precision.weights_torch_dtype, trust_remote_code=cfg.trust_remote_code,
             use_safetensors=cfg.use_safetensors)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load weights of {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from e
@@ -103,10 +101,10 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
     if lora is not None:
         model = attach_lora(model, lora, arch)
         for p in model.parameters():  # half-precision base: train LoRA + head in fp32 (the grad scaler needs it)
-            if p.requires_grad and p.dtype != torch.float32:
-                p.data = p.data.float()
+            if p.requires_grad and p.dtype != precision.trainable_torch_dtype:
+                p.data = p.data.to(precision.trainable_torch_dtype)
     return Built(model, tokenizer, source, hf_config.model_type, arch, count_params(model),
-                 time.perf_counter() - t0)
+                 time.perf_counter() - t0, precision)
 
 
 def _head_name(model, arch: Arch) -> str:

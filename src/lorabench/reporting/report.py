@@ -16,6 +16,7 @@ from typing import Any
 from lorabench.errors import LorabenchError
 from lorabench.reporting.html import _html, _html_table, _img
 from lorabench.runs.files import find_runs, write_atomic, write_json
+from lorabench.runs.record import RunRecord, RunStatus
 
 METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
 CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
@@ -42,36 +43,34 @@ def _order(folder: Path, labels: list[str]) -> list[str]:
     return [x for x in order if x in labels] + [x for x in labels if x not in order]
 
 
-def aggregate(records: list[dict]) -> list[dict]:
+def aggregate(records: list[RunRecord]) -> list[dict]:
     """One row per model label: mean (and std of F1) over its completed seeds."""
-    by: dict[str, list[dict]] = {}
+    by: dict[str, list[RunRecord]] = {}
     for r in records:
-        by.setdefault(r.get("label") or r["model"]["name"], []).append(r)
+        by.setdefault(r.label or r.model["name"], []).append(r)
     rows = []
     for label, recs in by.items():
-        ok = [r for r in recs if r.get("status") == "completed"]
-        row: dict[str, Any] = {"label": label, "model": recs[0]["model"]["name"],
-                               "finetune": (ok or recs)[0]["model"].get("finetune", ""),
+        ok = [r for r in recs if r.status == RunStatus.COMPLETED]
+        row: dict[str, Any] = {"label": label, "model": recs[0].model["name"],
+                               "finetune": (ok or recs)[0].model.get("finetune", ""),
                                "runs": len(ok), "failed": len(recs) - len(ok)}
-        f1s = [r["metrics"]["val"]["f1"] for r in ok]
         for k in METRIC_KEYS:
-            row[f"val_{k}"] = _mean([r["metrics"]["val"][k] for r in ok])
-        row["val_f1_std"] = _std(f1s)
-        tests = [r["metrics"]["test"]["f1"] for r in ok if "test" in r.get("metrics", {})]
-        row["test_f1"] = _mean(tests)
-        row["train_seconds"] = _mean([r["train_seconds"] for r in ok])
-        row["peak_memory_mb"] = _mean([r["peak_memory_mb"] for r in ok])
-        p = ok[0]["params"] if ok else {}
+            row[f"val_{k}"] = _mean([r.val[k] for r in ok])
+        row["val_f1_std"] = _std([r.val["f1"] for r in ok])
+        row["test_f1"] = _mean([r.metrics["test"]["f1"] for r in ok if "test" in r.metrics])
+        row["train_seconds"] = _mean([r.train_seconds for r in ok])
+        row["peak_memory_mb"] = _mean([r.peak_memory_mb for r in ok])
+        p = ok[0].params if ok else {}
         row["trainable_params"], row["total_params"] = p.get("trainable"), p.get("total")
         row["trainable_pct"] = p.get("trainable_pct")
-        row["train_samples_per_second"] = _mean([r["throughput"]["train_samples_per_second"] for r in ok
-                                                 if r.get("throughput", {}).get("train_samples_per_second")])
-        row["train_rows"] = ok[0]["data"]["train_rows"] if ok else None
-        row["epochs"] = _mean([r.get("epochs_run") or r["config"]["train"]["epochs"] for r in ok
-                               if r["model"].get("kind") != "tfidf-logreg"]) if ok else None
-        row["history"] = [r.get("history", []) for r in ok]
-        row["notes"] = sorted({r["model"].get("note") for r in ok if r["model"].get("note")})
-        row["errors"] = [r.get("error", "") for r in recs if r.get("status") != "completed"]
+        row["train_samples_per_second"] = _mean([r.throughput["train_samples_per_second"] for r in ok
+                                                 if r.throughput.get("train_samples_per_second")])
+        row["train_rows"] = ok[0].data["train_rows"] if ok else None
+        row["epochs"] = _mean([r.epochs_run or r.config["train"]["epochs"] for r in ok
+                               if r.model.get("kind") != "tfidf-logreg"]) if ok else None
+        row["history"] = [r.history for r in ok]
+        row["notes"] = sorted({r.model.get("note") for r in ok if r.model.get("note")})
+        row["errors"] = [r.error or "" for r in recs if r.status != RunStatus.COMPLETED]
         rows.append(row)
     return rows
 
@@ -219,10 +218,10 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     write_atomic(folder / "results.csv", _csv_text(rows))
     public = [{k: v for k, v in r.items() if k != "history"} for r in rows]
     write_json(folder / "results.json", {"models": public, "data": data,
-                                         "runs": [{"run_dir": str(p.relative_to(folder)), "label": r.get("label"),
-                                                   "seed": r.get("seed"), "status": r.get("status"),
-                                                   "metrics": r.get("metrics"), "train_seconds": r.get("train_seconds"),
-                                                   "error": r.get("error")} for p, r in runs]})
+                                         "runs": [{"run_dir": str(p.relative_to(folder)), "label": r.label,
+                                                   "seed": r.seed, "status": r.status.value,
+                                                   "metrics": r.metrics, "train_seconds": r.train_seconds,
+                                                   "error": r.error} for p, r in runs]})
     table = _md_table(rows, has_test)
     notes = _notes(rows, data, folder)
     md = [f"# {folder.name}: comparison", "", table, ""]
@@ -250,14 +249,15 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
         sections.append(("Failed runs", "<ul>" + "".join(
             f"<li class='fail'>{html.escape(l)}: {html.escape(e)}</li>" for l, e in failed) + "</ul>"))
     sections.append(("Runs", _runs_table(runs, folder)))
-    v = records[0].get("versions", {})
-    sections.append(("Environment", f"<pre>{html.escape(json.dumps({'versions': v, 'machine': records[0].get('machine')}, indent=1))}</pre>"))
+    v = records[0].extra.get("versions", {})
+    sections.append(("Environment", f"<pre>{html.escape(json.dumps({'versions': v, 'machine': records[0].extra.get('machine')}, indent=1))}</pre>"))
     return write_atomic(folder / "report.html", _html(f"{folder.name} — lorabench", sections))
 
 
-def _current_runs(folder: Path) -> list[tuple[Path, dict]]:
-    """The run folders of the comparison as configured now (older runs left in the folder are ignored)."""
-    runs = find_runs(folder)
+def _current_runs(folder: Path) -> list[tuple[Path, RunRecord]]:
+    """The run folders of the comparison as configured now (older runs left in the folder are ignored),
+    with their typed records."""
+    runs = [(p, RunRecord.from_dict(r)) for p, r in find_runs(folder)]
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
         return runs
@@ -295,12 +295,11 @@ def _notes(rows: list[dict], data: dict | None, folder: Path) -> list[str]:
     return notes
 
 
-def _runs_table(runs: list[tuple[Path, dict]], folder: Path) -> str:
+def _runs_table(runs: list[tuple[Path, RunRecord]], folder: Path) -> str:
     rows = []
     for p, r in runs:
-        m = (r.get("metrics") or {}).get("val", {})
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            p.relative_to(folder), r.get("status"), r.get("seed"), _fmt(m.get("f1")),
-            _fmt(r.get("train_seconds"), 1), r.get("best_epoch") or "")) + "</tr>")
+            p.relative_to(folder), r.status.value, r.seed, _fmt(r.val.get("f1")),
+            _fmt(r.train_seconds, 1), r.best_epoch or "")) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in ("run", "status", "seed", "val F1", "train s", "best epoch"))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

@@ -169,11 +169,13 @@ class _Timer:
 
 
 def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
-    import torch
     from transformers import TrainingArguments
-    cuda = torch.cuda.is_available()
-    dtype = next(built.model.parameters()).dtype
+
+    from lorabench.config.schema import ModelConfig
+    from lorabench.models.precision import decide
+    precision = built.precision or decide(ModelConfig())  # a Built made by hand: this machine's default
     return TrainingArguments(
+        **precision.training_arguments(),  # device and mixed precision: decided once, never guessed here
         output_dir=str(out),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
@@ -200,9 +202,6 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         dataloader_num_workers=cfg.dataloader_num_workers,
         torch_compile=cfg.torch_compile,
-        use_cpu=not cuda,
-        bf16=cuda and dtype == torch.bfloat16,
-        fp16=cuda and dtype == torch.float16,
         save_only_model=False,  # optimizer, scheduler, scaler and RNG states too: a killed run resumes exactly
         average_tokens_across_devices=True,  # the weighted loss is normalised over all processes' rows
         disable_tqdm=False,

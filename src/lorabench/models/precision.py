@@ -1,0 +1,63 @@
+"""The one precision-and-device decision of a run, made once from the config and the hardware, and used
+by building, training, predict and export (nothing else guesses dtypes or devices)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from lorabench.config.schema import ModelConfig
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a run holds and computes its numbers.
+
+    device: "cuda" or "cpu". weights_dtype: the frozen (pretrained) weights, "float32" | "bfloat16" |
+    "float16". trainable_dtype: LoRA and head weights, always "float32" (optimizer states and the grad
+    scaler need it). autocast: mixed precision of the forward/backward, "bf16" | "fp16" | None.
+    grad_scaler: loss scaling, on with fp16 autocast. quantization: a quantization config (dict) for
+    the frozen weights, None today (4-bit QLoRA plugs in here).
+    """
+    device: str
+    weights_dtype: str
+    trainable_dtype: str = "float32"
+    autocast: str | None = None
+    grad_scaler: bool = False
+    quantization: dict | None = None
+
+    @property
+    def weights_torch_dtype(self):
+        import torch
+        return getattr(torch, self.weights_dtype)
+
+    @property
+    def trainable_torch_dtype(self):
+        import torch
+        return getattr(torch, self.trainable_dtype)
+
+    def training_arguments(self) -> dict:
+        """The TrainingArguments this decision implies (device and mixed precision)."""
+        return {"use_cpu": self.device == "cpu", "bf16": self.autocast == "bf16", "fp16": self.autocast == "fp16"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(cfg: ModelConfig, *, cuda: bool | None = None, bf16_supported: bool | None = None) -> Precision:
+    """The decision for `cfg` on this machine (`cuda` / `bf16_supported` override the hardware probe, for
+    tests and planning). `model.dtype: auto`: bfloat16 weights and bf16 autocast on GPUs that support it,
+    float16 + fp16 autocast + grad scaler on older GPUs, float32 on CPU (this CPU has no bf16 units: bf16
+    ran 2.2x slower than fp32 here, ../shared/PITFALLS.md). An explicit dtype is honoured; on CPU it sets
+    the weights only (no autocast), as before."""
+    if cuda is None or bf16_supported is None:
+        import torch
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        bf16_supported = (cuda and torch.cuda.is_bf16_supported()) if bf16_supported is None else bf16_supported
+    if cfg.dtype == "auto":
+        weights = ("bfloat16" if bf16_supported else "float16") if cuda else "float32"
+    else:
+        weights = cfg.dtype
+    autocast = None
+    if cuda and weights != "float32":
+        autocast = "bf16" if weights == "bfloat16" else "fp16"
+    return Precision(device="cuda" if cuda else "cpu", weights_dtype=weights, autocast=autocast,
+                     grad_scaler=autocast == "fp16")

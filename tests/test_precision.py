@@ -1,0 +1,57 @@
+"""One precision-and-device decision (issue 13): made once from the config and the hardware, used by
+building, training, predict and export."""
+import json
+
+import pytest
+import torch
+
+from lorabench.config import ModelConfig
+from lorabench.models.precision import Precision, decide
+
+
+@pytest.mark.parametrize("dtype,cuda,bf16,expect", [
+    ("auto", False, False, ("cpu", "float32", None, False)),
+    ("auto", True, True, ("cuda", "bfloat16", "bf16", False)),
+    ("auto", True, False, ("cuda", "float16", "fp16", True)),
+    ("float32", True, True, ("cuda", "float32", None, False)),
+    ("float16", False, False, ("cpu", "float16", None, False)),
+])
+def test_decide(dtype, cuda, bf16, expect):
+    p = decide(ModelConfig(dtype=dtype), cuda=cuda, bf16_supported=bf16)
+    assert (p.device, p.weights_dtype, p.autocast, p.grad_scaler) == expect
+    assert p.trainable_dtype == "float32"
+    assert p.training_arguments() == {"use_cpu": not cuda, "bf16": expect[2] == "bf16", "fp16": expect[2] == "fp16"}
+
+
+def test_training_arguments_follow_the_decision_not_the_first_parameter(monkeypatch, tmp_path):
+    """Under 4-bit weights the first parameter is uint8: guessing from it switched mixed precision off."""
+    import transformers
+
+    from lorabench.config import TrainConfig
+    from lorabench.models.build import Built
+    from lorabench.models.registry import ARCHITECTURES
+    from lorabench.training.trainer import _training_args
+    seen = {}
+    monkeypatch.setattr(transformers, "TrainingArguments", lambda **kw: seen.update(kw) or kw)
+    model = torch.nn.Module()
+    model.register_parameter("packed", torch.nn.Parameter(torch.zeros(4, dtype=torch.uint8), requires_grad=False))
+    built = Built(model, None, None, "llama", ARCHITECTURES["llama"], {}, 0.0,
+                  Precision(device="cuda", weights_dtype="bfloat16", autocast="bf16"))
+    assert next(model.parameters()).dtype == torch.uint8
+    _training_args(TrainConfig(), tmp_path, built, has_eval=True)
+    assert seen["bf16"] is True and seen["fp16"] is False and seen["use_cpu"] is False
+
+
+def test_runs_record_their_precision_and_predict_uses_its_device(tmp_path):
+    from lorabench.cli import main
+    from lorabench.inference.predict import load_run
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: p\ndata: {max_train_samples: 120, max_eval_samples: 40}\n"
+                   "model: {name: tiny-llama, max_length: 32}\ntrain: {epochs: 1, batch_size: 16}\n")
+    assert main(["train", str(cfg), "--output-dir", str(tmp_path / "r")]) == 0
+    rec = json.loads((tmp_path / "r" / "run.json").read_text())
+    want = decide(ModelConfig()).to_dict()
+    assert rec["precision"] == want
+    run = load_run(tmp_path / "r")
+    assert run.device == want["device"] and next(run.model.parameters()).device.type == want["device"]
+    assert next(run.model.parameters()).dtype == getattr(torch, want["weights_dtype"])
