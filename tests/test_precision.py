@@ -23,6 +23,13 @@ def test_decide(dtype, cuda, bf16, expect):
     assert p.training_arguments() == {"use_cpu": not cuda, "bf16": expect[2] == "bf16", "fp16": expect[2] == "fp16"}
 
 
+def test_full_finetuning_keeps_every_weight_in_float32_and_uses_autocast():
+    for bf16, autocast in ((True, "bf16"), (False, "fp16")):
+        p = decide(ModelConfig(), cuda=True, bf16_supported=bf16, full_finetune=True)
+        assert (p.weights_dtype, p.trainable_dtype, p.autocast, p.grad_scaler) == ("float32", "float32", autocast,
+                                                                                   autocast == "fp16")
+
+
 def test_training_arguments_follow_the_decision_not_the_first_parameter(monkeypatch, tmp_path):
     """Under 4-bit weights the first parameter is uint8: guessing from it switched mixed precision off."""
     import transformers

@@ -103,3 +103,43 @@ def test_compare_resumes_an_interrupted_model(work):
     assert main(["compare", str(work / "cmp.yaml"), "--output-dir", str(work / "cmp")]) == 0
     rec = json.loads((work / "cmp" / "tiny-llama-seed42" / "run.json").read_text())
     assert rec["resumed_from"] == 1.0 and rec["status"] == "completed"
+
+
+def test_resumed_runs_report_the_time_of_all_their_processes(work):
+    killed_run(work, "after", 2)
+    saved = json.loads(max((work / ".R-partial" / "checkpoints").glob("checkpoint-*/lorabench_resume.json"),
+                           key=lambda p: int(p.parent.name.split("-")[1])).read_text())
+    assert saved["epoch"] == 2.0 and saved["pure_train_seconds"] > 0
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R")]) == 0
+    rec = json.loads((work / "R" / "run.json").read_text())
+    # the 2 epochs before the kill count: the record is not the resumed process's third epoch alone
+    assert rec["pure_train_seconds"] > saved["pure_train_seconds"]
+    assert rec["train_seconds"] > saved["train_seconds"]
+    seen = 3 * 160  # 3 epochs of 160 rows
+    assert rec["throughput"]["train_samples_per_second"] == pytest.approx(seen / rec["pure_train_seconds"], rel=0.1)  # run.json rounds seconds to 0.01
+
+
+def test_train_refuses_to_resume_on_changed_data(work, capsys):
+    killed_run(work, "after", 1)
+    df = pd.read_csv(work / "train.csv")
+    df["target"] = 1 - df["target"]
+    df.to_csv(work / "train.csv", index=False)
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R")]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("lorabench: warning")]
+    assert len(err) == 1 and "other data" in err[0], err
+
+
+def test_compare_sets_aside_an_unfinished_run_of_an_older_config(work, capsys):
+    (work / "cmp.yaml").write_text(CONFIG.replace("model: {name: tiny-llama, max_length: 64}\n",
+                                                  "model: {max_length: 64}\nmodels: [{name: tiny-llama}]\n"))
+    p = subprocess.run([sys.executable, "-c", KILLER, "after", "1", "compare", str(work / "cmp.yaml"),
+                        "--output-dir", str(work / "cmp")], cwd=work, capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert main(["compare", str(work / "cmp.yaml"), "--output-dir", str(work / "cmp"),
+                 "--set", "train.learning_rate=0.01"]) == 0
+    assert "was kept as tiny-llama-seed42.unfinished-config-changed-" in capsys.readouterr().out
+    rec = json.loads((work / "cmp" / "tiny-llama-seed42" / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["resumed_from"] is None
+    assert rec["config"]["train"]["learning_rate"] == 0.01
+    kept = list((work / "cmp").glob("tiny-llama-seed42.unfinished-config-changed-*"))
+    assert len(kept) == 1 and (kept[0] / "checkpoints").is_dir()

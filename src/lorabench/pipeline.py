@@ -46,10 +46,12 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None if a == b else (prefix or "config")
 
 
-def _resume_point(partial: Path, cfg: ExperimentConfig, out_dir: Path) -> Path | None:
-    """The checkpoint to resume from in an unfinished run of the same config; None to start afresh.
-    Raises `ConfigError` naming the first differing key when the unfinished run had another config."""
-    from lorabench.training.checkpoint import last_complete_checkpoint
+FINGERPRINT_FILE = "data_fingerprint.txt"  # in the partial folder: the data an unfinished run trained on
+
+
+def stale_partial(partial: Path, cfg: ExperimentConfig, fingerprint: str) -> str | None:
+    """Why the unfinished run in `partial` cannot be resumed with `cfg` on data `fingerprint`: a sentence
+    naming the first differing config key (or the data), or None when it can (or there is none)."""
     saved = partial / "config.yaml"
     if not saved.is_file():
         return None
@@ -58,9 +60,24 @@ def _resume_point(partial: Path, cfg: ExperimentConfig, out_dir: Path) -> Path |
     now_cfg = json.loads(json.dumps(to_dict(cfg)))
     key = first_difference(before, now_cfg)
     if key:
-        raise ConfigError(f"{out_dir} holds an unfinished run of another config ({key}: "
-                          f"{_get(before, key)!r} there, {_get(now_cfg, key)!r} now); re-run it with its own "
-                          f"config to resume, choose another --output-dir, or delete {partial}")
+        return f"another config ({key}: {_get(before, key)!r} there, {_get(now_cfg, key)!r} now)"
+    fp = partial / FINGERPRINT_FILE
+    if fp.is_file() and fp.read_text().strip() != fingerprint:
+        return (f"other data (data fingerprint {fp.read_text().strip()} there, {fingerprint} now: "
+                "the data files changed)")
+    return None
+
+
+def _resume_point(partial: Path, cfg: ExperimentConfig, out_dir: Path, fingerprint: str) -> Path | None:
+    """The checkpoint to resume from in an unfinished run of the same config and data; None to start
+    afresh. Raises `ConfigError` naming the first differing key (or the data) otherwise."""
+    from lorabench.training.checkpoint import last_complete_checkpoint
+    why = stale_partial(partial, cfg, fingerprint)
+    if why:
+        raise ConfigError(f"{out_dir} holds an unfinished run of {why}; re-run it with its own config and data "
+                          f"to resume, choose another --output-dir, or delete {partial}")
+    if not (partial / "config.yaml").is_file():
+        return None
     return last_complete_checkpoint(partial / "checkpoints")
 
 
@@ -96,10 +113,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     record = {**_record_base(cfg, splits), **(extra or {})}
     partial = partial_dir(out_dir)
     with folder_lock(partial, "train"):
-        resume = _resume_point(partial, cfg, out_dir)
+        resume = _resume_point(partial, cfg, out_dir, splits.fingerprint)
         if resume is None:
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
             write_atomic(partial / "config.yaml", dump_yaml(cfg))
+            write_atomic(partial / FINGERPRINT_FILE, splits.fingerprint)
         return _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
                           keep_failed=keep_failed, token_cache=token_cache)
 
@@ -140,6 +158,7 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
     write_atomic(tmp / "config.yaml", dump_yaml(cfg))
     write_json(tmp / RUN_FILE, record)
     (tmp / LOCK_FILE).unlink(missing_ok=True)  # still held by our open descriptor until the `with` ends
+    (tmp / FINGERPRINT_FILE).unlink(missing_ok=True)  # run.json has it (data.fingerprint)
     if out_dir.exists():
         out_dir.rmdir()  # empty (checked at the start): never delete anything else
     tmp.rename(out_dir)

@@ -82,7 +82,7 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
     """
     from transformers import AutoModelForSequenceClassification, set_seed
     t0 = time.perf_counter()
-    precision = decide(cfg)
+    precision = decide(cfg, full_finetune=lora is None)
     source, hf_config, arch = load_model_config(cfg, lora)
     tokenizer = load_tokenizer(source.path, arch, cfg)
     hf_config.num_labels = len(label_names)

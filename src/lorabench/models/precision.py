@@ -42,12 +42,15 @@ class Precision:
         return asdict(self)
 
 
-def decide(cfg: ModelConfig, *, cuda: bool | None = None, bf16_supported: bool | None = None) -> Precision:
+def decide(cfg: ModelConfig, *, cuda: bool | None = None, bf16_supported: bool | None = None,
+           full_finetune: bool = False) -> Precision:
     """The decision for `cfg` on this machine (`cuda` / `bf16_supported` override the hardware probe, for
     tests and planning). `model.dtype: auto`: bfloat16 weights and bf16 autocast on GPUs that support it,
     float16 + fp16 autocast + grad scaler on older GPUs, float32 on CPU (this CPU has no bf16 units: bf16
     ran 2.2x slower than fp32 here, ../shared/PITFALLS.md). An explicit dtype is honoured; on CPU it sets
-    the weights only (no autocast), as before."""
+    the weights only (no autocast), as before. `full_finetune`: every weight trains, so every weight is
+    kept in float32 (the optimizer's master copy; the fp16 grad scaler refuses fp16 gradients) and the
+    GPU's half precision comes from autocast alone."""
     if cuda is None or bf16_supported is None:
         import torch
         cuda = torch.cuda.is_available() if cuda is None else cuda
@@ -59,5 +62,7 @@ def decide(cfg: ModelConfig, *, cuda: bool | None = None, bf16_supported: bool |
     autocast = None
     if cuda and weights != "float32":
         autocast = "bf16" if weights == "bfloat16" else "fp16"
+    if full_finetune:
+        weights = "float32"
     return Precision(device="cuda" if cuda else "cpu", weights_dtype=weights, autocast=autocast,
                      grad_scaler=autocast == "fp16")

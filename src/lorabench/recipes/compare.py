@@ -14,10 +14,10 @@ from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import load_splits
 from lorabench.errors import ConfigError
-from lorabench.pipeline import run_experiment
+from lorabench.pipeline import run_experiment, stale_partial
 from lorabench.quiet import quiet
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
-from lorabench.runs.layout import run_dir_for, safe_name
+from lorabench.runs.layout import partial_dir, run_dir_for, safe_name
 
 
 def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | None:
@@ -39,7 +39,7 @@ def _why_replaced(old: dict | None, exp: ExperimentConfig, fingerprint: str, for
 
 
 def kept_name(run_dir: Path, reason: str) -> Path:
-    """Where a replaced finished run is kept: `<run>.<reason>-<finished time>`, beside the new one."""
+    """Where a replaced run is kept: `<run>.<reason>-<time of the replacement>`, beside the new one."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = run_dir.with_name(f"{run_dir.name}.{reason}-{stamp}")
     n = 1
@@ -136,6 +136,14 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         if rec is not None:
             print(f"{tag}: reused {run_dir}  {_line(rec)}", flush=True)
             continue
+        partial = partial_dir(run_dir)
+        why = stale_partial(partial, exp, by_data[key].fingerprint)
+        if why:  # a killed run of an older config or data: keep it aside, start this one afresh
+            kept = kept_name(run_dir, "unfinished-" + ("data-changed" if why.startswith("other data") else "config-changed"))
+            partial.rename(kept)
+            print(f"{tag}: an unfinished run of {why} was kept as {kept.name}", flush=True)
+        elif (partial / "config.yaml").is_file():
+            print(f"{tag}: resuming the unfinished run in {partial.name}", flush=True)
         print(f"{tag}: training {exp.model.name} ...", flush=True)
         with _replacing(run_dir, _why_replaced(read_run(run_dir), exp, by_data[key].fingerprint, force)):
             try:

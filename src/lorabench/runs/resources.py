@@ -44,6 +44,13 @@ class PeakMemory:
         self.result = None
         return self
 
+    def now_mb(self) -> float:
+        """The peak so far (MB), inside the block."""
+        import torch
+        if self.cuda:
+            return round(max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20, 1)
+        return round((_read_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024, 1)
+
     def __exit__(self, *exc):
         import torch
         if self.cuda:

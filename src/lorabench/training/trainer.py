@@ -91,8 +91,10 @@ def _trainer_class():
             from lorabench.speedups import cpu as speed
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             if self.args.should_save and folder.is_dir():
+                clock = getattr(self, "lorabench_clock", None)  # time spent so far, over every process of the run
                 write_json(folder / RESUME_FILE, {"epoch": self.state.epoch, "step": self.state.global_step,
-                                                  "fast_dropout_rng": speed.rng_state()})
+                                                  "fast_dropout_rng": speed.rng_state(),
+                                                  **(clock() if clock else {})})
 
         def _get_eval_sampler(self, eval_dataset):
             # transformers groups evaluation batches by length too when train_sampling_strategy is
@@ -284,16 +286,24 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     result = TrainResult()
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
     result.speed = {k: v for k, v in levers.items() if not k.startswith("_") and k != "attention_registered"} or None
+    saved: dict = {}
     if resume_from is not None:
         saved = json.loads((resume_from / RESUME_FILE).read_text())
         speed.set_rng_state(saved.get("fast_dropout_rng"))
         result.resumed_from = float(saved["epoch"])
+    prior_train, prior_pure = saved.get("train_seconds", 0.0), saved.get("pure_train_seconds", 0.0)
     with PeakMemory() as peak:
         t0 = time.perf_counter()
+        trainer.lorabench_clock = lambda: {"train_seconds": prior_train + time.perf_counter() - t0,
+                                           "pure_train_seconds": prior_pure + timer.step_seconds,
+                                           "peak_memory_mb": max(saved.get("peak_memory_mb", 0.0), peak.now_mb())}
         out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        result.train_seconds = time.perf_counter() - t0
+        # a resumed run reports the time of all its processes (up to the checkpoint it resumed from, then this one)
+        result.train_seconds = prior_train + time.perf_counter() - t0
     result.peak_memory_mb = peak.result
-    result.pure_train_seconds = timer.step_seconds or result.train_seconds
+    if saved.get("peak_memory_mb", 0.0) > result.peak_memory_mb["mb"]:
+        result.peak_memory_mb = {**result.peak_memory_mb, "mb": saved["peak_memory_mb"], "scope": "run, all processes"}
+    result.pure_train_seconds = (prior_pure + timer.step_seconds) if timer.step_seconds else result.train_seconds
     result.eval_seconds = max(result.train_seconds - result.pure_train_seconds, 0.0)
     result.history = _history(trainer.state.log_history)
     result.epochs_run = float(trainer.state.epoch or 0)
