@@ -29,7 +29,7 @@ def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | 
     return None
 
 
-def _why_replaced(old: dict | None, exp: ExperimentConfig, fingerprint: str, force: bool) -> str:
+def _why_replaced(old: dict | None, fingerprint: str, force: bool) -> str:
     """Why a finished run of this entry is being replaced: the suffix of the name it is kept under."""
     if force:
         return "forced-rerun"
@@ -145,7 +145,7 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         elif (partial / "config.yaml").is_file():
             print(f"{tag}: resuming the unfinished run in {partial.name}", flush=True)
         print(f"{tag}: training {exp.model.name} ...", flush=True)
-        with _replacing(run_dir, _why_replaced(read_run(run_dir), exp, by_data[key].fingerprint, force)):
+        with _replacing(run_dir, _why_replaced(read_run(run_dir), by_data[key].fingerprint, force)):
             try:
                 rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
             except Exception:

@@ -125,11 +125,9 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
     ok = [r for r in rows if r["val_f1"] is not None]
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
-    class plt:  # the one pyplot call used below, on a standalone Figure
-        @staticmethod
-        def subplots(figsize):
-            fig = Figure(figsize=figsize)
-            return fig, fig.subplots()
+    def subplots(figsize):  # a standalone Figure with one Axes; pyplot is never touched
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots()
 
     def save(fig, name):
         buf = io.BytesIO()
@@ -138,7 +136,7 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
         out[name] = buf.getvalue()
 
     if ok:
-        fig, ax = plt.subplots(figsize=(7, 3.6))
+        fig, ax = subplots(figsize=(7, 3.6))
         xs = range(len(ok))
         ax.bar(xs, [r["val_f1"] for r in ok], yerr=[r["val_f1_std"] or 0 for r in ok], capsize=5,
                color=[colors[i % len(colors)] for i in xs])
@@ -151,7 +149,7 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
         ax.set_title("Quality")
         save(fig, "f1.png")
 
-        fig, ax = plt.subplots(figsize=(7, 3.6))
+        fig, ax = subplots(figsize=(7, 3.6))
         for i, r in enumerate(ok):
             ax.errorbar(r["train_seconds"], r["val_f1"], yerr=r["val_f1_std"] or 0, fmt="o", ms=8,
                         color=colors[i % len(colors)], label=r["label"], capsize=4)
@@ -163,7 +161,7 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
         ax.grid(alpha=0.3)
         save(fig, "f1_vs_time.png")
 
-        fig, ax = plt.subplots(figsize=(7, 3.6))
+        fig, ax = subplots(figsize=(7, 3.6))
         ax.bar(list(xs), [r["peak_memory_mb"] for r in ok], color=[colors[i % len(colors)] for i in xs])
         ax.set_xticks(list(xs), [r["label"] for r in ok], rotation=15)
         ax.set_ylabel("peak memory (MB)")
@@ -172,7 +170,7 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
 
         curves = [(i, r) for i, r in enumerate(ok) if any(r["history"])]
         if curves:
-            fig, ax = plt.subplots(figsize=(7, 3.6))
+            fig, ax = subplots(figsize=(7, 3.6))
             for i, r in curves:
                 for j, h in enumerate(r["history"]):
                     if h:
@@ -187,7 +185,7 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
 
     if data and data.get("char_histogram"):
         h = data["char_histogram"]
-        fig, ax = plt.subplots(figsize=(7, 3))
+        fig, ax = subplots(figsize=(7, 3))
         edges = h["edges"]
         ax.bar(edges[:-1], h["counts"], width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
                color=colors[0], edgecolor="white")
