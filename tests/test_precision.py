@@ -14,13 +14,31 @@ from lorabench.models.precision import Precision, decide
     ("auto", True, True, ("cuda", "bfloat16", "bf16", False)),
     ("auto", True, False, ("cuda", "float16", "fp16", True)),
     ("float32", True, True, ("cuda", "float32", None, False)),
-    ("float16", False, False, ("cpu", "float16", None, False)),
+    ("bfloat16", False, False, ("cpu", "bfloat16", "bf16", False)),  # bf16 on CPU: slow, but the GPU's path
 ])
 def test_decide(dtype, cuda, bf16, expect):
     p = decide(ModelConfig(dtype=dtype), cuda=cuda, bf16_supported=bf16)
     assert (p.device, p.weights_dtype, p.autocast, p.grad_scaler) == expect
     assert p.trainable_dtype == "float32"
     assert p.training_arguments() == {"use_cpu": not cuda, "bf16": expect[2] == "bf16", "fp16": expect[2] == "fp16"}
+
+
+def test_float16_needs_a_gpu_to_train_but_a_float16_run_predicts_on_cpu():
+    from lorabench.errors import ConfigError
+    with pytest.raises(ConfigError, match="float16 training needs a GPU"):
+        decide(ModelConfig(dtype="float16"), cuda=False, bf16_supported=False)
+    p = decide(ModelConfig(dtype="float16"), cuda=False, bf16_supported=False, inference=True)
+    assert (p.device, p.weights_dtype, p.autocast) == ("cpu", "float32", None)
+
+
+def test_quantization_settings_follow_the_precision():
+    p = decide(ModelConfig(quantization="4bit"), cuda=True, bf16_supported=True)
+    assert p.quantization == {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                              "bnb_4bit_compute_dtype": "bfloat16"}
+    assert decide(ModelConfig(quantization="4bit"), cuda=True, bf16_supported=False).quantization[
+        "bnb_4bit_compute_dtype"] == "float16"
+    assert decide(ModelConfig(quantization="8bit"), cuda=False, bf16_supported=False).quantization == {"load_in_8bit": True}
+    assert decide(ModelConfig(), cuda=True, bf16_supported=True).quantization is None
 
 
 def test_full_finetuning_keeps_every_weight_in_float32_and_uses_autocast():

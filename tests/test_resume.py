@@ -1,7 +1,6 @@
 """Training that survives kill -9: the same command resumes from the last complete checkpoint and
 finishes with exactly the metrics of an uninterrupted run (issue 13)."""
 import json
-import os
 import signal
 import subprocess
 import sys

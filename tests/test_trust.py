@@ -3,7 +3,6 @@
 Data are made-up rows (a class decided by keyword sets, some labels flipped), written per test; tiny models.
 """
 import json
-import subprocess
 import sys
 
 import numpy as np

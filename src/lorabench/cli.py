@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_data)
 
+    p = sub.add_parser("plan", help="parameters, memory per GPU, FLOPs and training time of a config's models, "
+                       "from config.json alone (no weights, no GPU)")
+    p.add_argument("config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--gpu", default="A6000", help="GPU to plan for (A6000, the study's; A100-40GB, A100-80GB, "
+                   "H100-SXM, H200, L4, T4, V100, RTX-4090, A10G)")
+    p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (data parallel; model parallel with "
+                   "model.device_map)")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="memory per GPU (default: the GPU's)")
+    p.add_argument("--tflops", type=float, metavar="X", help="peak TFLOP/s to plan with (default: the GPU's "
+                   "fp16/bf16 tensor peak, its fp32 peak for float32 runs)")
+    p.add_argument("--utilization", type=float, default=None, metavar="U",
+                   help="share of the peak training reaches (default 0.3)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("models", help="list the built-in model names and whether each is available here")
     p.set_defaults(func=cmd_models)
 
@@ -178,6 +194,20 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    import json
+
+    from lorabench.planning.plan import DEFAULT_UTILIZATION, format_plan, load_plan_config, plan
+    cfg = load_plan_config(args.config, args.overrides)
+    result = plan(cfg, gpu=args.gpu, gpus=args.gpus, gpu_memory_gb=args.gpu_memory, tflops=args.tflops,
+                  utilization=DEFAULT_UTILIZATION if args.utilization is None else args.utilization)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_plan(result))
+    failed = [m for m in result.models if m.error]
+    if failed and len(failed) == sum(m.kind != "baseline" for m in result.models):
+        raise LorabenchError(f"{failed[0].label}: {failed[0].error}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from lorabench.models.sources import BUILTINS, builtin_available
     print(f"{'name':<14} {'available':<10} description")
@@ -235,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     name and renamed."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from lorabench import distributed
     from lorabench.quiet import quiet
+    main_process = distributed.is_main()
+    if not main_process:  # data parallel (torchrun / accelerate launch): the main process alone reports
+        sys.stdout = open(os.devnull, "w")
     with quiet(), warnings.catch_warnings():  # library chatter off; warning and logging state restored on return
-        warnings.simplefilter("default", LorabenchWarning)
+        warnings.simplefilter("default" if main_process else "ignore", LorabenchWarning)
         warnings.showwarning = _show_warning
         try:
             return args.func(args)

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lorabench import distributed
 from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits, load_splits
@@ -100,26 +101,64 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     Raises `LorabenchError` when `out_dir` is a finished run or another config's unfinished one.
     """
     out_dir = Path(out_dir)
+    distributed.init()
+    check_parallelism(cfg)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise LorabenchError(f"output folder {out_dir} exists and is not empty; choose another --output-dir")
     if cfg.model.kind == "transformer":  # fail on the model (name, max_length) before reading any data
         from lorabench.models.build import load_model_config
-        load_model_config(cfg.model, cfg.lora)
+        with distributed.main_first():  # a model cache (tiny model, GGUF conversion) is built once
+            load_model_config(cfg.model, cfg.lora)
     splits = splits or load_splits(cfg.data)
-    if cfg.train.threshold != 0.5 and splits.num_labels != 2:
+    if cfg.train.threshold != 0.5 and splits.num_labels != 2 and distributed.is_main():
         warnings.warn(f"train.threshold: {cfg.train.threshold!r} applies to binary tasks only; this task has "
                       f"{splits.num_labels} classes, so predictions take the most probable class", LorabenchWarning,
                       stacklevel=2)
     record = {**_record_base(cfg, splits), **(extra or {})}
     partial = partial_dir(out_dir)
+    if not distributed.is_main():  # data parallel: every process trains, the main one alone writes
+        resume = distributed.broadcast(None)
+        if isinstance(resume, BaseException):
+            raise resume
+        try:
+            return _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
+                              keep_failed=keep_failed, token_cache=token_cache)
+        finally:
+            distributed.barrier()  # the main process has renamed the run into place
     with folder_lock(partial, "train"):
-        resume = _resume_point(partial, cfg, out_dir, splits.fingerprint)
+        try:
+            resume = _resume_point(partial, cfg, out_dir, splits.fingerprint)
+        except LorabenchError as e:
+            distributed.broadcast(e)  # the other processes stop with the same error
+            raise
         if resume is None:
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
             write_atomic(partial / "config.yaml", dump_yaml(cfg))
             write_atomic(partial / FINGERPRINT_FILE, splits.fingerprint)
-        return _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
-                          keep_failed=keep_failed, token_cache=token_cache)
+        distributed.broadcast(resume)
+        try:
+            return _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
+                              keep_failed=keep_failed, token_cache=token_cache)
+        finally:
+            distributed.barrier()
+
+
+def check_parallelism(cfg: ExperimentConfig) -> None:
+    """Refuse settings that cannot run under this launcher: a device map (one model spread over this machine's
+    GPUs) inside data parallel (a copy of the model per process). Raises `ConfigError`."""
+    if distributed.fsdp_requested():
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("FSDP (accelerate launch --use_fsdp / an FSDP config) needs GPUs: accelerate shards models "
+                              "on GPUs only, and on CPU it would fall back to plain data parallel with weights loaded "
+                              "on one process; on CPU launch with torchrun (data parallel) instead")
+        warnings.warn("FSDP with lorabench's LoRA + modules_to_save head has not been verified on GPUs yet; "
+                      "compare its val metrics with a data-parallel or device_map run before trusting it",
+                      LorabenchWarning, stacklevel=2)
+    if distributed.world_size() > 1 and cfg.model.device_map is not None:
+        raise ConfigError(f"model.device_map: {cfg.model.device_map!r} spreads one model over the GPUs of a machine, "
+                          f"which cannot be combined with data parallel ({distributed.world_size()} processes); "
+                          "launch one process, or drop model.device_map")
 
 
 def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, record: dict, *,
@@ -128,11 +167,17 @@ def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, 
     try:
         if cfg.model.kind == "tfidf-logreg":
             from lorabench.training.baseline import run_tfidf_logreg
+            if not distributed.is_main():  # one process fits the baseline; the others have nothing to do
+                return record
             record.update(run_tfidf_logreg(cfg, splits, tmp))
         else:
             record.update(_run_transformer(cfg, splits, tmp, callbacks, token_cache, resume))
         record["status"] = "completed"
+        if not distributed.is_main():
+            return record
     except BaseException as e:
+        if not distributed.is_main():
+            raise
         if not keep_failed or isinstance(e, KeyboardInterrupt):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -171,8 +216,9 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache, resume_from=resume)
-    built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
-    built.tokenizer.save_pretrained(tmp)
+    if distributed.is_main():
+        built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
+        built.tokenizer.save_pretrained(tmp)
     metrics = {"val": res.val.metrics}
     if res.test is not None and res.test.metrics:
         metrics["test"] = res.test.metrics
@@ -202,7 +248,22 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
         "speed_levers": res.speed,
         "params": built.params,
         "precision": built.precision.to_dict() if built.precision else None,
+        "quantization": cfg.model.quantization,
+        "device_map": _device_map(built.model, cfg.model.device_map),
+        "parallel": res.parallel,
         "resumed_from": res.resumed_from,
         "throughput": {"train_samples_per_second": round(res.train_samples_per_second, 2),
                        "train_tokens_per_second": round(res.train_tokens_per_second, 1)},
     }
+
+
+def _device_map(model, requested) -> dict | None:
+    """Where the modules went under `model.device_map` ({module: device}; {"": device} when all landed on one,
+    e.g. on a machine without GPUs), None when no device map was asked for."""
+    if requested is None:
+        return None
+    found = getattr(model, "hf_device_map", None)
+    if found:
+        return {str(k): str(v) for k, v in found.items()}
+    devices = sorted({str(p.device) for p in model.parameters()})
+    return {"": devices[0]} if len(devices) == 1 else {"": ", ".join(devices)}

@@ -7,14 +7,14 @@ import contextlib
 import logging
 import warnings
 
-_LOGGERS = ("transformers", "datasets", "peft", "optuna", "accelerate")
+_LOGGERS = ("transformers", "datasets", "peft", "optuna", "accelerate", "bitsandbytes")
 
 
 def _silence() -> None:
+    for name in _LOGGERS:  # first: importing transformers imports bitsandbytes, which logs on import
+        logging.getLogger(name).setLevel(logging.ERROR)
     import datasets
     from transformers.utils import logging as tlog
-    for name in _LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
     tlog.disable_progress_bar()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -28,9 +28,11 @@ def quiet():
     Restored on exit, also on error: warning filters (`warnings.catch_warnings`), the level of the
     libraries' loggers and of the root logger, transformers' and datasets' progress-bar switches.
     """
+    levels = {name: logging.getLogger(name).level for name in _LOGGERS + ("",)}
+    for name in _LOGGERS:  # before the imports below: importing transformers imports bitsandbytes, which logs
+        logging.getLogger(name).setLevel(logging.ERROR)
     import datasets
     from transformers.utils import logging as tlog
-    levels = {name: logging.getLogger(name).level for name in _LOGGERS + ("",)}
     bars = tlog.is_progress_bar_enabled()
     ds_bars = datasets.is_progress_bar_enabled()
     with warnings.catch_warnings():

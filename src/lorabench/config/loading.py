@@ -15,7 +15,15 @@ from lorabench.errors import ConfigError
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """A reader's name for an annotation: `one of 'auto', 'balanced', a mapping or null`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        parts = [_type_name(a) for a in args if a is not type(None)] + (["null"] if type(None) in args else [])
+        return "one of " + ", ".join(p.removeprefix("one of ") for p in parts)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    names = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return names.get(origin or tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -164,6 +172,15 @@ def resolve_paths(raw: dict, base_dir: Path) -> dict:
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str):
         raw = {**raw, "model": {**model, "name": _resolve(model["name"], base_dir, models=True)}}
+    if isinstance(raw.get("models"), list):  # a comparison's entries: a model folder beside the config
+        entries = []
+        for entry in raw["models"]:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                name = _resolve(entry["name"], base_dir, models=True)
+                if name != entry["name"]:  # keep the name as written for the report and the run folder
+                    entry = {**entry, "name": name, "label": entry.get("label") or entry["name"]}
+            entries.append(entry)
+        raw = {**raw, "models": entries}
     return raw
 
 

@@ -79,10 +79,28 @@ class ModelConfig:
     gguf_file: str | None = _f(None, help="GGUF file name inside the `name` folder (optional).")
     kind: Literal["transformer", "tfidf-logreg"] = _f("transformer", help=(
         "`transformer`, or the scikit-learn baseline `tfidf-logreg` (set automatically by that name)."))
+    quantization: Literal["none", "4bit", "8bit"] = _f("none", help=(
+        "QLoRA: load the frozen weights through bitsandbytes, `4bit` (NF4, double quantization, compute in "
+        "the run's precision) or `8bit` (LLM.int8); the head and LoRA stay full precision. LoRA only."))
+    device_map: Union[Literal["auto", "balanced", "balanced_low_0", "sequential"], dict, None] = _f(None, help=(
+        "Model parallel (the study's): spread one model's layers over the GPUs of this machine, as in "
+        "from_pretrained(device_map=...). `auto` fills the GPUs in turn; a dict maps module names to devices. "
+        "Not with data parallel (several processes)."))
+    max_memory: dict | None = _f(None, help=(
+        "With device_map: the most each device may hold, e.g. {0: 20GiB, 1: 20GiB, cpu: 60GiB}."))
 
     def __post_init__(self) -> None:
         if self.max_length < 2:
             raise ConfigError(f"model.max_length must be >= 2, got {self.max_length}")
+        if self.max_memory is not None and self.device_map is None:
+            raise ConfigError("model.max_memory applies with model.device_map only; set model.device_map: auto")
+        if self.max_memory is not None:
+            import re
+            for dev, amount in self.max_memory.items():
+                if not (isinstance(dev, int) or str(dev) in ("cpu", "disk") or str(dev).isdigit()):
+                    raise ConfigError(f"model.max_memory: device {dev!r} is not a GPU index, cpu or disk")
+                if not (isinstance(amount, int) or re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", str(amount), re.I)):
+                    raise ConfigError(f"model.max_memory[{dev!r}]: {amount!r} is not an amount such as 20GiB or 24GB")
         if self.name == "tfidf-logreg" and self.kind != "tfidf-logreg":
             object.__setattr__(self, "kind", "tfidf-logreg")
 
@@ -176,6 +194,11 @@ class ExperimentConfig:
     lora: LoraConfig | None = _f(LoraConfig(), help="LoRA settings; null = full fine-tuning.")
     train: TrainConfig = _f(TrainConfig(), help="Trainer settings (defaults: the study's, but batch 32 / lr 4e-4 and no checkpointing).")
     label: str | None = _f(None, help="Display name in reports (default: the model name).")
+
+    def __post_init__(self) -> None:
+        if self.model.quantization != "none" and self.lora is None and self.model.kind == "transformer":
+            raise ConfigError(f"model.quantization: {self.model.quantization} freezes the quantized weights, so it "
+                              "needs LoRA; full fine-tuning (lora: null) cannot train them")
 
 
 @dataclass(frozen=True)

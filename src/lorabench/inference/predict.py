@@ -57,39 +57,59 @@ def load_run(run_dir: str | Path, *, merge: bool = True, full_precision: bool = 
     from lorabench.config.schema import ModelConfig
     from lorabench.models.precision import decide
     from lorabench.quiet import quiet
-    precision = decide(from_dict(ModelConfig, rec["config"]["model"], "model"))
+    model_cfg = from_dict(ModelConfig, rec["config"]["model"], "model")
+    precision = decide(model_cfg, inference=True)
     if full_precision:  # export: the GPU if there is one, weights kept in float32
         precision = dataclasses.replace(precision, weights_dtype="float32", autocast=None, grad_scaler=False)
     with quiet():
-        return _load_transformer_run(rec, run_dir, merge, precision)
+        return _load_transformer_run(rec, run_dir, merge, precision, model_cfg)
 
 
-def _load_transformer_run(rec: dict, run_dir: Path, merge: bool, precision) -> LoadedRun:
+def _load_transformer_run(rec: dict, run_dir: Path, merge: bool, precision, model_cfg) -> LoadedRun:
+    """The run's model in eval mode. A quantized (QLoRA) run loads its base quantized exactly as it trained;
+    merged, the base is first dequantized (the NF4/int8 values it trained through, in the run's dtype)
+    and LoRA is merged into those weights: a plain transformers model, no bitsandbytes needed after."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from lorabench.models.build import loading_kwargs
+    from lorabench.models.registry import arch_for
     names = rec["data"]["label_names"]
     tok = AutoTokenizer.from_pretrained(run_dir)
-    trust = bool(rec["config"]["model"].get("trust_remote_code"))
-    safetensors_only = bool(rec["config"]["model"].get("use_safetensors", True))
     labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                   pad_token_id=tok.pad_token_id)
     try:
         if (run_dir / "adapter_config.json").is_file():
             from peft import PeftModel
             source = _base_source(rec)
-            cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust, **labels)
-            base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, dtype=precision.weights_dtype,
-                                                                      trust_remote_code=trust, use_safetensors=safetensors_only)
+            cfg = AutoConfig.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code, **labels)
+            kw = loading_kwargs(model_cfg, precision, arch_for(cfg.model_type))
+            base = AutoModelForSequenceClassification.from_pretrained(source, config=cfg, **kw)
+            if precision.quantization and merge:
+                base = base.dequantize(dtype=precision.weights_torch_dtype)
+            elif precision.quantization:
+                from lorabench.models.build import keep_4bit_trainable_on_cpu
+                keep_4bit_trainable_on_cpu(base)  # one kernel for training and predict (same numbers)
             model = PeftModel.from_pretrained(base, run_dir)
             if merge:
                 model = model.merge_and_unload()
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(run_dir, trust_remote_code=trust,
-                                                                       dtype=precision.weights_dtype,
-                                                                       use_safetensors=safetensors_only)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                run_dir, **loading_kwargs(model_cfg, precision, arch_for(rec["model"].get("architecture") or "")))
     except (OSError, ValueError) as e:
         raise LorabenchError(f"{run_dir}: cannot load the model: {str(e).splitlines()[0]}") from e
     model.config.pad_token_id = tok.pad_token_id
-    return LoadedRun(rec, model.to(precision.device).eval(), tok, run_dir, precision.device)
+    if getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False):
+        model = model.to(precision.device)
+        if precision.weights_dtype != "float32":  # one dtype for inference: head and merged LoRA too
+            model = model.to(precision.weights_torch_dtype)
+    device = next(model.parameters()).device.type if precision.device == "cpu" else str(_input_device(model))
+    return LoadedRun(rec, model.eval(), tok, run_dir, device)
+
+
+def _input_device(model):
+    """Where input batches go: the device of the embeddings (the first device of a device map)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return next(emb.parameters()).device if emb is not None else next(model.parameters()).device
 
 
 def _base_source(rec: dict) -> str:

@@ -47,8 +47,13 @@ def load_tokenizer(path: str, arch: Arch, cfg: ModelConfig):
 
 
 def count_params(model) -> dict:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """{"trainable", "total": parameter counts (elements), "trainable_pct"}. A peft model is counted by
+    peft (`get_nb_trainable_parameters`), which counts a 4-bit weight by its unpacked size."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
     return {"trainable": int(trainable), "total": int(total),
             "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0}
 
@@ -93,18 +98,63 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
         set_seed(seed)  # the new head's initialisation (and LoRA's) depends on it
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            source.path, config=hf_config, dtype=precision.weights_torch_dtype, trust_remote_code=cfg.trust_remote_code,
-            use_safetensors=cfg.use_safetensors)
+            source.path, config=hf_config, **loading_kwargs(cfg, precision, arch))
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load weights of {cfg.name!r} from {source.path}: {str(e).splitlines()[0]}") from e
     model.config.pad_token_id = tokenizer.pad_token_id
     if lora is not None:
+        if precision.quantization:
+            from peft import prepare_model_for_kbit_training
+
+            # peft's k-bit recipe: freeze the base, norms and embeddings in fp32. Gradient checkpointing, when
+            # asked for, is switched on by the Trainer (non-reentrant: the reentrant kind fails, transformers#42489)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+            keep_4bit_trainable_on_cpu(model)
         model = attach_lora(model, lora, arch)
         for p in model.parameters():  # half-precision base: train LoRA + head in fp32 (the grad scaler needs it)
             if p.requires_grad and p.dtype != precision.trainable_torch_dtype:
                 p.data = p.data.to(precision.trainable_torch_dtype)
     return Built(model, tokenizer, source, hf_config.model_type, arch, count_params(model),
                  time.perf_counter() - t0, precision)
+
+
+def keep_4bit_trainable_on_cpu(model) -> int:
+    """bitsandbytes 0.50 repacks a CPU 4-bit weight for AVX512-BF16 inference the first time a layer runs in
+    eval mode without grad (the per-epoch evaluation) and never unpacks it, so the next training step fails
+    ("shape '[32, 0]' is invalid"). Switch that repacking off on every 4-bit layer (the unpacked kernel is
+    the one training uses); returns how many layers were touched. No effect on GPUs."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def loading_kwargs(cfg: ModelConfig, precision: Precision, arch: Arch) -> dict:
+    """`from_pretrained` keyword arguments for the base weights: dtype, the bitsandbytes quantization of
+    `precision` (the classification head kept out of it), the device map of `model.device_map` /
+    `model.max_memory` (the study's model parallel), remote code and safetensors as configured."""
+    kw: dict = {"dtype": precision.weights_torch_dtype, "trust_remote_code": cfg.trust_remote_code,
+                "use_safetensors": cfg.use_safetensors}
+    if precision.quantization:
+        import importlib.util
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(f"model.quantization: {cfg.quantization} needs bitsandbytes "
+                              "(pip install 'lorabench[qlora]', or pip install bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+        q = dict(precision.quantization)
+        if "bnb_4bit_compute_dtype" in q:
+            q["bnb_4bit_compute_dtype"] = getattr(__import__("torch"), q["bnb_4bit_compute_dtype"])
+        kw["quantization_config"] = BitsAndBytesConfig(**q, llm_int8_skip_modules=[arch.head, "classifier", "score"])
+    if cfg.device_map is not None:
+        kw["device_map"] = cfg.device_map
+        if cfg.max_memory:
+            kw["max_memory"] = {(int(k) if str(k).isdigit() else k): v for k, v in cfg.max_memory.items()}
+    elif precision.quantization and precision.device == "cuda":
+        from lorabench import distributed
+        kw["device_map"] = {"": distributed.local_device()}  # bitsandbytes quantizes as it places: this process's GPU
+    return kw
 
 
 def _head_name(model, arch: Arch) -> str:

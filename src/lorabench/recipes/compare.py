@@ -10,11 +10,12 @@ import shutil
 import time
 from pathlib import Path
 
+from lorabench import distributed
 from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import load_splits
 from lorabench.errors import ConfigError
-from lorabench.pipeline import run_experiment, stale_partial
+from lorabench.pipeline import check_parallelism, run_experiment, stale_partial
 from lorabench.quiet import quiet
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import partial_dir, run_dir_for, safe_name
@@ -110,21 +111,28 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
     """
     root = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
     exps = cfg.experiments()  # validates every entry before anything trains
+    distributed.init()
+    for exp in exps:
+        check_parallelism(exp)
     with quiet():
         splits = load_splits(cfg.data)
-        check_experiments(exps)
-        with folder_lock(root):
+        with distributed.main_first():  # model caches are built by one process
+            check_experiments(exps)
+        # data parallel: every process trains every model; the main one alone decides, writes and reports
+        with folder_lock(root) if distributed.is_main() else contextlib.nullcontext():
             return _run_all(cfg, exps, splits, root, force)
 
 
 def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Path, force: bool) -> Path:
     from lorabench.data.summary import format_summary, summarise
     from lorabench.reporting.report import build_report
+    main = distributed.is_main()
     by_data = {json.dumps(to_dict(cfg.data), sort_keys=True): splits}
-    write_atomic(root / "compare.yaml", dump_yaml(cfg))
-    summary = summarise(cfg, splits)
-    write_json(root / "data.json", summary)
-    print(format_summary(summary), flush=True)
+    if main:
+        write_atomic(root / "compare.yaml", dump_yaml(cfg))
+        summary = summarise(cfg, splits)
+        write_json(root / "data.json", summary)
+        print(format_summary(summary), flush=True)
     t_all = time.perf_counter()
     for i, exp in enumerate(exps, 1):
         run_dir = run_dir_for(root, exp)
@@ -132,26 +140,39 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         key = json.dumps(to_dict(exp.data), sort_keys=True)
         if key not in by_data:  # a per-model train subsample of the same split
             by_data[key] = load_splits(exp.data)
-        rec = None if force else _reusable(run_dir, exp, by_data[key].fingerprint)
-        if rec is not None:
-            print(f"{tag}: reused {run_dir}  {_line(rec)}", flush=True)
+        rec = None if force or not main else _reusable(run_dir, exp, by_data[key].fingerprint)
+        if distributed.broadcast(rec is not None):
+            if main:
+                print(f"{tag}: reused {run_dir}  {_line(rec)}", flush=True)
             continue
-        partial = partial_dir(run_dir)
-        why = stale_partial(partial, exp, by_data[key].fingerprint)
-        if why:  # a killed run of an older config or data: keep it aside, start this one afresh
-            kept = kept_name(run_dir, "unfinished-" + ("data-changed" if why.startswith("other data") else "config-changed"))
-            partial.rename(kept)
-            print(f"{tag}: an unfinished run of {why} was kept as {kept.name}", flush=True)
-        elif (partial / "config.yaml").is_file():
-            print(f"{tag}: resuming the unfinished run in {partial.name}", flush=True)
-        print(f"{tag}: training {exp.model.name} ...", flush=True)
-        with _replacing(run_dir, _why_replaced(read_run(run_dir), by_data[key].fingerprint, force)):
+        if main:
+            _set_aside_stale(run_dir, exp, by_data[key].fingerprint, tag)
+            print(f"{tag}: training {exp.model.name} ...", flush=True)
+        replacing = _replacing(run_dir, _why_replaced(read_run(run_dir), by_data[key].fingerprint, force)) \
+            if main else contextlib.nullcontext()
+        with replacing:
             try:
                 rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
             except Exception:
-                rec = read_run(run_dir) or {"status": "failed", "error": "no record written"}
-        print(f"{tag}: {_line(rec)}", flush=True)
+                rec = (read_run(run_dir) if main else None) or {"status": "failed", "error": "no record written"}
+        if main:
+            print(f"{tag}: {_line(rec)}", flush=True)
         gc.collect()
+    if not main:
+        return root / "report.html"  # written by the main process
     report = build_report(root)
     print(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s", flush=True)
     return report
+
+
+def _set_aside_stale(run_dir: Path, exp: ExperimentConfig, fingerprint: str, tag: str) -> None:
+    """A killed run of an older config or data is kept aside (this one starts afresh); a killed run of
+    this config and data is resumed by `run_experiment`."""
+    partial = partial_dir(run_dir)
+    why = stale_partial(partial, exp, fingerprint)
+    if why:
+        kept = kept_name(run_dir, "unfinished-" + ("data-changed" if why.startswith("other data") else "config-changed"))
+        partial.rename(kept)
+        print(f"{tag}: an unfinished run of {why} was kept as {kept.name}", flush=True)
+    elif (partial / "config.yaml").is_file():
+        print(f"{tag}: resuming the unfinished run in {partial.name}", flush=True)

@@ -51,6 +51,12 @@ def load_sweep_config(path: str | Path, overrides: list[str]) -> SweepConfig:
 
 def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study: str | None,
          trials: int | None) -> SweepPlan:
+    """Where and how the sweep runs. Raises `ConfigError` under a data-parallel launcher (a sweep runs one
+    process per trial; its own --workers / shared --storage are its parallelism)."""
+    from lorabench import distributed
+    if distributed.world_size() > 1:
+        raise ConfigError(f"sweep runs one process per trial, not under a data-parallel launcher ({distributed.world_size()} "
+                          "processes): use --workers N on one machine, or several machines sharing --storage")
     from lorabench.runs.layout import safe_name
     folder = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
     folder.mkdir(parents=True, exist_ok=True)

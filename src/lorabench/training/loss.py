@@ -35,7 +35,7 @@ class WeightedCrossEntropy:
         import torch.nn.functional as F
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # (batch, num_labels)
         logits = logits.float()
-        labels = labels.view(-1)
+        labels = labels.view(-1).to(logits.device)  # model parallel: the head may sit on another GPU than the inputs
         if num_items_in_batch is None:  # one batch on its own: the weighted mean
             weight = self._w(logits.device, logits.dtype) if self.weights is not None else None
             return F.cross_entropy(logits, labels, weight=weight)

@@ -76,9 +76,12 @@ def _trainer_class():
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
-            if self.args.train_sampling_strategy != "group_by_length" or ds is None or self.args.world_size > 1:
+            if self.args.train_sampling_strategy != "group_by_length" or ds is None:
                 return super()._get_train_sampler(train_dataset)
-            size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            # One bucket = one optimiser step of every process: accelerate deals the sampler's batches out
+            # in turn (process r takes batches r, r+W, ...), so each process's batches are length-bucketed
+            # too and a step's processes wait on no longer batch.
+            size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
             return BucketSampler([len(x) for x in ds["input_ids"]], size, self.args.seed)
 
         def _save_checkpoint(self, model, trial):
@@ -95,6 +98,13 @@ def _trainer_class():
                 write_json(folder / RESUME_FILE, {"epoch": self.state.epoch, "step": self.state.global_step,
                                                   "fast_dropout_rng": speed.rng_state(),
                                                   **(clock() if clock else {})})
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            # The Trainer's eval loss is a mean of per-batch losses; a class-weighted mean is not additive, so
+            # it changed with the eval batch size and the number of processes. Return no per-batch loss: the
+            # val loss comes from `_metrics_fn`, over every val row at once.
+            _, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            return None, logits, labels
 
         def _get_eval_sampler(self, eval_dataset):
             # transformers groups evaluation batches by length too when train_sampling_strategy is
@@ -145,6 +155,7 @@ class TrainResult:
     val_at_threshold: dict | None = None
     test_at_threshold: dict | None = None
     speed: dict | None = None           # speed levers applied (lorabench.speedups.cpu)
+    parallel: dict | None = None        # processes and batch sizes (see `_parallel`)
     resumed_from: float | None = None   # the epoch a resumed run continued after (None: not resumed)
 
 
@@ -206,15 +217,27 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         torch_compile=cfg.torch_compile,
         save_only_model=False,  # optimizer, scheduler, scaler and RNG states too: a killed run resumes exactly
         average_tokens_across_devices=True,  # the weighted loss is normalised over all processes' rows
+        log_level_replica="passive",  # the other processes keep the caller's logging (lorabench.quiet), as the main one
+        ddp_find_unused_parameters=False,  # LoRA + head train in every forward; the frozen original head holds no grads
         disable_tqdm=False,
     )
 
 
-def _metrics_fn(num_labels: int):
+def _metrics_fn(num_labels: int, class_weights: list[float] | None):
+    """Val metrics from the logits and labels of every val row (each once, in any number of processes): F1,
+    precision, recall, accuracy, and `loss` = the class-weighted cross-entropy sum_i w[y_i] nll_i / sum_i w[y_i]
+    (the training loss's definition), which does not depend on the eval batch size."""
+    w = np.asarray(class_weights, dtype=np.float64) if class_weights is not None else None
+
     def compute(eval_pred) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return classification_metrics(labels, predict_labels(softmax(logits)), num_labels)
+        logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
+        labels = np.asarray(labels).astype(int)
+        z = logits - logits.max(axis=-1, keepdims=True)
+        nll = np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(labels)), labels]
+        row_w = w[labels] if w is not None else np.ones(len(labels))
+        loss = float((row_w * nll).sum() / row_w.sum()) if len(labels) else float("nan")
+        return {**classification_metrics(labels, predict_labels(softmax(logits)), num_labels), "loss": loss}
     return compute
 
 
@@ -281,7 +304,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         model=built.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok), processing_class=tok,
         compute_loss_func=WeightedCrossEntropy(splits.class_weights),
-        compute_metrics=_metrics_fn(splits.num_labels), callbacks=cbs,
+        compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights), callbacks=cbs,
     )
     result = TrainResult()
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
@@ -301,6 +324,11 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         # a resumed run reports the time of all its processes (up to the checkpoint it resumed from, then this one)
         result.train_seconds = prior_train + time.perf_counter() - t0
     result.peak_memory_mb = peak.result
+    result.parallel = _parallel(trainer.args)
+    if trainer.args.world_size > 1:  # every process's own peak (each holds a model copy)
+        from lorabench import distributed
+        peaks = distributed.gather(peak.result["mb"])
+        result.peak_memory_mb = {**peak.result, "per_process_mb": peaks, "mb": max(peaks)}
     if saved.get("peak_memory_mb", 0.0) > result.peak_memory_mb["mb"]:
         result.peak_memory_mb = {**result.peak_memory_mb, "mb": saved["peak_memory_mb"], "scope": "run, all processes"}
     result.pure_train_seconds = (prior_pure + timer.step_seconds) if timer.step_seconds else result.train_seconds
@@ -308,7 +336,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     result.history = _history(trainer.state.log_history)
     result.epochs_run = float(trainer.state.epoch or 0)
     result.steps = int(trainer.state.global_step)
-    seen = result.steps * cfg.batch_size * cfg.gradient_accumulation_steps
+    seen = result.steps * result.parallel["global_batch_size"]
     seen = min(seen, math.ceil(result.epochs_run * len(train_ds)))
     result.train_samples_per_second = seen / result.pure_train_seconds if result.pure_train_seconds else 0.0
     real_tokens = sum(len(x) for x in train_ds["input_ids"]) / max(len(train_ds), 1)
@@ -337,9 +365,28 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         if result.test is not None and splits.test.labelled:
             result.test_at_threshold = classification_metrics(
                 np.asarray(splits.test.labels), predict_labels(result.test.probs, result.threshold), 2)
-    shutil.rmtree(ckpt, ignore_errors=True)  # the best model is saved by the pipeline; keep the run lean
+    if trainer.args.should_save:  # the main process: the best model is saved by the pipeline; keep the run lean
+        shutil.rmtree(ckpt, ignore_errors=True)
     del out
     return result
+
+
+def _parallel(args) -> dict:
+    """How the run was spread: `world_size` processes (one per GPU, or per CPU process under gloo), each with
+    `per_device_batch_size` rows per micro-batch; one optimiser step sees `global_batch_size` =
+    per-device batch x processes x gradient accumulation rows (the learning rate applies to that batch)."""
+    backend = None
+    if args.world_size > 1:
+        from accelerate import PartialState
+        backend = str(PartialState().backend)
+    out = {"world_size": args.world_size, "backend": backend, "per_device_batch_size": args.per_device_train_batch_size,
+           "gradient_accumulation_steps": args.gradient_accumulation_steps,
+           # args.train_batch_size = per-device batch x the GPUs one process drives (the Trainer's DataParallel
+           # when one process sees several GPUs without a launcher)
+           "global_batch_size": args.train_batch_size * args.gradient_accumulation_steps * args.world_size}
+    if args.n_gpu > 1:
+        out["gpus_per_process"] = args.n_gpu
+    return out
 
 
 def evaluate(trainer, dataset, order: np.ndarray, num_labels: int) -> EvalOutput:
