@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import lorabench
+from lorabench.runs.record import SCHEMA_VERSION
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -27,7 +28,7 @@ def test_readme_api_example_runs_and_returns_one_row_per_model(tmp_path, monkeyp
     assert isinstance(result.table, pd.DataFrame) and result.table["label"].tolist() == ["tfidf-logreg", "tiny BERT"]
     assert result.table["val_f1"].between(0, 1).all() and result.report_path.is_file()
     assert [r.label for r in result.records] == ["tfidf-logreg", "tiny BERT"]
-    assert all(r.status == lorabench.RunStatus.COMPLETED and r.schema_version == 2 for r in result.records)
+    assert all(r.status == lorabench.RunStatus.COMPLETED and r.schema_version == SCHEMA_VERSION for r in result.records)
     pred = scope["run"].predict(["forest fire near la ronge sask canada", "what a lovely day"])
     assert list(pred.columns) == ["label", "label_name", "probability", "prob_not_disaster", "prob_disaster"]
     assert len(pred) == 2 and set(pred["label"]) <= {0, 1}

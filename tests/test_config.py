@@ -1,3 +1,5 @@
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,209 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
     assert cfg.data.source == str(tmp_path / "train.csv")
     assert cfg.data.val == str(tmp_path / "sub" / "val")   # an existing folder beside the config
     assert cfg.data.test == "org/dataset"                   # a hub id stays as it is
+
+
+# --------------------------------------------------------------------------- pydantic validation (issue 15)
+# What the hand-written loader produced, byte for byte: run.json stores `to_dict(cfg)`, config.yaml
+# `dump_yaml(cfg)`, and compare's reuse check compares them (another dict would re-train everything).
+# sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic.
+SNAPSHOTS = {
+    "defaults": "ab91d993f8ff81bce19951176e969d793e26363626a018708d6d5b5faecbba1c",
+    "empty dict": "ab91d993f8ff81bce19951176e969d793e26363626a018708d6d5b5faecbba1c",
+    "yaml with every lossless conversion": "4c0d9c85884f94dd30500b0f53b4acc4e761b4393bc48375cdf644560520d0b3",
+    "set overrides": "84944251ea1c3dc120dccccbdba0551eb959be0caeeecaa6fe5dd992009c5828",
+    "compare": "4c26a1d640f709a5e86a15e51e5ba2698e4253998dd9a6d873c5c511204a2751",
+    "compare experiments": "722fb2c5f1c395cb02cfe1f5dc4f13d532efc835c8cfc2e28b3da1662db41125",
+    "sweep base": "d332f05c8e89f57531fa616d246ebde88cb6de75504a9e52b1fd94acb65f9db6",
+    "quickstart.yaml": "d135d142c40e1c8df2e3eef549c06b60ed1dbb20ce434cb65ebae95625113df3",
+    "study.yaml": "728f8ba1a41fcb6cb90ae7fdbaaef9ced672b784dce330d0048ec4ff5caac461",
+    "built in Python": "914066ae05e8845d8d039d437d30ff77f4015397a402aa362222d0ff21ca6478",
+    "dataclasses.replace": "74f8ad6115831fd466c12b9ca37043b90bf5300aa3328813c51ec6d5c83f436c",
+}
+# the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help)
+KEYS_SNAPSHOT = "8c5990b254d77af0ff856f11a99fdd4f5a81c657b106e0a8fac95dc0d7f0534f"
+
+TRICKY_YAML = """
+name: 7
+data: {source: d.csv, label: 3, label_names: [0, 1], class_weights: [1, 2.5], positive_label: 1,
+       max_train_samples: 100.0, delimiter: ';', encoding: latin-1, train_size: 0.75}
+model: {name: tiny-llama, max_length: 64.0, device_map: auto, max_memory: {0: 20GiB, cpu: 60GiB}, dtype: bfloat16}
+lora: {r: 4.0, alpha: 8, dropout: 0, target_modules: [q_proj, v_proj]}
+train: {learning_rate: 1e-4, epochs: 2, warmup_ratio: 0, max_grad_norm: 1, batch_size: 16.0, threshold: tune,
+        report_to: [none], lr_scheduler: cosine, max_steps: 10, seed: 3.0}
+"""
+COMPARE = {"name": "c", "model": {"max_length": 64}, "lora": {"r": 4}, "train": {"epochs": 2, "learning_rate": "1e-4"},
+           "models": [{"name": "tiny-bert", "lora": {"r": 2}, "max_train_samples": 10},
+                      {"name": "tiny-llama", "train": {"epochs": 1}, "label": "L", "model": {"dtype": "float32"}},
+                      {"name": "tiny-roberta", "full_finetune": True}, {"name": "tfidf-logreg"}],
+           "seeds": [1, 2.0], "notes": 5}
+
+
+def _representative(tmp: Path) -> dict:
+    import dataclasses
+
+    from lorabench.config import DataConfig, LoraConfig, ModelConfig, TrainConfig, dump_yaml, to_dict
+    from lorabench.recipes.sweep import load_sweep_config
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    (tmp / "tricky.yaml").write_text(TRICKY_YAML)
+    built = ExperimentConfig(name="t", data=DataConfig(max_train_samples=160, max_eval_samples=80),
+                             model=ModelConfig(name="tiny-bert", max_length=48), lora=LoraConfig(r=4),
+                             train=TrainConfig(epochs=1.0, batch_size=16, learning_rate=1e-3, threshold="tune"))
+    compare = from_dict(CompareConfig, COMPARE)
+    configs = {
+        "defaults": ExperimentConfig(),
+        "empty dict": from_dict(ExperimentConfig, {"data": None, "train": {}}),
+        "yaml with every lossless conversion": load_config(ExperimentConfig, tmp / "tricky.yaml"),
+        "set overrides": load_config(ExperimentConfig, tmp / "tricky.yaml", [
+            "lora=null", "train.learning_rate=2e-4", "data.class_weights=none", "data.delimiter=|", "model.device_map=null",
+            "model.max_memory=null", "train.threshold=0.3", "train.report_to=none", "data.positive_label=2"]),
+        "compare": compare,
+        "compare experiments": compare.experiments(),
+        "sweep base": load_sweep_config(examples / "sweep-study.yaml", []).base(),
+        "quickstart.yaml": load_config(CompareConfig, examples / "quickstart.yaml"),
+        "study.yaml": load_config(CompareConfig, examples / "study.yaml"),
+        "built in Python": built,
+        "dataclasses.replace": dataclasses.replace(built, label="x", train=dataclasses.replace(built.train, seed=1)),
+    }
+    out = {}
+    for name, cfg in configs.items():
+        cfgs = cfg if isinstance(cfg, list) else [cfg]
+        text = "".join(json.dumps(to_dict(c)) + dump_yaml(c) for c in cfgs)
+        out[name] = hashlib.sha256(text.replace(str(tmp), "<tmp>").replace(str(examples), "<examples>").encode()).hexdigest()
+    return out
+
+
+def _keys_output() -> str:
+    import contextlib
+    import io
+
+    from lorabench.cli import main
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        for kind in ("train", "compare", "sweep"):
+            assert main(["keys", kind]) == 0
+    return hashlib.sha256(buf.getvalue().encode()).hexdigest()
+
+
+def test_to_dict_and_yaml_are_byte_identical_to_the_hand_written_loaders(tmp_path):
+    assert _representative(tmp_path) == SNAPSHOTS
+
+
+def test_keys_output_is_unchanged():
+    assert _keys_output() == KEYS_SNAPSHOT
+
+
+def test_lossless_conversions_of_yaml_values(tmp_path):
+    (tmp_path / "c.yaml").write_text(TRICKY_YAML)
+    cfg = load_config(ExperimentConfig, tmp_path / "c.yaml", ["train.max_grad_norm=2"])
+    d, m, lo, t = cfg.data, cfg.model, cfg.lora, cfg.train
+    assert t.learning_rate == 1e-4 and type(t.learning_rate) is float   # YAML reads 1e-4 as a string
+    assert (t.epochs, t.warmup_ratio, t.max_grad_norm, lo.dropout) == (2.0, 0.0, 2.0, 0.0)
+    assert all(type(v) is float for v in (t.epochs, t.warmup_ratio, t.max_grad_norm, lo.dropout))
+    assert (t.batch_size, t.seed, m.max_length, lo.r, d.max_train_samples) == (16, 3, 64, 4, 100)
+    assert all(type(v) is int for v in (t.batch_size, t.seed, m.max_length, lo.r, d.max_train_samples))
+    assert (cfg.name, d.label, d.label_names, d.positive_label) == ("7", "3", ["0", "1"], "1")  # numbers -> str
+    assert d.class_weights == [1.0, 2.5] and t.threshold == "tune" and t.report_to == ["none"]
+    assert m.device_map == "auto" and m.max_memory == {0: "20GiB", "cpu": "60GiB"}
+    assert from_dict(ExperimentConfig, {"train": {"threshold": "0.3"}}).train.threshold == 0.3
+    assert from_dict(ExperimentConfig, {"model": {"device_map": {"": 0}}}).model.device_map == {"": 0}
+    assert from_dict(ExperimentConfig, {"model": {"name": "tfidf-logreg"}}).model.kind == "tfidf-logreg"
+    assert from_dict(ExperimentConfig, {"lora": None}).lora is None
+    assert from_dict(ExperimentConfig, {"data": None, "train": None}) == ExperimentConfig()  # `train:` left empty
+
+
+@pytest.mark.parametrize("raw,message", [
+    # types: no bool for a number, no "3" for a count, no 1 for true (as before)
+    ({"train": {"epochs": "five"}}, "train.epochs: expected a number, got 'five'"),
+    ({"train": {"epochs": True}}, "train.epochs: expected a number, got True"),
+    ({"train": {"batch_size": "8"}}, "train.batch_size: expected an integer, got '8'"),
+    ({"train": {"batch_size": 2.5}}, "train.batch_size: expected an integer, got 2.5"),
+    ({"train": {"torch_compile": 1}}, "train.torch_compile: expected true or false, got 1"),
+    ({"name": None}, "name: expected a string, got None"),
+    ({"model": {"device_map": "fast"}},
+     "model.device_map: expected one of 'auto', 'balanced', 'balanced_low_0', 'sequential', a mapping, null, got 'fast'"),
+    ({"data": {"class_weights": [1, "x"]}}, "data.class_weights: expected one of 'balanced', 'none', a list, got [1, 'x']"),
+    ({"data": {"positive_label": True}}, "data.positive_label: expected one of a string, an integer, null, got True"),
+    ({"train": {"threshold": "high"}}, "train.threshold: expected one of a number, 'tune', got 'high'"),
+    ({"data": {"label_names": ["a", True]}}, "data.label_names[1]: expected a string, got True"),
+    ({"lora": {"bias": "some"}}, "lora.bias: expected one of 'none', 'all', 'lora_only', got 'some'"),
+    ({"lora": {"target_modules": "q_proj"}}, "lora.target_modules: expected a list, got 'q_proj'"),
+    ({"model": {"max_memory": [1]}}, "model.max_memory: expected a mapping, got [1]"),
+    ({"train": "fast"}, "train: expected a mapping, got 'fast'"),
+    # unknown keys first, then the keys in the order written, a section's own checks after its values
+    ({"train": {"epochs": "x"}, "trian": 1}, "unknown key 'trian' (allowed: name, data, model, lora, train, label)"),
+    ({"train": {"batch_size": 0, "epochs": "x"}}, "train.epochs: expected a number, got 'x'"),
+    ({"train": {"batch_size": 0}, "model": {"dtype": "x"}}, "train.batch_size must be >= 1, got 0"),
+    ({"model": {"dtype": "x"}, "train": {"batch_size": 0}}, "model.dtype: expected one of"),
+    ({"train": {"learning_rate": -1, "batch_size": 0}}, "train.batch_size must be >= 1, got 0"),
+    # the checks across values, as they read before
+    ({"train": {"learning_rate": -1}}, "train.learning_rate must be > 0, got -1.0"),
+    ({"train": {"max_steps": 0}}, "train.max_steps must be >= 1 (or null for epochs), got 0"),
+    ({"train": {"threshold": 1}}, "train.threshold must be in (0, 1) or 'tune', got 1.0"),
+    ({"train": {"lr_scheduler": "wobbly"}}, "train.lr_scheduler: unknown scheduler 'wobbly' (one of linear,"),
+    ({"train": {"report_to": ["none", 0.5]}}, "train.report_to: '0.5' is not installed (pip install 0.5)"),
+    ({"data": {"encoding": "klingon"}}, "data.encoding: unknown encoding 'klingon' (e.g. utf-8, latin-1, cp1252)"),
+    ({"data": {"delimiter": ";;"}}, "data.delimiter must be one character, got ';;'"),
+    ({"data": {"train_size": 1}}, "data.train_size must be in (0, 1), got 1.0"),
+    ({"data": {"class_weights": [1, 0]}}, "data.class_weights must be positive, got [1.0, 0.0]"),
+    ({"model": {"max_memory": {0: "20GiB"}}},
+     "model.max_memory applies with model.device_map only; set model.device_map: auto"),
+    ({"model": {"device_map": "auto", "max_memory": {"gpu0": "1GB"}}},
+     "model.max_memory: device 'gpu0' is not a GPU index, cpu or disk"),
+    ({"model": {"device_map": "auto", "max_memory": {0: "lots"}}},
+     "model.max_memory[0]: 'lots' is not an amount such as 20GiB or 24GB"),
+    ({"lora": None, "model": {"quantization": "4bit"}}, "model.quantization: 4bit freezes the quantized weights"),
+])
+def test_errors_are_one_line_naming_the_key_path(raw, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(ExperimentConfig, raw)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({}, "models: a comparison needs at least one entry"),
+    ({"models": [{"label": "a"}]}, "missing key 'models[0].name'"),
+    ({"models": [{"name": "a", "epochs": 1}]}, "unknown key 'models[0].epochs' (allowed: name, label, model, lora, "),
+    ({"models": ["a"]}, "models[0]: expected a mapping, got 'a'"),
+    ({"models": [{"name": "a"}, {"name": "b", "label": "a"}]}, "models: duplicate label 'a'"),
+    ({"models": [{"name": "a"}], "seeds": []}, "seeds: give at least one seed"),
+    ({"models": [{"name": "a"}], "seeds": [1, "x"]}, "seeds[1]: expected an integer, got 'x'"),
+])
+def test_compare_errors_name_the_entry(raw, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(CompareConfig, raw)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_an_entrys_own_overrides_are_checked_under_its_name():
+    for entry, message in [({"train": {"batch_size": 0}}, "models[A].train.batch_size must be >= 1, got 0"),
+                           ({"lora": {"rr": 1}}, "unknown key 'models[A].lora.rr'"),
+                           ({"model": {"dtype": "x"}}, "models[A].model.dtype: expected one of"),
+                           ({"model": {"quantization": "8bit"}, "full_finetune": True},
+                            "models[A].model.quantization: 8bit freezes")]:
+        cfg = from_dict(CompareConfig, {"models": [{"name": "tiny-bert", "label": "A", **entry}]})
+        with pytest.raises(ConfigError) as e:
+            cfg.experiments()
+        assert str(e.value).startswith(message), str(e.value)
+
+
+def test_configs_built_in_python_are_frozen_validated_dataclasses():
+    import dataclasses
+
+    from lorabench.config import DataConfig, LoraConfig, ModelEntry, SweepConfig, TrainConfig
+    cfg = ExperimentConfig(train=TrainConfig(batch_size=8))
+    assert dataclasses.is_dataclass(cfg) and cfg == from_dict(ExperimentConfig, {"train": {"batch_size": 8}})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.name = "x"
+    assert dataclasses.replace(cfg, label="x").label == "x" and cfg.label is None
+    for build, message in [(lambda: TrainConfig(batch_size=0), "train.batch_size must be >= 1, got 0"),
+                           (lambda: dataclasses.replace(LoraConfig(), r=0), "lora.r must be >= 1, got 0"),
+                           (lambda: DataConfig(encoding="klingon"), "data.encoding: unknown encoding"),
+                           (lambda: TrainConfig(epoch=1), "unknown key 'train.epoch'"),
+                           (lambda: ModelEntry(), "missing key 'name'"),
+                           (lambda: SweepConfig(), "missing key 'sweep'"),
+                           (lambda: dataclasses.replace(cfg, lora=None, model=dataclasses.replace(
+                               cfg.model, quantization="4bit")), "model.quantization: 4bit freezes")]:
+        with pytest.raises(ConfigError) as e:
+            build()
+        assert str(e.value).startswith(message), str(e.value)

@@ -66,6 +66,12 @@ def test_ddp_writes_one_set_of_folders_and_reports_once(ddp_and_single):
                      "tfidf-logreg-seed42", "tiny-bert-seed42", "tiny-llama-seed42"]
     assert not [p for p in ddp.iterdir() if p.name.endswith("-partial")]
     assert proc.stdout.count("report: ") == 1 and proc.stdout.count("[2/3] tiny-llama (seed 42): val F1") == 1
+    import pandas as pd
+    table = pd.read_csv(ddp / "results.csv").set_index("label")
+    assert table.loc["tiny-llama", "world_size"] == 2 and table.loc["tiny-llama", "compute_precision"] == "fp32"
+    md = (ddp / "results.md").read_text()
+    assert "| computed in |" in md and "fp32, 2 processes" in md  # the report says how each run computed
+    assert "| precision |" in md  # the metric column is still there
     for label in ("tiny-llama", "tiny-bert"):
         par = _record(ddp, label)["parallel"]
         assert par == {"world_size": 2, "backend": "gloo", "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
@@ -80,7 +86,7 @@ def test_ddp_equals_one_process_with_the_same_global_batch(ddp_and_single):
     a, b = _adapter(ddp / "tiny-llama-seed42"), _adapter(one / "tiny-llama-seed42")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
     ra, rb = _record(ddp, "tiny-llama"), _record(one, "tiny-llama")
-    assert ra["metrics"] == rb["metrics"] and ra["threshold"] == rb["threshold"]
+    assert ra["metrics"] == rb["metrics"] and ra["threshold"] == pytest.approx(rb["threshold"], abs=1e-6)
     for h1, h2 in zip(ra["history"], rb["history"]):
         assert h1["loss"] == pytest.approx(h2["loss"], abs=1e-6)
     # BERT's own dropout draws other masks in 2 processes than in 1: the same within a stated tolerance
@@ -237,6 +243,7 @@ def test_settings_that_cannot_run_fail_in_one_line(tiny_config, tmp_path, monkey
         (["--set", "model.dtype=float16"], "float16 training needs a GPU"),
         (["--set", "model.quantization=4bit", "--set", "lora=null"], "needs LoRA"),
         (["--set", "model.max_memory={0: 1GiB}"], "applies with model.device_map only"),
+        (["--set", "model.device_map=auto", "--set", "model.max_memory={0: 40GiB, 1: 40GiB}"], "has no GPU"),
     ]
     for extra, words in cases:
         assert main(["train", str(tiny_config("tiny-llama")), *extra, "--output-dir", str(tmp_path / "x")]) == 2
@@ -248,6 +255,37 @@ def test_settings_that_cannot_run_fail_in_one_line(tiny_config, tmp_path, monkey
     from lorabench.pipeline import check_parallelism
     with pytest.raises(ConfigError, match="cannot be combined with data parallel"):
         check_parallelism(ExperimentConfig(model=ModelConfig(name="tiny-llama", device_map="auto")))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # accelerate launch --mixed_precision bf16 on CPU
+    with pytest.raises(ConfigError, match="differs from this run's precision"):
+        check_parallelism(ExperimentConfig(model=ModelConfig(name="tiny-llama")))
+
+
+def test_an_error_in_one_process_ends_the_launch_instead_of_hanging(tmp_path, tiny_config):
+    """Out of memory on one GPU, say: the failing process must exit, and the launcher stop the rest (it hung
+    in a barrier until the process group's 30-minute timeout)."""
+    script = tmp_path / "fail_rank1.py"
+    script.write_text("import os, sys\n"
+                      "import lorabench.training.trainer as t\n"
+                      "real = t.train\n"
+                      "def train(*a, **k):\n"
+                      "    if os.environ.get('RANK') == '1':\n"
+                      "        raise RuntimeError('CUDA out of memory (simulated on rank 1)')\n"
+                      "    return real(*a, **k)\n"
+                      "t.train = train\n"
+                      "from lorabench.cli import main\n"
+                      "sys.exit(main(sys.argv[1:]))\n")
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           "train", str(tiny_config("tiny-llama")), "--output-dir", str(out)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pkill", "-KILL", "-f", str(out)])
+        raise
+    assert proc.returncode != 0 and "simulated on rank 1" in proc.stderr
+    assert not out.exists()  # nothing half-written where the run would go
 
 
 def test_val_loss_is_the_weighted_loss_of_all_val_rows_whatever_the_eval_batch(tiny_config, tmp_path):

@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.func(args)
         except LorabenchError as e:
-            _say(f"lorabench: error: {_one_line(e)}")
+            if main_process:  # data parallel: every process meets the same mistake; one line is enough
+                _say(f"lorabench: error: {_one_line(e)}")
             return 2
         except KeyboardInterrupt:
             _say("lorabench: interrupted; finished runs and files are kept, the unfinished one was removed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import traceback
@@ -10,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lorabench import distributed
+from lorabench import distributed, tracking
 from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits, load_splits
@@ -120,11 +121,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
         resume = distributed.broadcast(None)
         if isinstance(resume, BaseException):
             raise resume
-        try:
-            return _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
-                              keep_failed=keep_failed, token_cache=token_cache)
-        finally:
-            distributed.barrier()  # the main process has renamed the run into place
+        record = _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
+                            keep_failed=keep_failed, token_cache=token_cache)
+        distributed.barrier()  # the main process has renamed the run into place (on an error: no barrier, the
+        return record          # process exits and the launcher stops the others, instead of a hang)
     with folder_lock(partial, "train"):
         try:
             resume = _resume_point(partial, cfg, out_dir, splits.fingerprint)
@@ -136,11 +136,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
             write_atomic(partial / "config.yaml", dump_yaml(cfg))
             write_atomic(partial / FINGERPRINT_FILE, splits.fingerprint)
         distributed.broadcast(resume)
-        try:
-            return _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
-                              keep_failed=keep_failed, token_cache=token_cache)
-        finally:
-            distributed.barrier()
+        record = _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
+                            keep_failed=keep_failed, token_cache=token_cache)
+        distributed.barrier()
+        return record
 
 
 def check_parallelism(cfg: ExperimentConfig) -> None:
@@ -155,6 +154,14 @@ def check_parallelism(cfg: ExperimentConfig) -> None:
         warnings.warn("FSDP with lorabench's LoRA + modules_to_save head has not been verified on GPUs yet; "
                       "compare its val metrics with a data-parallel or device_map run before trusting it",
                       LorabenchWarning, stacklevel=2)
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launched not in ("no", "") and cfg.model.kind == "transformer":
+        from lorabench.models.precision import decide
+        ours = decide(cfg.model, full_finetune=cfg.lora is None).autocast or "no"
+        if launched != ours:
+            raise ConfigError(f"accelerate launch --mixed_precision {launched} (or its config file) differs from this "
+                              f"run's precision ({ours}, from model.dtype {cfg.model.dtype!r} on this machine); "
+                              "set model.dtype (bfloat16 / float16) and launch with --mixed_precision no")
     if distributed.world_size() > 1 and cfg.model.device_map is not None:
         raise ConfigError(f"model.device_map: {cfg.model.device_map!r} spreads one model over the GPUs of a machine, "
                           f"which cannot be combined with data parallel ({distributed.world_size()} processes); "
@@ -164,18 +171,22 @@ def check_parallelism(cfg: ExperimentConfig) -> None:
 def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, record: dict, *,
                resume: Path | None, callbacks, keep_failed: bool, token_cache) -> dict:
     t0 = time.perf_counter()
+    trk = tracking.Run()
     try:
+        trk = tracking.start(cfg, tmp, out_dir)  # train.report_to: tracker runs, before the Trainer (main process)
         if cfg.model.kind == "tfidf-logreg":
             from lorabench.training.baseline import run_tfidf_logreg
             if not distributed.is_main():  # one process fits the baseline; the others have nothing to do
                 return record
             record.update(run_tfidf_logreg(cfg, splits, tmp))
         else:
-            record.update(_run_transformer(cfg, splits, tmp, callbacks, token_cache, resume))
+            record.update(_run_transformer(cfg, splits, tmp, trk.callbacks(callbacks), token_cache, resume))
         record["status"] = "completed"
+        trk.finish(record)  # tracking: final metrics, params, timings, peak memory; close the tracker runs
         if not distributed.is_main():
             return record
     except BaseException as e:
+        trk.finish(record, error=e)  # tracking: close the tracker runs as failed (no-op if finished)
         if not distributed.is_main():
             raise
         if not keep_failed or isinstance(e, KeyboardInterrupt):
@@ -183,8 +194,8 @@ def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, 
             raise
         record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
                       traceback=traceback.format_exc(limit=8))
-        for child in tmp.iterdir():  # keep only the record of a failed run
-            if child.name != LOCK_FILE:
+        for child in tmp.iterdir():  # keep only the record of a failed run (and its tracker data)
+            if child.name != LOCK_FILE and child.name not in tracking.KEEP_ON_FAILURE:
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         _finish(record, cfg, tmp, out_dir, t0)
         raise
@@ -234,6 +245,7 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
                   "lora_target_modules": list(cfg.lora.target_modules or built.arch.target_modules) if cfg.lora else None,
                   "head": built.arch.head},
         "metrics": metrics,
+        "evaluation": {k: v for k, v in (("val", res.val_detail), ("test", res.test_detail)) if v is not None},
         "threshold": res.threshold,
         "history": res.history,
         "best_epoch": res.best_epoch,

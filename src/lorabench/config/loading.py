@@ -1,14 +1,16 @@
 """Reading configs: YAML (`yaml.safe_load`) plus `--set key.sub=value` overrides, relative paths
-resolved against the config file, checked into the dataclasses of `config.schema`.
+resolved against the config file, validated by pydantic into the dataclasses of `config.schema`.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import pydantic
 import yaml
 
 from lorabench.errors import ConfigError
@@ -22,93 +24,74 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(p.removeprefix("one of ") for p in parts)
     if origin is Literal:
         return "one of " + ", ".join(map(repr, args))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
     names = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     return names.get(origin or tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting where it is lossless."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:  # Optional[X]: X's own, more precise error
-            return _coerce(options[0], value, key)
-        for arg in options:
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item,) = args or (Any,)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return from_dict(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")
-
-
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types name the key."""
+    """Validate a mapping into config class `cls`; unknown keys and wrong types name the key."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key '{where}{unknown[0]}' (allowed: {', '.join(fields)})")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
-    missing = [n for n, f in fields.items() if n not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"missing key '{prefix + '.' if prefix else ''}{missing[0]}'")
-    return cls(**kwargs)
+    try:
+        return cls.__pydantic_validator__.validate_python(data)
+    except pydantic.ValidationError as e:
+        raise config_error(e, cls, data, prefix) from e
+
+
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
+
+
+def config_error(err: pydantic.ValidationError, cls: type, data: dict, prefix: str = "") -> ConfigError:
+    """pydantic's first error as one line naming the key path. First as a reader meets them: unknown keys,
+    then the keys in the order written (a section's checks after its values), then missing keys."""
+    first = min(err.errors(include_url=False), key=lambda e: _rank(data, e))
+    return ConfigError(_message(cls, data, prefix, first))
+
+
+def _rank(data: Any, e: dict) -> list[tuple]:
+    rank, value, loc = [], data, e["loc"]
+    for i, part in enumerate(loc):
+        if isinstance(value, dict) and part in value:
+            rank.append((0 if e["type"] in _UNKNOWN and i == len(loc) - 1 else 1, list(value).index(part)))
+            value = value[part]
+        elif isinstance(value, (list, tuple)) and isinstance(part, int) and part < len(value):
+            rank.append((1, part))
+            value = value[part]
+        else:  # a missing key, or a union's alternative
+            return rank + [(2,)] if e["type"].startswith("missing") else rank
+    return rank + [(3,)]  # a check of the whole section
+
+
+def _message(cls: type, data: Any, path: str, e: dict) -> str:
+    tp, value = cls, data
+    for part in e["loc"]:
+        if dataclasses.is_dataclass(tp):
+            fields = typing.get_type_hints(tp)
+            if part not in fields:
+                return f"unknown key '{path + '.' if path else ''}{part}' (allowed: {', '.join(fields)})"
+            tp = fields[part]
+        elif typing.get_origin(tp) is list:
+            tp = (typing.get_args(tp) or (Any,))[0]
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            value = None
+        path = f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}" if path else part
+        if typing.get_origin(tp) in (Union, types.UnionType):
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(options) > 1:  # no alternative fits: name them all
+                return f"{path}: expected {_type_name(tp)}, got {value!r}"
+            tp = options[0]  # Optional[X]: X's own, more precise error
+    if e["type"].startswith("missing"):
+        return f"missing key '{path}'"
+    if e["type"] == "lorabench":  # a check's message, with {key.sub} for the path of a key
+        return re.sub(r"\{key(?:\.([\w.]+))?\}", lambda m: ".".join(p for p in (path, m.group(1)) if p),
+                      e["ctx"]["message"])
+    return f"{path or 'config'}: expected {_type_name(tp)}, got {e['input']!r}"
 
 
 def to_dict(cfg: Any) -> Any:
@@ -226,15 +209,14 @@ def field_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, default, help) for every field, recursing into sections."""
     rows = []
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        tp = hints[f.name]
+    for name, info in cls.__pydantic_fields__.items():
+        key = f"{prefix}{name}"
+        tp = hints[name]
         sub = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
         if sub:
-            rows.append((key, "", f.metadata.get("help", "")))
+            rows.append((key, "", info.description or ""))
             rows.extend(field_help(sub[0], key + "."))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
-        rows.append((key, repr(default), f.metadata.get("help", "")))
+        default = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
+        rows.append((key, repr(default), info.description or ""))
     return rows

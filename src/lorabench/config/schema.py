@@ -1,240 +1,327 @@
-"""Typed, validated configuration: one frozen dataclass per pipeline step.
+"""Typed, validated configuration: one frozen pydantic dataclass per pipeline step.
 
-Each field carries its help text in `metadata["help"]` (`lorabench keys` prints them); validation
-lives in `__post_init__` and raises `ConfigError` naming the key.
+Each field's help text is its `Field(description=...)` (`lorabench keys` prints them). Types are checked
+by pydantic; the lossless conversions a YAML file needs (`1e-4` read as a string, `2.0` for a count, a
+number for a string) are the `Int`/`Float`/`Str` types below, and the checks across values are
+`model_validator`s. A failure is a `ConfigError` naming the key (`loading.config_error`).
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+import functools
+from typing import Annotated, Any, Literal, TypeVar, Union, dataclass_transform
 
-from lorabench.config.loading import from_dict
-from lorabench.errors import ConfigError
+from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
+
+from lorabench.config.loading import config_error, from_dict
+
+
+def _integral(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, str):  # YAML reads 1e-4 (no dot) as a string
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _text(v: Any) -> Any:
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+# strict: no bool for a number, no "3" for a count, no 1 for true; plus the lossless conversions above
+Int = Annotated[int, Strict(), BeforeValidator(_integral)]
+Float = Annotated[float, Strict(), BeforeValidator(_number)]
+Str = Annotated[str, Strict(), BeforeValidator(_text)]
+Bool = Annotated[bool, Strict()]
+_T = TypeVar("_T")
+Section = Annotated[_T, BeforeValidator(lambda v: {} if v is None else v)]  # `train:` left empty: the defaults
 
 
 def _f(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
         value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return Field(default_factory=lambda: type(value)(value), description=help, **kw)
+    if default is dataclasses.MISSING:
+        return Field(description=help, **kw)
+    return Field(default, description=help, **kw)
+
+
+def _either(default: Any, help: str) -> Any:
+    """A field of several types, tried in the order written (`1` for `str | int` is the string '1')."""
+    return _f(default, help, union_mode="left_to_right")
+
+
+def _bad(message: str) -> PydanticCustomError:
+    """A failed check; `{key.name}` in `message` becomes that key's path, e.g. `train.batch_size`."""
+    return PydanticCustomError("lorabench", "{message}", {"message": message})
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(Field,))
+def _config(key: str = ""):
+    """A frozen pydantic dataclass; building one by hand (or `dataclasses.replace`) raises `ConfigError`
+    naming `key.<field>`, as reading one from a file does."""
+    def wrap(cls: type) -> type:
+        cls = dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
+        init, names = cls.__init__, [f.name for f in dataclasses.fields(cls)]
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs = {**dict(zip(names, args)), **kwargs}
+            try:
+                init(self, **kwargs)
+            except ValidationError as e:
+                raise config_error(e, type(self), kwargs, key) from e
+        cls.__init__ = __init__
+        return cls
+    return wrap
 
 
 # --------------------------------------------------------------------------- steps
-@dataclass(frozen=True)
+@_config("data")
 class DataConfig:
-    source: str = _f("disaster_tweets", help=(
+    source: Str = _f("disaster_tweets", help=(
         "`disaster_tweets` (bundled Kaggle data), a CSV/JSON/JSONL/Parquet file, a folder "
         "written by datasets.save_to_disk, or a hub dataset id. Relative paths resolve "
         "against the config file."))
-    text: str = _f("text", help="A column name, or a template over columns such as '{keyword} | {text}'.")
-    label: str = _f("target", help="The label column (integer or string labels).")
-    label_names: list[str] | None = _f(None, help="Names for the label ids, in id order (optional).")
-    val: str | None = _f(None, help="Explicit validation file; default: the study's 80/20 split of `source`.")
-    test: str | None = _f(None, help="Explicit test file; scored when it has labels.")
-    train_size: float = _f(0.8, help="Share of `source` rows kept for training when `val` is not given.")
-    split_seed: int = _f(42, help="Seed of the train/val split (the study used 42).")
-    class_weights: Union[Literal["balanced", "none"], list[float]] = _f("balanced", help=(
+    text: Str = _f("text", help="A column name, or a template over columns such as '{keyword} | {text}'.")
+    label: Str = _f("target", help="The label column (integer or string labels).")
+    label_names: list[Str] | None = _f(None, help="Names for the label ids, in id order (optional).")
+    val: Str | None = _f(None, help="Explicit validation file; default: the study's 80/20 split of `source`.")
+    test: Str | None = _f(None, help="Explicit test file; scored when it has labels.")
+    train_size: Float = _f(0.8, help="Share of `source` rows kept for training when `val` is not given.")
+    split_seed: Int = _f(42, help="Seed of the train/val split (the study used 42).")
+    class_weights: Union[Literal["balanced", "none"], list[Float]] = _either("balanced", help=(
         "`balanced` = n / (k * count[c]) over the train split, `none`, or an explicit list in "
         "label-id order (the study's published [0.8766697374481806, 1.1637114032405993])."))
-    max_train_samples: int | None = _f(None, help="Seeded subsample of the train split, for quick runs.")
-    max_eval_samples: int | None = _f(None, help="Seeded subsample of val and test, for quick runs.")
-    sample_seed: int = _f(0, help="Seed of the subsamples.")
-    encoding: str = _f("utf-8", help=(
+    max_train_samples: Int | None = _f(None, help="Seeded subsample of the train split, for quick runs.")
+    max_eval_samples: Int | None = _f(None, help="Seeded subsample of val and test, for quick runs.")
+    sample_seed: Int = _f(0, help="Seed of the subsamples.")
+    encoding: Str = _f("utf-8", help=(
         "Text encoding of CSV/TSV/JSON files, e.g. latin-1 or cp1252 (Kaggle's crowd-labelled original)."))
-    delimiter: str | None = _f(None, help="CSV delimiter; default: detected among `,` `;` tab `|`.")
-    positive_label: str | int | None = _f(None, help=(
+    delimiter: Str | None = _f(None, help="CSV delimiter; default: detected among `,` `;` tab `|`.")
+    positive_label: Str | Int | None = _either(None, help=(
         "Binary tasks: the label value that binary F1, precision, recall and the threshold are about; "
         "default: the value that sorts last (1 of 0/1)."))
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
         import codecs
         try:
             codecs.lookup(self.encoding)
-        except LookupError as e:
-            raise ConfigError(f"data.encoding: unknown encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)") from e
+        except LookupError:
+            raise _bad(f"{{key.encoding}}: unknown encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
         if self.delimiter is not None and len(self.delimiter) != 1:
-            raise ConfigError(f"data.delimiter must be one character, got {self.delimiter!r}")
+            raise _bad(f"{{key.delimiter}} must be one character, got {self.delimiter!r}")
         if not 0.0 < self.train_size < 1.0:
-            raise ConfigError(f"data.train_size must be in (0, 1), got {self.train_size}")
+            raise _bad(f"{{key.train_size}} must be in (0, 1), got {self.train_size}")
         for key in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, key)
             if v is not None and v < 1:
-                raise ConfigError(f"data.{key} must be >= 1, got {v}")
+                raise _bad(f"{{key.{key}}} must be >= 1, got {v}")
         if isinstance(self.class_weights, list) and any(w <= 0 for w in self.class_weights):
-            raise ConfigError(f"data.class_weights must be positive, got {self.class_weights}")
+            raise _bad(f"{{key.class_weights}} must be positive, got {self.class_weights}")
+        return self
 
 
-@dataclass(frozen=True)
+@_config("model")
 class ModelConfig:
-    name: str = _f("minilm-l6", help=(
+    name: Str = _f("minilm-l6", help=(
         "A built-in name (see `lorabench models`), a hub id, a local folder, or a .gguf file."))
-    max_length: int = _f(512, help="Truncation length in tokens (the study: 512).")
+    max_length: Int = _f(512, help="Truncation length in tokens (the study: 512).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", help=(
         "Weights dtype: `auto` = float32 on CPU, bfloat16 on GPUs that support it."))
-    trust_remote_code: bool = _f(False, help="Run model code from the hub. Off unless you ask.")
-    use_safetensors: bool = _f(True, help=(
+    trust_remote_code: Bool = _f(False, help="Run model code from the hub. Off unless you ask.")
+    use_safetensors: Bool = _f(True, help=(
         "Load weights from safetensors only. `false` also allows pickle (.bin) checkpoints, which can run "
         "code when loaded: only for checkpoints you trust."))
-    gguf_file: str | None = _f(None, help="GGUF file name inside the `name` folder (optional).")
-    kind: Literal["transformer", "tfidf-logreg"] = _f("transformer", help=(
+    gguf_file: Str | None = _f(None, help="GGUF file name inside the `name` folder (optional).")
+    kind: Literal["transformer", "tfidf-logreg"] = _f("transformer", validate_default=True, help=(
         "`transformer`, or the scikit-learn baseline `tfidf-logreg` (set automatically by that name)."))
     quantization: Literal["none", "4bit", "8bit"] = _f("none", help=(
         "QLoRA: load the frozen weights through bitsandbytes, `4bit` (NF4, double quantization, compute in "
         "the run's precision) or `8bit` (LLM.int8); the head and LoRA stay full precision. LoRA only."))
-    device_map: Union[Literal["auto", "balanced", "balanced_low_0", "sequential"], dict, None] = _f(None, help=(
+    device_map: Union[Literal["auto", "balanced", "balanced_low_0", "sequential"], dict, None] = _either(None, help=(
         "Model parallel (the study's): spread one model's layers over the GPUs of this machine, as in "
         "from_pretrained(device_map=...). `auto` fills the GPUs in turn; a dict maps module names to devices. "
         "Not with data parallel (several processes)."))
     max_memory: dict | None = _f(None, help=(
         "With device_map: the most each device may hold, e.g. {0: 20GiB, 1: 20GiB, cpu: 60GiB}."))
 
-    def __post_init__(self) -> None:
+    @field_validator("kind")
+    @classmethod
+    def _baseline_by_name(cls, kind: str, info: Any) -> str:
+        return "tfidf-logreg" if info.data.get("name") == "tfidf-logreg" else kind
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
         if self.max_length < 2:
-            raise ConfigError(f"model.max_length must be >= 2, got {self.max_length}")
+            raise _bad(f"{{key.max_length}} must be >= 2, got {self.max_length}")
         if self.max_memory is not None and self.device_map is None:
-            raise ConfigError("model.max_memory applies with model.device_map only; set model.device_map: auto")
+            raise _bad("{key.max_memory} applies with {key.device_map} only; set {key.device_map}: auto")
         if self.max_memory is not None:
             import re
             for dev, amount in self.max_memory.items():
                 if not (isinstance(dev, int) or str(dev) in ("cpu", "disk") or str(dev).isdigit()):
-                    raise ConfigError(f"model.max_memory: device {dev!r} is not a GPU index, cpu or disk")
+                    raise _bad(f"{{key.max_memory}}: device {dev!r} is not a GPU index, cpu or disk")
                 if not (isinstance(amount, int) or re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", str(amount), re.I)):
-                    raise ConfigError(f"model.max_memory[{dev!r}]: {amount!r} is not an amount such as 20GiB or 24GB")
-        if self.name == "tfidf-logreg" and self.kind != "tfidf-logreg":
-            object.__setattr__(self, "kind", "tfidf-logreg")
+                    raise _bad(f"{{key.max_memory}}[{dev!r}]: {amount!r} is not an amount such as 20GiB or 24GB")
+        return self
 
 
-@dataclass(frozen=True)
+@_config("lora")
 class LoraConfig:
-    r: int = _f(8, help="LoRA rank.")
-    alpha: int = _f(16, help="LoRA alpha (scaling = alpha / r).")
-    dropout: float = _f(0.1, help="Dropout on the LoRA input.")
+    r: Int = _f(8, help="LoRA rank.")
+    alpha: Int = _f(16, help="LoRA alpha (scaling = alpha / r).")
+    dropout: Float = _f(0.1, help="Dropout on the LoRA input.")
     bias: Literal["none", "all", "lora_only"] = _f("none", help="Which biases to train.")
-    target_modules: list[str] | None = _f(None, help="Module names to adapt; default from the architecture table.")
+    target_modules: list[Str] | None = _f(None, help="Module names to adapt; default from the architecture table.")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> LoraConfig:
         if self.r < 1:
-            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
+            raise _bad(f"{{key.r}} must be >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+            raise _bad(f"{{key.dropout}} must be in [0, 1), got {self.dropout}")
+        return self
 
 
-@dataclass(frozen=True)
+@_config("train")
 class TrainConfig:
-    learning_rate: float = _f(4e-4, help=(
+    learning_rate: Float = _f(4e-4, help=(
         "Peak learning rate; the study's 1e-4 at batch 8, scaled with the batch (same rate per sample)."))
-    lr_scheduler: str = _f("constant_with_warmup", help="Any transformers scheduler name (the study: constant with warmup).")
-    warmup_ratio: float = _f(0.1, help="Share of steps for warmup.")
-    max_grad_norm: float = _f(0.3, help="Gradient clipping (the study: 0.3).")
-    batch_size: int = _f(32, help=(
+    lr_scheduler: Str = _f("constant_with_warmup", help="Any transformers scheduler name (the study: constant with warmup).")
+    warmup_ratio: Float = _f(0.1, help="Share of steps for warmup.")
+    max_grad_norm: Float = _f(0.3, help="Gradient clipping (the study: 0.3).")
+    batch_size: Int = _f(32, help=(
         "Per-device train batch size (the study: 8; 32 trains ~1.2x faster per sample on CPU for MiniLM, see BENCHMARKS.md)."))
-    eval_batch_size: int | None = _f(None, help=(
+    eval_batch_size: Int | None = _f(None, help=(
         "Per-device eval batch size; default batch_size (a 135M decoder on 2 CPU cores scores fastest at ~8)."))
-    gradient_accumulation_steps: int = _f(1, help="Micro-batches per optimiser step.")
-    epochs: float = _f(5, help="Training epochs (the study: 5).")
-    max_steps: int | None = _f(None, help="Stop after this many optimiser steps (overrides epochs).")
-    weight_decay: float = _f(0.001, help="AdamW weight decay (the study: 0.001).")
-    seed: int = _f(42, help="Seed for initialisation and data order.")
-    early_stopping_patience: int | None = _f(None, help="Stop after this many evaluations without improvement.")
-    metric_for_best_model: str = _f("f1", help="Val metric that picks the best epoch.")
-    gradient_checkpointing: bool = _f(False, help=(
+    gradient_accumulation_steps: Int = _f(1, help="Micro-batches per optimiser step.")
+    epochs: Float = _f(5, help="Training epochs (the study: 5).")
+    max_steps: Int | None = _f(None, help="Stop after this many optimiser steps (overrides epochs).")
+    weight_decay: Float = _f(0.001, help="AdamW weight decay (the study: 0.001).")
+    seed: Int = _f(42, help="Seed for initialisation and data order.")
+    early_stopping_patience: Int | None = _f(None, help="Stop after this many evaluations without improvement.")
+    metric_for_best_model: Str = _f("f1", help="Val metric that picks the best epoch.")
+    gradient_checkpointing: Bool = _f(False, help=(
         "Trade compute for memory. Off by default: it costs ~1.9x time on CPU and changes no result."))
-    group_by_length: bool = _f(True, help=(
+    group_by_length: Bool = _f(True, help=(
         "Tight length buckets: rows sorted by length (ties shuffled), batches shuffled each epoch; "
         "~2% padded tokens vs ~34% for random batches (BENCHMARKS.md)."))
-    pooled_only_last_layer: bool = _f(True, help=(
+    pooled_only_last_layer: Bool = _f(True, help=(
         "Encoders whose head reads the first token (BERT, RoBERTa, ELECTRA, XLM-R, CamemBERT): the "
         "last layer computes that token only (keys and values still from every token); same logits, "
         "1/L less layer work for L layers."))
-    fast_dropout: bool = _f(True, help=(
+    fast_dropout: Bool = _f(True, help=(
         "CPU: draw dropout masks with numpy's SFC64 generator (same keep probability, ~8x faster "
         "than torch's CPU dropout); no effect on GPU."))
-    torch_compile: bool = _f(False, help=(
+    torch_compile: Bool = _f(False, help=(
         "Passed to the Trainer. Off: on a 2-core CPU compiling took ~3 min and trained no faster (BENCHMARKS.md)."))
-    report_to: str | list[str] = _f("none", help="Passed to the Trainer: none, wandb, tensorboard...")
-    logging_steps: int = _f(50, help="Log the training loss every N steps.")
-    dataloader_num_workers: int = _f(0, help="DataLoader workers.")
-    threshold: float | Literal["tune"] = _f(0.5, help=(
+    report_to: Str | list[Str] = _either("none", help=(
+        "Experiment trackers, any subset of [wandb, mlflow, tensorboard, trackio] (`all`: every installed one); "
+        "offline by default (README: Experiment trackers)."))
+    logging_steps: Int = _f(50, help="Log the training loss every N steps.")
+    dataloader_num_workers: Int = _f(0, help="DataLoader workers.")
+    threshold: Float | Literal["tune"] = _either(0.5, help=(
         "Binary decision threshold on P(positive); `tune` picks the F1-best one on val."))
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"train.max_steps must be >= 1 (or null for epochs), got {self.max_steps}")
+            raise _bad(f"{{key.max_steps}} must be >= 1 (or null for epochs), got {self.max_steps}")
         for key in ("batch_size", "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+                raise _bad(f"{{key.{key}}} must be >= 1, got {getattr(self, key)}")
         if self.learning_rate <= 0:
-            raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+            raise _bad(f"{{key.learning_rate}} must be > 0, got {self.learning_rate}")
         if self.epochs <= 0:
-            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+            raise _bad(f"{{key.epochs}} must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise _bad(f"{{key.warmup_ratio}} must be in [0, 1), got {self.warmup_ratio}")
         if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"train.threshold must be in (0, 1) or 'tune', got {self.threshold}")
+            raise _bad(f"{{key.threshold}} must be in (0, 1) or 'tune', got {self.threshold}")
         if self.metric_for_best_model not in ("f1", "precision", "recall", "accuracy", "loss"):
-            raise ConfigError(f"train.metric_for_best_model: expected f1, precision, recall, accuracy or loss, "
-                              f"got {self.metric_for_best_model!r}")
+            raise _bad(f"{{key.metric_for_best_model}}: expected f1, precision, recall, accuracy or loss, "
+                       f"got {self.metric_for_best_model!r}")
         from transformers import SchedulerType
         names = [t.value for t in SchedulerType]
         if self.lr_scheduler not in names:
-            raise ConfigError(f"train.lr_scheduler: unknown scheduler {self.lr_scheduler!r} (one of {', '.join(names)})")
-        import importlib.util
+            raise _bad(f"{{key.lr_scheduler}}: unknown scheduler {self.lr_scheduler!r} (one of {', '.join(names)})")
         for target in [self.report_to] if isinstance(self.report_to, str) else self.report_to:
-            if target not in ("none", "all") and importlib.util.find_spec(target) is None:
-                raise ConfigError(f"train.report_to: {target!r} is not installed (pip install {target})")
+            if target not in ("none", "all") and not _installed(target):
+                raise _bad(f"{{key.report_to}}: {target!r} is not installed (pip install {target})")
+        return self
 
 
-@dataclass(frozen=True)
+def _installed(module: str) -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # '0.5' (no package '0'), '' or '.x'
+        return False
+
+
+@_config()
 class ExperimentConfig:
     """One model trained on one split: what `lorabench train` runs."""
-    name: str = _f("experiment", help="Experiment name; runs go to runs/<name>/.")
-    data: DataConfig = _f(DataConfig(), help="Data source, split and class weights.")
-    model: ModelConfig = _f(ModelConfig(), help="Which pretrained model and how to load it.")
+    name: Str = _f("experiment", help="Experiment name; runs go to runs/<name>/.")
+    data: Section[DataConfig] = _f(DataConfig(), help="Data source, split and class weights.")
+    model: Section[ModelConfig] = _f(ModelConfig(), help="Which pretrained model and how to load it.")
     lora: LoraConfig | None = _f(LoraConfig(), help="LoRA settings; null = full fine-tuning.")
-    train: TrainConfig = _f(TrainConfig(), help="Trainer settings (defaults: the study's, but batch 32 / lr 4e-4 and no checkpointing).")
-    label: str | None = _f(None, help="Display name in reports (default: the model name).")
+    train: Section[TrainConfig] = _f(TrainConfig(), help="Trainer settings (defaults: the study's, but batch 32 / lr 4e-4 and no checkpointing).")
+    label: Str | None = _f(None, help="Display name in reports (default: the model name).")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
         if self.model.quantization != "none" and self.lora is None and self.model.kind == "transformer":
-            raise ConfigError(f"model.quantization: {self.model.quantization} freezes the quantized weights, so it "
-                              "needs LoRA; full fine-tuning (lora: null) cannot train them")
+            raise _bad(f"{{key.model.quantization}}: {self.model.quantization} freezes the quantized weights, so it "
+                       "needs LoRA; full fine-tuning (lora: null) cannot train them")
+        return self
 
 
-@dataclass(frozen=True)
+@_config()
 class ModelEntry:
     """One `models:` entry of a comparison: a model plus its own overrides."""
-    name: str = _f(help="Model name, as in model.name.")
-    label: str | None = _f(None, help="Display name in the report.")
+    name: Str = _f(help="Model name, as in model.name.")
+    label: Str | None = _f(None, help="Display name in the report.")
     model: dict | None = _f(None, help="Overrides of the model section (max_length, dtype...).")
     lora: dict | None = _f(None, help="Overrides of the shared lora section (use full_finetune: true for no LoRA).")
     train: dict | None = _f(None, help="Overrides of the shared train section.")
-    full_finetune: bool = _f(False, help="Train all weights instead of LoRA.")
-    max_train_samples: int | None = _f(None, help=(
+    full_finetune: Bool = _f(False, help="Train all weights instead of LoRA.")
+    max_train_samples: Int | None = _f(None, help=(
         "Train this model on a seeded subsample of the shared train split (val and test stay identical)."))
 
 
-@dataclass(frozen=True)
+@_config()
 class CompareConfig:
     """Several models on one split: what `lorabench compare` runs."""
-    name: str = _f("compare", help="Comparison name; runs go to runs/<name>/.")
-    data: DataConfig = _f(DataConfig(), help="Shared data section: every model sees this split.")
+    name: Str = _f("compare", help="Comparison name; runs go to runs/<name>/.")
+    data: Section[DataConfig] = _f(DataConfig(), help="Shared data section: every model sees this split.")
     model: dict = _f({}, help="Shared model settings (max_length, dtype...) under each entry's own.")
     lora: LoraConfig | None = _f(LoraConfig(), help="Shared LoRA settings.")
-    train: TrainConfig = _f(TrainConfig(), help="Shared Trainer settings.")
+    train: Section[TrainConfig] = _f(TrainConfig(), help="Shared Trainer settings.")
     models: list[ModelEntry] = _f([], help="The models to compare.")
-    seeds: list[int] = _f([42], help="Each model is trained once per seed; the report shows mean ± std.")
-    notes: str | None = _f(None, help="Free text shown at the top of the report.")
+    seeds: list[Int] = _f([42], help="Each model is trained once per seed; the report shows mean ± std.")
+    notes: Str | None = _f(None, help="Free text shown at the top of the report.")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> CompareConfig:
         if not self.models:
-            raise ConfigError("models: a comparison needs at least one entry")
+            raise _bad("{key.models}: a comparison needs at least one entry")
         labels = [m.label or m.name for m in self.models]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
-            raise ConfigError(f"models: duplicate label {dup[0]!r}; give each entry a distinct `label`")
+            raise _bad(f"{{key.models}}: duplicate label {dup[0]!r}; give each entry a distinct `label`")
         if not self.seeds:
-            raise ConfigError("seeds: give at least one seed")
+            raise _bad("{key.seeds}: give at least one seed")
+        return self
 
     def experiments(self) -> list[ExperimentConfig]:
         """The resolved experiment of every (model, seed), in report order."""
@@ -245,74 +332,79 @@ class CompareConfig:
         return out
 
     def experiment(self, entry: ModelEntry, seed: int) -> ExperimentConfig:
+        where = f"models[{entry.label or entry.name}]"
         model = {**self.model, **(entry.model or {}), "name": entry.name}
         train = {**dataclasses.asdict(self.train), **(entry.train or {}), "seed": seed}
         if entry.full_finetune or self.lora is None:
             lora = None
         else:
-            lora = from_dict(LoraConfig, {**dataclasses.asdict(self.lora), **(entry.lora or {})}, "lora")
+            lora = from_dict(LoraConfig, {**dataclasses.asdict(self.lora), **(entry.lora or {})}, f"{where}.lora")
         data = self.data
         if entry.max_train_samples is not None:
             data = dataclasses.replace(data, max_train_samples=entry.max_train_samples)
-        return ExperimentConfig(
-            name=self.name,
-            data=data,
-            model=from_dict(ModelConfig, model, f"models[{entry.label or entry.name}].model"),
-            lora=lora,
-            train=from_dict(TrainConfig, train, f"models[{entry.label or entry.name}].train"),
-            label=entry.label or entry.name,
-        )
+        return from_dict(ExperimentConfig, {
+            "name": self.name,
+            "data": data,
+            "model": from_dict(ModelConfig, model, f"{where}.model"),
+            "lora": lora,
+            "train": from_dict(TrainConfig, train, f"{where}.train"),
+            "label": entry.label or entry.name,
+        }, where)
 
 
-@dataclass(frozen=True)
+@_config("sweep.metric")
 class SweepMetric:
-    name: str = _f("f1", help="Val metric to optimise: f1, precision, recall, accuracy (W&B's `eval/f1-score` = f1).")
+    name: Str = _f("f1", help="Val metric to optimise: f1, precision, recall, accuracy (W&B's `eval/f1-score` = f1).")
     goal: Literal["maximize", "minimize"] = _f("maximize", help="maximize or minimize.")
 
 
-@dataclass(frozen=True)
+@_config("sweep")
 class SweepSection:
     """The `sweep:` section; W&B sweep files are accepted as written."""
     method: Literal["bayes", "random", "grid"] = _f("bayes", help="bayes = Optuna TPE; random; grid.")
-    metric: SweepMetric = _f(SweepMetric(), help="What to optimise.")
+    metric: Section[SweepMetric] = _f(SweepMetric(), help="What to optimise.")
     parameters: dict = _f({}, help=(
         "Search space in W&B form: `value`, `values`, or `distribution` (uniform, log_uniform_values, "
         "int_uniform, q_uniform, categorical, log_uniform) with min/max (q). Names: the study's lora_rank, "
         "lora_alpha, lora_dropout, lora_bias, learning_rate, max_length... or dotted config keys."))
-    run_cap: int | None = _f(None, help="Trials to run (W&B's name).")
-    trials: int | None = _f(None, help="Trials to run (same as run_cap; --trials overrides both).")
+    run_cap: Int | None = _f(None, help="Trials to run (W&B's name).")
+    trials: Int | None = _f(None, help="Trials to run (same as run_cap; --trials overrides both).")
     pruner: Literal["median", "hyperband", "none"] = _f("median", help="Stop unpromising trials early.")
-    seed: int = _f(0, help="Sampler seed.")
-    heartbeat_seconds: int = _f(30, help="A trial whose worker is silent this long (x2) is marked failed and retried.")
-    max_retries: int = _f(2, help="Retries of a trial whose worker died.")
-    name: str | None = _f(None, help="W&B's sweep name (informational).")
-    program: str | None = _f(None, help="W&B's training script (ignored: lorabench trains).")
+    seed: Int = _f(0, help="Sampler seed.")
+    heartbeat_seconds: Int = _f(30, help="A trial whose worker is silent this long (x2) is marked failed and retried.")
+    max_retries: Int = _f(2, help="Retries of a trial whose worker died.")
+    name: Str | None = _f(None, help="W&B's sweep name (informational).")
+    program: Str | None = _f(None, help="W&B's training script (ignored: lorabench trains).")
     command: list | None = _f(None, help="W&B's command (ignored).")
     early_terminate: dict | None = _f(None, help="W&B's early termination: any value switches on hyperband.")
-    project: str | None = _f(None, help="W&B project (ignored).")
-    entity: str | None = _f(None, help="W&B entity (ignored).")
-    description: str | None = _f(None, help="Free text.")
+    project: Str | None = _f(None, help="W&B project (ignored).")
+    entity: Str | None = _f(None, help="W&B entity (ignored).")
+    description: Str | None = _f(None, help="Free text.")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> SweepSection:
         if not self.parameters:
-            raise ConfigError("sweep.parameters: give at least one parameter to search")
+            raise _bad("{key.parameters}: give at least one parameter to search")
         n = self.n_trials
         if n is not None and n < 1:
-            raise ConfigError(f"sweep.run_cap must be >= 1, got {n}")
+            raise _bad(f"{{key.run_cap}} must be >= 1, got {n}")
+        return self
 
     @property
     def n_trials(self) -> int | None:
         return self.trials if self.trials is not None else self.run_cap
 
 
-@dataclass(frozen=True)
+@_config()
 class SweepConfig(ExperimentConfig):
     """One model, many hyperparameter settings: what `lorabench sweep` runs (an experiment + `sweep:`)."""
     sweep: SweepSection | None = _f(None, help="The search space and objective (required).")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
         if self.sweep is None:
-            raise ConfigError("missing key 'sweep' (the search space and objective)")
+            raise _bad("missing key '{key.sweep}' (the search space and objective)")
+        return self
 
     def base(self) -> ExperimentConfig:
         return ExperimentConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentConfig)})

@@ -146,8 +146,14 @@ def loading_kwargs(cfg: ModelConfig, precision: Precision, arch: Arch) -> dict:
         q = dict(precision.quantization)
         if "bnb_4bit_compute_dtype" in q:
             q["bnb_4bit_compute_dtype"] = getattr(__import__("torch"), q["bnb_4bit_compute_dtype"])
-        kw["quantization_config"] = BitsAndBytesConfig(**q, llm_int8_skip_modules=[arch.head, "classifier", "score"])
+        kw["quantization_config"] = BitsAndBytesConfig(
+            **q, llm_int8_skip_modules=[arch.head, *arch.head_parts, "classifier", "score"])  # trained: never quantized
     if cfg.device_map is not None:
+        import torch
+        wanted = list((cfg.max_memory or {}).keys()) + (list(cfg.device_map.values()) if isinstance(cfg.device_map, dict) else [])
+        gpus = [d for d in wanted if isinstance(d, int) or str(d).isdigit() or str(d).startswith("cuda")]
+        if gpus and not torch.cuda.is_available():
+            raise ConfigError(f"model.device_map / model.max_memory name GPU {gpus[0]!r}, but this machine has no GPU")
         kw["device_map"] = cfg.device_map
         if cfg.max_memory:
             kw["max_memory"] = {(int(k) if str(k).isdigit() else k): v for k, v in cfg.max_memory.items()}
@@ -172,14 +178,20 @@ def _looks_decoder(hf_config) -> bool:
 
 
 def attach_lora(model, lora: LoraConfig, arch: Arch):
+    """Wrap `model` in peft LoRA (SEQ_CLS): `lora.target_modules`, else the architecture's default; the
+    head and `arch.head_parts` are trained in full and saved with the adapter (`modules_to_save`)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
     targets = list(lora.target_modules or arch.target_modules)
+    if not targets:
+        raise ModelError(f"no default LoRA target modules for {type(model).__name__} (peft has none for "
+                         f"{getattr(model.config, 'model_type', '?')!r}); set lora.target_modules")
     names = {n.split(".")[-1] for n, _ in model.named_modules()}
     missing = [t for t in targets if t not in names]
     if missing:
         raise ModelError(f"lora.target_modules: no module named {missing[0]!r} in this model")
+    save = [_head_name(model, arch)] + [m for m in arch.head_parts if hasattr(model, m)]
     peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha,
                               lora_dropout=lora.dropout, bias=lora.bias, target_modules=targets,
-                              modules_to_save=[_head_name(model, arch)])
+                              modules_to_save=save)
     return get_peft_model(model, peft_cfg)

@@ -1,6 +1,11 @@
 """ALL per-architecture knowledge lives in `ARCHITECTURES` (target modules, head name, decoder or
 encoder, `add_prefix_space`, position offset, which heads read the first token only). Nothing
 else in lorabench branches on a model name.
+
+LoRA target modules are peft's own defaults for the `model_type`
+(`peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`, what peft itself uses when
+none are given) wherever peft has one; the table states targets only for the types peft has none for.
+Everything else in an entry is lorabench's own.
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from lorabench.errors import ModelError
 @dataclass(frozen=True)
 class Arch:
     """What lorabench must know about one transformers `model_type`."""
-    target_modules: tuple[str, ...]   # LoRA default (the study: query/value, q_proj/v_proj)
+    target_modules: tuple[str, ...]   # LoRA default: peft's for the model_type where it has one (the study's
+                                      # query/value and q_proj/v_proj are peft's), else the table's own
     head: str                         # classification head module, trained and saved with the adapter
     decoder: bool                     # decoders classify from the last real token; need a pad token
     add_prefix_space: bool = False    # byte-level BPE tokenizers that accept it (the study set it)
@@ -21,31 +27,62 @@ class Arch:
                                       # the last layer may compute that token alone (lorabench.speedups.cpu)
     position_offset: int = 0          # position ids start here (RoBERTa family: padding_idx + 1 = 2), so
                                       # max_position_embeddings - offset tokens fit (roberta-large: 514 -> 512)
+    head_parts: tuple[str, ...] = ()  # more modules between the backbone and `head` that pretrained checkpoints
+                                      # lack (newly initialised at every load): trained and saved with the head,
+                                      # else they stay random and a reloaded run gets other random ones (peft#2171)
 
 
-_BERT = Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True)
-_ROBERTA = Arch(("query", "value"), "classifier", decoder=False, add_prefix_space=True, first_token_layers=True,
-               position_offset=2)
-_LLAMA = Arch(("q_proj", "v_proj"), "score", decoder=True)
+def peft_target_modules(model_type: str) -> tuple[str, ...] | None:
+    """peft's default LoRA target modules for `model_type`, or None where peft has none."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+    found = defaults.get(model_type)
+    return tuple(found) if isinstance(found, (list, tuple)) else None  # (a str is a regex: not used here)
+
+
+# LoRA targets lorabench states itself, only for types peft has no default for (peft 0.21): the study's
+# query/value choice in each model's own names. ModernBERT and Phi-3 fuse query, key and value into one
+# projection, so LoRA adapts all three there. (tests/test_architectures.py fails if one becomes a copy of peft's.)
+OWN_TARGETS: dict[str, tuple[str, ...]] = {
+    "camembert": ("query", "value"),
+    "distilbert": ("q_lin", "v_lin"),
+    "modernbert": ("Wqkv",),
+    "phi3": ("qkv_proj",),
+}
+
+
+def _arch(model_type: str, head: str, decoder: bool, **own) -> Arch:
+    """An entry whose LoRA targets are lorabench's own where stated, else peft's default for `model_type` (an
+    empty tuple if peft dropped it: `attach_lora` then asks for lora.target_modules)."""
+    targets = OWN_TARGETS.get(model_type) or peft_target_modules(model_type) or ()
+    return Arch(targets, head, decoder, **own)
+
+
+_BERT = dict(head="classifier", decoder=False, first_token_layers=True)   # the head reads the first token
+_ROBERTA = dict(_BERT, position_offset=2)                                  # + position ids from padding_idx + 1
+_DECODER = dict(head="score", decoder=True)
 
 ARCHITECTURES: dict[str, Arch] = {
-    "bert": _BERT,
-    "electra": _BERT,
-    "xlm-roberta": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True, position_offset=2),
-    "roberta": _ROBERTA,
-    "camembert": Arch(("query", "value"), "classifier", decoder=False, first_token_layers=True, position_offset=2),
-    "distilbert": Arch(("q_lin", "v_lin"), "classifier", decoder=False),
-    "deberta-v2": Arch(("query_proj", "value_proj"), "classifier", decoder=False),
-    "modernbert": Arch(("Wqkv",), "classifier", decoder=False),
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "gemma": _LLAMA,
-    "gemma2": _LLAMA,
-    "gemma3_text": _LLAMA,
-    "qwen2": _LLAMA,
-    "qwen3": _LLAMA,
-    "phi3": Arch(("qkv_proj",), "score", decoder=True),
-    "gpt2": Arch(("c_attn",), "score", decoder=True, add_prefix_space=True),
+    "bert": _arch("bert", **_BERT),
+    "electra": _arch("electra", **_BERT),
+    "xlm-roberta": _arch("xlm-roberta", **_ROBERTA),
+    "roberta": _arch("roberta", **_ROBERTA, add_prefix_space=True),
+    "camembert": _arch("camembert", **_ROBERTA),
+    # DistilBERT's pre_classifier (peft's suffix match on "classifier" wraps it too) and DeBERTa's pooler are in
+    # no pretrained checkpoint (DeBERTa without it: other random pooler weights at each load, peft#2171)
+    "distilbert": _arch("distilbert", "classifier", False, head_parts=("pre_classifier",)),
+    "deberta-v2": _arch("deberta-v2", "classifier", False, head_parts=("pooler",)),
+    # ModernBERT's `head` (dense + norm before `classifier`) is in its masked-LM checkpoints but not in bare
+    # ModernBertModel ones (embedding models): trained like the dense layer of RoBERTa's `classifier`
+    "modernbert": _arch("modernbert", "classifier", False, head_parts=("head",)),
+    "llama": _arch("llama", **_DECODER),
+    "mistral": _arch("mistral", **_DECODER),
+    "gemma": _arch("gemma", **_DECODER),
+    "gemma2": _arch("gemma2", **_DECODER),
+    "gemma3_text": _arch("gemma3_text", **_DECODER),
+    "qwen2": _arch("qwen2", **_DECODER),
+    "qwen3": _arch("qwen3", **_DECODER),
+    "phi3": _arch("phi3", **_DECODER),
+    "gpt2": _arch("gpt2", **_DECODER, add_prefix_space=True),
 }
 
 

@@ -29,7 +29,7 @@ The model, in one place:
   F forward + F backward through the activations + 2*N_trained*tokens for weight gradients (full fine-tuning:
   N_trained = N, i.e. Kaplan's 6N) + F when gradient checkpointing recomputes the forward. Validation: F on the
   val tokens once per epoch. Tokens are the padded tokens of the batches the run makes (length buckets,
-  transformers' length groups or random batches), from real token lengths.
+  or random batches), from real token lengths.
 - Time = FLOPs / (peak x utilisation x data-parallel GPUs): the fp16/bf16 tensor peak under autocast, the fp32
   peak otherwise. With `model.device_map` the GPUs hold one model's layers in turn (naive model parallel, the
   study's): one works at a time, so the time is one GPU's. Not modelled: 4-bit/8-bit dequantisation time,
@@ -222,7 +222,7 @@ def inventory(exp: ExperimentConfig, num_labels: int) -> _Inventory:
         trainable, total = model.get_nb_trainable_parameters()
     else:
         trainable = total = sum(p.numel() for p in model.parameters())
-    head = {arch.head, "classifier", "score"}
+    head = {arch.head, *arch.head_parts, "classifier", "score"}  # never quantized (models.build.loading_kwargs)
     linear = rows = other = matmul = 0
     embedding_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     seen: set[int] = set()
@@ -281,9 +281,8 @@ def lengths_for(exp: ExperimentConfig, texts: list[str], inv: _Inventory) -> tup
 
 def batch_sums(lengths: list[int], batch: int, mode: str, draws: int = 8) -> tuple[float, float]:
     """(sum of b*s, sum of b*s^2) over one epoch's batches: b rows padded to their longest, s tokens.
-    mode `buckets`: lorabench's tight length buckets (and sorted evaluation); `groups`: transformers'
-    length groups (megabatches of 50 batches, several processes); `random`: random batches. The random
-    modes are averaged over `draws` seeded shuffles."""
+    mode `buckets`: lorabench's tight length buckets (one bucket per optimiser step of every process; sorted
+    evaluation); `random`: random batches, averaged over `draws` seeded shuffles."""
     a = np.asarray(lengths, dtype=np.int64)
     if len(a) == 0:
         return 0.0, 0.0
@@ -303,9 +302,6 @@ def batch_sums(lengths: list[int], batch: int, mode: str, draws: int = 8) -> tup
     out = np.zeros(2)
     for _ in range(draws):
         order = rng.permutation(len(a))
-        if mode == "groups":
-            mega = 50 * batch
-            order = np.concatenate([sorted(order[i:i + mega], key=lambda j: -a[j]) for i in range(0, len(order), mega)])
         out += sums(order)
     return tuple(out / draws)
 
@@ -368,7 +364,7 @@ def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware,
     cap = exp.model.max_length
     train = [min(n, cap) for n in data.train_lengths]
     val = [min(n, cap) for n in data.val_lengths]
-    mode = ("buckets" if dp == 1 else "groups") if t.group_by_length else "random"
+    mode = "buckets" if t.group_by_length else "random"  # buckets per optimiser step, one process or several
     tok, sq = batch_sums(train, t.batch_size, mode)
     vtok, vsq = batch_sums(val, t.eval_batch_size or t.batch_size, "buckets")
     trained = inv.matmul if exp.lora is None else inv.trainable
@@ -390,7 +386,7 @@ def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware,
     mp.tokens = {"source": data.source, "train_rows": len(train), "val_rows": len(val),
                  "longest": seq, "max_length": cap, "mean": round(float(np.mean(train)), 1) if train else 0.0,
                  "train_padded_per_epoch": round(tok), "val_padded_per_epoch": round(vtok),
-                 "batching": {"buckets": "length buckets", "groups": "transformers length groups",
+                 "batching": {"buckets": "length buckets",
                               "random": "random batches"}[mode], "batch_size": t.batch_size}
     mp.memory = _memory(inv, exp, precision, seq, gpus)
     mp.fits = mp.memory.total_mb <= hw.memory_mb

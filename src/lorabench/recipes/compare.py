@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lorabench import distributed
+from lorabench import distributed, tracking
 from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import load_splits
@@ -120,7 +120,11 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
             check_experiments(exps)
         # data parallel: every process trains every model; the main one alone decides, writes and reports
         with folder_lock(root) if distributed.is_main() else contextlib.nullcontext():
-            return _run_all(cfg, exps, splits, root, force)
+            # tracking (train.report_to): the runs join a group (W&B group, MLflow parent run, trackio project)
+            with tracking.group("compare", cfg.name, root, [e.train.report_to for e in exps]) as group:
+                report = _run_all(cfg, exps, splits, root, force)
+                group.log_table(root / "results.csv")  # the comparison table
+                return report
 
 
 def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Path, force: bool) -> Path:
@@ -154,7 +158,12 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
             try:
                 rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
             except Exception:
-                rec = (read_run(run_dir) if main else None) or {"status": "failed", "error": "no record written"}
+                if distributed.world_size() > 1:
+                    # data parallel: the processes cannot agree to go on (a failure may be one process's
+                    # alone, e.g. out of memory on one GPU); stop here. The failure is recorded, finished
+                    # runs are kept and reused when the comparison runs again.
+                    raise
+                rec = read_run(run_dir) or {"status": "failed", "error": "no record written"}
         if main:
             print(f"{tag}: {_line(rec)}", flush=True)
         gc.collect()

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorabench import tracking
 from lorabench.config.loading import dump_yaml, load_config
 from lorabench.config.schema import SweepConfig
 from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
@@ -252,24 +253,28 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
         open_study(p)  # create it (or join it) before any worker starts
     print(f"sweep {p.study_name}: {p.n_trials} trials, {cfg.sweep.method}, pruner {cfg.sweep.pruner}, "
           f"storage {_redact(p.storage)}, {workers} worker(s)", flush=True)
-    if workers <= 1:
-        run_worker(p)
-    else:
-        procs = []
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        for w in range(workers):
-            cmd = [sys.executable, "-m", "lorabench.cli", "sweep", config_path, "--worker-only",
-                   "--output-dir", str(p.folder), "--study", p.study_name,
-                   "--trials", str(p.n_trials), "--worker-id", str(w)]
-            for o in overrides:
-                cmd += ["--set", o]
-            # the storage URL may hold a password: pass it in the environment, not on the command line
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                   STORAGE_ENV: p.storage}
-            procs.append(subprocess.Popen(cmd, env=env))
-        codes = [pr.wait() for pr in procs]
-        if any(codes):
-            build_sweep_report(p.folder, storage=p.storage)
-            raise LorabenchError(f"sweep: {sum(1 for c in codes if c)} of {workers} workers failed "
-                                 f"(exit codes {codes}); rerun the same command to resume")
-    return build_sweep_report(p.folder, storage=p.storage)
+    # tracking (train.report_to): the trials join a group (W&B group, MLflow parent run, trackio project)
+    with tracking.group("sweep", p.study_name, p.folder, [cfg.train.report_to]) as group:
+        if workers <= 1:
+            run_worker(p)
+        else:
+            procs = []
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            for w in range(workers):
+                cmd = [sys.executable, "-m", "lorabench.cli", "sweep", config_path, "--worker-only",
+                       "--output-dir", str(p.folder), "--study", p.study_name,
+                       "--trials", str(p.n_trials), "--worker-id", str(w)]
+                for o in overrides:
+                    cmd += ["--set", o]
+                # the storage URL may hold a password: pass it in the environment, not on the command line
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                       STORAGE_ENV: p.storage, **tracking.child_env()}  # tracking: the workers' trials join the group
+                procs.append(subprocess.Popen(cmd, env=env))
+            codes = [pr.wait() for pr in procs]
+            if any(codes):
+                build_sweep_report(p.folder, storage=p.storage)
+                raise LorabenchError(f"sweep: {sum(1 for c in codes if c)} of {workers} workers failed "
+                                     f"(exit codes {codes}); rerun the same command to resume")
+        report = build_sweep_report(p.folder, storage=p.storage)
+        group.log_table(p.folder / "trials.csv", *tracking.sweep_best(p.folder))  # tracking: the trials and the best
+    return report

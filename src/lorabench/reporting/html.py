@@ -1,4 +1,4 @@
-"""One self-contained, offline HTML page: CSS, tables from Markdown, inline PNGs.
+"""One self-contained, offline HTML page: CSS, tables (pandas `to_html`), inline PNGs.
 """
 from __future__ import annotations
 
@@ -8,17 +8,9 @@ import html
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;
 padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;
 padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:13px}.note{color:#8a5300}.fail{color:#b00020}
-img{max-width:100%;margin:0.5em 0}h1{margin-bottom:0.2em}.sub{color:#666;margin-top:0}"""
-
-
-def _html_table(md: str) -> str:
-    lines = [ln for ln in md.splitlines() if ln.startswith("|") and not ln.startswith("|---")]
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    head, body = rows[0], rows[1:]
-    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+pre{background:#f7f7f7;padding:1em;white-space:pre-wrap;font-size:13px}.scroll{overflow-x:auto}.note{color:#8a5300}.fail{color:#b00020}
+img{max-width:100%;margin:0.5em 0}.pair{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+.pair img{max-width:min(420px,100%)}h1{margin-bottom:0.2em}.sub{color:#666;margin-top:0}"""
 
 
 def _html(title: str, sections: list[tuple[str, str]]) -> str:

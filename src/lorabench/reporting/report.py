@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from lorabench.errors import LorabenchError
-from lorabench.reporting.html import _html, _html_table, _img
+from lorabench.reporting.html import _html, _img
 from lorabench.runs.files import find_runs, write_atomic, write_json
 from lorabench.runs.record import RunRecord, RunStatus
 
 METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
+DETAIL_KEYS = ("macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc")
 CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
-               "val_accuracy", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
-               "trainable_pct", "train_samples_per_second", "train_rows", "epochs"]
+               "val_accuracy", "val_macro_f1", "val_weighted_f1", "val_mcc", "val_roc_auc", "val_pr_auc", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
+               "trainable_pct", "compute_precision", "quantization", "world_size", "train_samples_per_second", "train_rows", "epochs"]
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -57,6 +58,11 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         for k in METRIC_KEYS:
             row[f"val_{k}"] = _mean([r.val[k] for r in ok])
         row["val_f1_std"] = _std([r.val["f1"] for r in ok])
+        for k in DETAIL_KEYS:  # from each run's evaluation detail (absent in records before schema 3)
+            row[f"val_{k}"] = _mean([r.evaluation["val"][k] for r in ok
+                                     if r.evaluation.get("val", {}).get(k) is not None])
+        first = next((r for r in ok if r.evaluation.get("val")), None)
+        row["detail"] = {"seed": first.seed, **first.evaluation["val"]} if first else None
         row["test_f1"] = _mean([r.metrics["test"]["f1"] for r in ok if "test" in r.metrics])
         row["train_seconds"] = _mean([r.train_seconds for r in ok])
         row["peak_memory_mb"] = _mean([r.peak_memory_mb for r in ok])
@@ -65,6 +71,7 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         row["trainable_pct"] = p.get("trainable_pct")
         row["train_samples_per_second"] = _mean([r.throughput["train_samples_per_second"] for r in ok
                                                  if r.throughput.get("train_samples_per_second")])
+        row.update(_setup(ok[0]) if ok else {"compute_precision": None, "quantization": None, "world_size": None})
         row["train_rows"] = ok[0].data["train_rows"] if ok else None
         row["epochs"] = _mean([r.epochs_run or r.config["train"]["epochs"] for r in ok
                                if r.model.get("kind") != "tfidf-logreg"]) if ok else None
@@ -73,6 +80,19 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         row["errors"] = [r.error or "" for r in recs if r.status != RunStatus.COMPLETED]
         rows.append(row)
     return rows
+
+
+def _setup(r: RunRecord) -> dict:
+    """How a run computed: `compute_precision` (e.g. "bf16", "fp32", "fp32 + bf16 autocast"), `quantization`
+    ("none", "4bit", "8bit") and `world_size` (processes), from its record (absent before schema 3)."""
+    p = r.extra.get("precision") or {}
+    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+    text = short.get(p.get("weights_dtype"), p.get("weights_dtype") or "")
+    if p.get("autocast") and p.get("autocast") != text:
+        text = f"{text} + {p['autocast']} autocast" if text else f"{p['autocast']} autocast"
+    par = r.extra.get("parallel") or {}
+    return {"compute_precision": text or None, "quantization": r.extra.get("quantization") or "none",
+            "world_size": par.get("world_size", 1)}
 
 
 def _fmt(v: Any, nd: int = 4) -> str:
@@ -99,21 +119,66 @@ def _f1_cell(r: dict) -> str:
     return f"{r['val_f1']:.4f}" + (f" ± {r['val_f1_std']:.4f}" if r["runs"] > 1 else "")
 
 
-def _md_table(rows: list[dict], has_test: bool) -> str:
-    head = ["model", "val F1", "precision", "recall", "accuracy"] + (["test F1"] if has_test else []) + \
-        ["training time", "peak memory", "trainable", "train samples/s", "runs"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def results_table(rows: list[dict], has_test: bool, binary: bool):
+    """The comparison table as a pandas DataFrame of display strings, one row per model. Binary tasks: F1,
+    precision and recall of the positive label, with the threshold-free ROC-AUC and PR-AUC and MCC beside;
+    more classes: macro F1 (and weighted F1), macro precision and recall, MCC."""
+    import pandas as pd
+    out = []
     for r in rows:
-        cells = [r["label"], _f1_cell(r), _fmt(r["val_precision"]), _fmt(r["val_recall"]), _fmt(r["val_accuracy"])]
+        cells = {"model": r["label"], ("val F1" if binary else "val macro F1"): _f1_cell(r)}
+        if not binary:
+            cells["weighted F1"] = _fmt(r["val_weighted_f1"])
+        cells.update({("precision" if binary else "macro precision"): _fmt(r["val_precision"]),
+                      ("recall" if binary else "macro recall"): _fmt(r["val_recall"]),
+                      "accuracy": _fmt(r["val_accuracy"])})
+        if binary:
+            cells.update({"ROC-AUC": _fmt(r["val_roc_auc"]), "PR-AUC": _fmt(r["val_pr_auc"])})
+        cells["MCC"] = _fmt(r["val_mcc"])
         if has_test:
-            cells.append(_fmt(r["test_f1"]))
-        cells += [f"{r['train_seconds']:.1f} s" if r["train_seconds"] is not None else "",
-                  f"{r['peak_memory_mb']:.0f} MB" if r["peak_memory_mb"] is not None else "",
-                  f"{r['trainable_pct']:.3g}% of {r['total_params'] / 1e6:.1f}M" if r["total_params"] else "",
-                  _fmt(r["train_samples_per_second"], 1),
-                  f"{r['runs']}" + (f" (+{r['failed']} failed)" if r["failed"] else "")]
-        lines.append("| " + " | ".join(cells) + " |")
+            cells["test F1" if binary else "test macro F1"] = _fmt(r["test_f1"])
+        cells.update({
+            "training time": f"{r['train_seconds']:.1f} s" if r["train_seconds"] is not None else "",
+            "peak memory": f"{r['peak_memory_mb']:.0f} MB" if r["peak_memory_mb"] is not None else "",
+            "trainable": f"{r['trainable_pct']:.3g}% of {_count(r['total_params'])}" if r["total_params"] else "",
+            "computed in": ", ".join(x for x in (r["compute_precision"] or "",
+                                               "" if r["quantization"] in (None, "none") else f"{r['quantization']} weights",
+                                               f"{r['world_size']} processes" if (r["world_size"] or 1) > 1 else "") if x),
+            "train samples/s": _fmt(r["train_samples_per_second"], 1),
+            "runs": f"{r['runs']}" + (f" (+{r['failed']} failed)" if r["failed"] else "")})
+        out.append(cells)
+    return pd.DataFrame(out)
+
+
+def _count(n: int) -> str:
+    """A parameter count for people: 22.8M, 1.2B, 40.0k."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def per_class_table(detail: dict):
+    """One run's per-class precision, recall, F1 and support (rows: classes, then macro and weighted F1)."""
+    import pandas as pd
+    rows = [{"class": name, "precision": _fmt(m["precision"]), "recall": _fmt(m["recall"]), "F1": _fmt(m["f1"]),
+             "support": str(m["support"])} for name, m in detail["per_class"].items()]
+    total = sum(m["support"] for m in detail["per_class"].values())
+    rows += [{"class": "macro avg", "precision": "", "recall": "", "F1": _fmt(detail["macro_f1"]), "support": str(total)},
+             {"class": "weighted avg", "precision": "", "recall": "", "F1": _fmt(detail["weighted_f1"]),
+              "support": str(total)}]
+    return pd.DataFrame(rows)
+
+
+def _markdown(df) -> str:
+    head = list(df.columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def _html_frame(df) -> str:
+    return f"<div class='scroll'>{df.to_html(index=False, escape=True, border=0)}</div>"
 
 
 # --------------------------------------------------------------------------- plots
@@ -154,6 +219,9 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
             ax.errorbar(r["train_seconds"], r["val_f1"], yerr=r["val_f1_std"] or 0, fmt="o", ms=8,
                         color=colors[i % len(colors)], label=r["label"], capsize=4)
         ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis run into each other
         ax.set_xlabel("training time (s, log scale)")
         ax.set_ylabel("val F1")
         ax.set_title("Quality against cost")
@@ -183,6 +251,27 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
             ax.grid(alpha=0.3)
             save(fig, "f1_per_epoch.png")
 
+    for i, r in enumerate(ok):
+        if r.get("detail"):
+            save(_confusion_figure(subplots, r["label"], r["detail"]), _confusion_png(r["label"]))
+    curves = [(i, r) for i, r in enumerate(ok) if (r.get("detail") or {}).get("curves")]
+    if curves:
+        fig = Figure(figsize=(9, 3.8))
+        roc_ax, pr_ax = fig.subplots(1, 2)
+        for i, r in curves:
+            c, d = colors[i % len(colors)], r["detail"]
+            roc_ax.plot(d["curves"]["roc"]["fpr"], d["curves"]["roc"]["tpr"], color=c,
+                        label=f"{r['label']} (AUC {d['roc_auc']:.3f})")
+            pr_ax.plot(d["curves"]["pr"]["recall"], d["curves"]["pr"]["precision"], color=c,
+                       label=f"{r['label']} (AP {d['pr_auc']:.3f})")
+        roc_ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=1)
+        roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (val)")
+        pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (val)", ylim=(0, 1.02))
+        for ax in (roc_ax, pr_ax):
+            ax.legend(fontsize=7, loc="lower right" if ax is roc_ax else "lower left")
+            ax.grid(alpha=0.3)
+        save(fig, "roc_pr.png")
+
     if data and data.get("char_histogram"):
         h = data["char_histogram"]
         fig, ax = subplots(figsize=(7, 3))
@@ -194,6 +283,31 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
         ax.set_title("Text lengths")
         save(fig, "lengths.png")
     return out
+
+def _confusion_png(label: str) -> str:
+    from lorabench.runs.layout import safe_name
+    return f"confusion_{safe_name(label)}.png"
+
+
+def _confusion_figure(subplots, label: str, detail: dict):
+    """A confusion matrix as counts, shaded by the share of each true class (rows sum to 1)."""
+    import numpy as np
+    cm = np.asarray(detail["confusion_matrix"])
+    names = detail["labels"]
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = 1.6 + 0.7 * len(names)
+    fig, ax = subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(cm):
+        ax.text(j, i, f"{n}", ha="center", va="center", color="white" if share[i, j] > 0.6 else "#222", fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{label}: confusion matrix (val)", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    return fig
+
 
 def build_report(folder: Path, storage: str | None = None) -> Path:
     """Write results.csv/json/md, plots/*.png and report.html in `folder`; return report.html."""
@@ -212,18 +326,26 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     rows.sort(key=lambda r: order.index(r["label"]))
     data = json.loads((folder / "data.json").read_text()) if (folder / "data.json").is_file() else None
     has_test = any(r["test_f1"] is not None for r in rows)
+    binary = len(records[0].data.get("label_names") or []) == 2
 
     write_atomic(folder / "results.csv", _csv_text(rows))
-    public = [{k: v for k, v in r.items() if k != "history"} for r in rows]
+    public = [{k: v for k, v in r.items() if k not in ("history", "detail")} for r in rows]
     write_json(folder / "results.json", {"models": public, "data": data,
                                          "runs": [{"run_dir": str(p.relative_to(folder)), "label": r.label,
                                                    "seed": r.seed, "status": r.status.value,
                                                    "metrics": r.metrics, "train_seconds": r.train_seconds,
                                                    "error": r.error} for p, r in runs]})
-    table = _md_table(rows, has_test)
+    table = results_table(rows, has_test, binary)
     notes = _notes(rows, data, folder)
-    md = [f"# {folder.name}: comparison", "", table, ""]
+    md = [f"# {folder.name}: comparison", "", _markdown(table), ""]
     md += [f"- {n}" for n in notes]
+    detailed = [r for r in rows if r["detail"]]
+    if detailed:
+        md += ["", "## Per-class results (val)"]
+        for r in detailed:
+            md += ["", f"### {r['label']} (seed {r['detail']['seed']})", "", _markdown(per_class_table(r["detail"])),
+                   "", f"Confusion matrix (rows: true, columns: predicted; {', '.join(r['detail']['labels'])}): "
+                       f"{r['detail']['confusion_matrix']}"]
     write_atomic(folder / "results.md", "\n".join(md) + "\n")
 
     plots = _plots(rows, data)
@@ -237,11 +359,20 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
         from lorabench.data.summary import format_summary
         sections.append(("Data", f"<pre>{html.escape(format_summary(data))}</pre>" +
                          (_img(plots["lengths.png"], "text lengths") if "lengths.png" in plots else "")))
-    sections.append(("Results", _html_table(table) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
-    for name, title in (("f1.png", "F1"), ("f1_vs_time.png", "F1 against training time"),
+    sections.append(("Results", _html_frame(table) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
+    for name, title in (("f1.png", "F1"), ("roc_pr.png", "ROC and precision-recall curves (val)"),
+                        ("f1_vs_time.png", "F1 against training time"),
                         ("f1_per_epoch.png", "F1 per epoch"), ("memory.png", "Peak memory")):
         if name in plots:
             sections.append((title, _img(plots[name], title)))
+    if detailed:
+        parts = []
+        for r in detailed:
+            png = plots.get(_confusion_png(r["label"]))
+            parts.append(f"<h3>{html.escape(r['label'])} <span class='sub'>(seed {r['detail']['seed']})</span></h3>"
+                         f"<div class='pair'>{_html_frame(per_class_table(r['detail']))}"
+                         f"{_img(png, 'confusion matrix of ' + r['label']) if png else ''}</div>")
+        sections.append(("Per-class results (val)", "".join(parts)))
     failed = [(r["label"], e) for r in rows for e in r["errors"]]
     if failed:
         sections.append(("Failed runs", "<ul>" + "".join(
@@ -298,6 +429,6 @@ def _runs_table(runs: list[tuple[Path, RunRecord]], folder: Path) -> str:
     for p, r in runs:
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
             p.relative_to(folder), r.status.value, r.seed, _fmt(r.val.get("f1")),
-            _fmt(r.train_seconds, 1), r.best_epoch or "")) + "</tr>")
+            _fmt(r.train_seconds, 1), f"{r.best_epoch:g}" if r.best_epoch is not None else "")) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in ("run", "status", "seed", "val F1", "train s", "best epoch"))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"

@@ -7,7 +7,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2  # 1: records before issue 13 (no schema_version key); 2: + schema_version, resumed_from
+SCHEMA_VERSION = 3  # 1: records before issue 13 (no schema_version key); 2: + schema_version, resumed_from;
+                    # 3: + evaluation (per-class results, confusion matrix, AUCs, MCC), parallel, quantization
 
 
 class RunStatus(str, Enum):
@@ -25,8 +26,11 @@ class RunRecord:
     {precision, recall, f1, accuracy} (floats in [0, 1]); `train_seconds` is wall time of training
     with per-epoch evaluation (seconds); `peak_memory_mb` the process's peak RSS on CPU or max
     allocated per GPU (MB); `params` {trainable, total, trainable_pct}; `history` one dict per
-    evaluation (epoch, step, val metrics, loss); `resumed_from` the epoch a resumed run continued
-    after. Keys this class does not name are kept in `extra`, so nothing in run.json is lost.
+    evaluation (epoch, step, val metrics, loss); `evaluation` maps `val`/`test` to the detail a reader
+    needs beyond F1 (`training.metrics.evaluation_detail`: per-class precision/recall/F1/support, confusion
+    matrix, macro and weighted F1, MCC, ROC-AUC/PR-AUC and curves for binary tasks; absent in runs from
+    before schema 3); `resumed_from` the epoch a resumed run continued after. Keys this class does not
+    name are kept in `extra`, so nothing in run.json is lost.
     """
     status: RunStatus
     name: str
@@ -37,6 +41,7 @@ class RunRecord:
     schema_version: int = 1
     seed: int | None = None
     metrics: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
     threshold: float | None = None
     history: list = field(default_factory=list)
     train_seconds: float | None = None

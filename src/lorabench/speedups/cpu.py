@@ -37,9 +37,10 @@ ATTENTION_NAME = "lorabench_sdpa"
 _STATE: dict = {"bits": None}
 
 
-def seed(value: int) -> None:
-    """Seed the mask generator (each run does, from train.seed: same seed, same masks)."""
-    _STATE["bits"] = np.random.SFC64(value)
+def seed(value: int, stream: int = 0) -> None:
+    """Seed the mask generator (each run does, from train.seed: same seed, same masks). `stream`: the
+    process's rank under data parallel, so processes draw different masks (stream 0 = a one-process run)."""
+    _STATE["bits"] = np.random.SFC64(value if stream == 0 else [value, stream])
 
 
 def rng_state() -> dict | None:
@@ -264,8 +265,9 @@ def apply(model, arch, cfg, applied: dict | None = None) -> dict:
     if cfg.pooled_only_last_layer and getattr(arch, "first_token_layers", False):
         applied["pooled_only_last_layer"] = apply_pooled_only_last_layer(model)
     if cfg.fast_dropout and model.device.type == "cpu":
+        from lorabench import distributed
         applied["_rng_before"] = _STATE["bits"]
-        seed(cfg.seed)
+        seed(cfg.seed, stream=distributed.rank())
         applied["fast_dropout_modules"] = 0
         applied.update(apply_fast_dropout(model))
     return applied

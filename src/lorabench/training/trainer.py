@@ -21,7 +21,8 @@ from lorabench.models.build import Built
 from lorabench.runs.resources import PeakMemory
 from lorabench.training.checkpoint import RESUME_FILE
 from lorabench.training.loss import WeightedCrossEntropy
-from lorabench.training.metrics import METRICS, classification_metrics, predict_labels, softmax, tune_threshold
+from lorabench.training.metrics import (METRICS, classification_metrics, evaluation_detail, predict_labels, softmax,
+                                        tune_threshold)
 from lorabench.training.sampler import length_buckets
 
 
@@ -90,13 +91,15 @@ def _trainer_class():
             # knows (the fast-dropout generator) in RESUME_FILE, written atomically and last: a checkpoint
             # without it is incomplete (killed mid-write) and is never resumed from.
             super()._save_checkpoint(model, trial)
+            from lorabench import distributed
             from lorabench.runs.files import write_json
             from lorabench.speedups import cpu as speed
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            masks = distributed.gather(speed.rng_state())  # every process's dropout-mask generator, in rank order
             if self.args.should_save and folder.is_dir():
                 clock = getattr(self, "lorabench_clock", None)  # time spent so far, over every process of the run
                 write_json(folder / RESUME_FILE, {"epoch": self.state.epoch, "step": self.state.global_step,
-                                                  "fast_dropout_rng": speed.rng_state(),
+                                                  "fast_dropout_rng": masks[0], "fast_dropout_rng_per_process": masks,
                                                   **(clock() if clock else {})})
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -157,6 +160,8 @@ class TrainResult:
     speed: dict | None = None           # speed levers applied (lorabench.speedups.cpu)
     parallel: dict | None = None        # processes and batch sizes (see `_parallel`)
     resumed_from: float | None = None   # the epoch a resumed run continued after (None: not resumed)
+    val_detail: dict | None = None      # per-class results, confusion matrix, AUCs, MCC (metrics.evaluation_detail)
+    test_detail: dict | None = None
 
 
 class _Timer:
@@ -181,9 +186,25 @@ class _Timer:
         return Impl()
 
 
+class _KeepLogits:
+    """Trainer callback: files the logits `_metrics_fn` kept under the step they were evaluated at, so the
+    best epoch's val probabilities need no second pass over val (evaluation is deterministic)."""
+
+    def __new__(cls, keep: dict):
+        from transformers import TrainerCallback
+
+        class Impl(TrainerCallback):
+            def on_evaluate(self, args, state, control, **kw):
+                if "last" in keep:
+                    keep[state.global_step] = keep.pop("last")
+
+        return Impl()
+
+
 def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
     from transformers import TrainingArguments
 
+    from lorabench import tracking
     from lorabench.config.schema import ModelConfig
     from lorabench.models.precision import decide
     precision = built.precision or decide(ModelConfig())  # a Built made by hand: this machine's default
@@ -209,7 +230,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         metric_for_best_model=cfg.metric_for_best_model,
         greater_is_better=cfg.metric_for_best_model != "loss",
         logging_steps=cfg.logging_steps,
-        report_to=cfg.report_to,
+        report_to=tracking.trainer_report_to(cfg.report_to),  # lorabench.tracking attaches tensorboard and trackio
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
@@ -223,15 +244,18 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
     )
 
 
-def _metrics_fn(num_labels: int, class_weights: list[float] | None):
+def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict | None = None):
     """Val metrics from the logits and labels of every val row (each once, in any number of processes): F1,
     precision, recall, accuracy, and `loss` = the class-weighted cross-entropy sum_i w[y_i] nll_i / sum_i w[y_i]
-    (the training loss's definition), which does not depend on the eval batch size."""
+    (the training loss's definition), which does not depend on the eval batch size. With `keep`, the logits
+    ((rows, classes) float64, eval-dataset order) are left in keep["last"] for `_KeepLogits`."""
     w = np.asarray(class_weights, dtype=np.float64) if class_weights is not None else None
 
     def compute(eval_pred) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
+        if keep is not None:
+            keep["last"] = logits
         labels = np.asarray(labels).astype(int)
         z = logits - logits.max(axis=-1, keepdims=True)
         nll = np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(labels)), labels]
@@ -297,14 +321,15 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     ckpt = out_dir / "checkpoints"
     args = _training_args(cfg, ckpt, built, has_eval=True)
     timer = _Timer()
-    cbs = [timer] + list(callbacks or [])
+    logits_by_step: dict = {}
+    cbs = [timer, _KeepLogits(logits_by_step)] + list(callbacks or [])
     if cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = _trainer_class()(
         model=built.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok), processing_class=tok,
         compute_loss_func=WeightedCrossEntropy(splits.class_weights),
-        compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights), callbacks=cbs,
+        compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step), callbacks=cbs,
     )
     result = TrainResult()
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
@@ -312,7 +337,10 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     saved: dict = {}
     if resume_from is not None:
         saved = json.loads((resume_from / RESUME_FILE).read_text())
-        speed.set_rng_state(saved.get("fast_dropout_rng"))
+        from lorabench import distributed
+        per_process = saved.get("fast_dropout_rng_per_process") or []
+        speed.set_rng_state(per_process[distributed.rank()] if len(per_process) == distributed.world_size()
+                            else saved.get("fast_dropout_rng"))
         result.resumed_from = float(saved["epoch"])
     prior_train, prior_pure = saved.get("train_seconds", 0.0), saved.get("pure_train_seconds", 0.0)
     with PeakMemory() as peak:
@@ -328,7 +356,8 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     if trainer.args.world_size > 1:  # every process's own peak (each holds a model copy)
         from lorabench import distributed
         peaks = distributed.gather(peak.result["mb"])
-        result.peak_memory_mb = {**peak.result, "per_process_mb": peaks, "mb": max(peaks)}
+        result.peak_memory_mb = {k: v for k, v in peak.result.items() if k != "per_device_mb"}  # rank 0's view only
+        result.peak_memory_mb.update(per_process_mb=peaks, mb=max(peaks))
     if saved.get("peak_memory_mb", 0.0) > result.peak_memory_mb["mb"]:
         result.peak_memory_mb = {**result.peak_memory_mb, "mb": saved["peak_memory_mb"], "scope": "run, all processes"}
     result.pure_train_seconds = (prior_pure + timer.step_seconds) if timer.step_seconds else result.train_seconds
@@ -345,11 +374,12 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     result.best_epoch = next((h["epoch"] for h in result.history if h["step"] == best), None)
 
     best_row = next((h for h in result.history if h["step"] == best), None)
-    need_probs = splits.num_labels == 2 and cfg.threshold != 0.5
-    if best_row is not None and not need_probs:
-        # the best model is loaded and evaluation is deterministic: its val metrics are those logged
-        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=None)
-    else:
+    if best_row is not None and best in logits_by_step:
+        # the best model is loaded and evaluation is deterministic: its val metrics and logits are those logged
+        probs = np.empty_like(logits_by_step[best])
+        probs[val_order] = softmax(logits_by_step[best])
+        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=probs)
+    else:  # e.g. the best epoch was evaluated before a resume
         result.val = evaluate(trainer, val_ds, val_order, splits.num_labels)
     if splits.test is not None and splits.test.labelled:  # unlabelled test rows: nothing to score
         test_ds, test_order = tokenize(splits.test, tok, max_length, sort=True)
@@ -365,6 +395,11 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         if result.test is not None and splits.test.labelled:
             result.test_at_threshold = classification_metrics(
                 np.asarray(splits.test.labels), predict_labels(result.test.probs, result.threshold), 2)
+    decision = result.threshold if splits.num_labels == 2 else None
+    result.val_detail = evaluation_detail(np.asarray(splits.val.labels), result.val.probs, splits.label_names, decision)
+    if result.test is not None:
+        result.test_detail = evaluation_detail(np.asarray(splits.test.labels), result.test.probs, splits.label_names,
+                                               decision)
     if trainer.args.should_save:  # the main process: the best model is saved by the pipeline; keep the run lean
         shutil.rmtree(ckpt, ignore_errors=True)
     del out

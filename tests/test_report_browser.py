@@ -1,0 +1,139 @@
+"""The comparison report, opened in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+The report is meant to be a self-contained offline page: it must load from file:// with no failed request,
+no console error and no script error, every inline PNG must decode, and the page must render (a screenshot
+that is not blank). Chromium is installed here where it is missing (as root, with apt-get: ~35 s on the
+2-core VM); the test is skipped, saying why, only when that cannot be done. Playwright is the `browser`
+extra (`make setup` installs it); its own browser download (`playwright install`) is never used.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from lorabench.cli import main
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT_COPY = "/tmp/lorabench-report-screenshot.png"  # a stable place for a person to look at
+CONFIG = """
+name: browser
+data: {max_train_samples: 160, max_eval_samples: 80}
+model: {max_length: 48}
+train: {epochs: 1, batch_size: 16, learning_rate: 1.0e-3}
+models:
+  - name: tfidf-logreg
+  - name: tiny-bert
+    label: tiny BERT
+"""
+# Chromium as root, in a sandbox with no outside network: no sandbox, no GPU, nothing that phones home
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def _install_chromium() -> str | None:
+    """Install Debian's chromium package; return why it could not be, or None when it is there."""
+    if os.path.exists(CHROMIUM):
+        return None
+    if os.geteuid() != 0:
+        return f"{CHROMIUM} is missing and installing it needs root (apt-get install chromium)"
+    if shutil.which("apt-get") is None:
+        return f"{CHROMIUM} is missing and there is no apt-get to install it with"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    lock = ["-o", "DPkg::Lock::Timeout=300"]  # another install (CI's PostgreSQL, say) may hold the lock
+    try:
+        for cmd in (["apt-get", *lock, "update", "-q"],
+                    ["apt-get", *lock, "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+                return f"`{' '.join(cmd)}` failed (exit {done.returncode}): {tail[0]}"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"installing chromium failed: {e}"
+    return None if os.path.exists(CHROMIUM) else f"apt-get installed chromium but {CHROMIUM} is still missing"
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Playwright's sync API and the path of Debian's Chromium, installed here if missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: `make setup` installs it (pip install -e '.[browser]')")
+    why = _install_chromium()
+    if why:
+        pytest.skip(f"no headless Chromium: {why}")
+    return sync_playwright, CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """A real report.html from `lorabench compare` on tiny models (~15 s on 2 cores)."""
+    tmp = tmp_path_factory.mktemp("browser-report")
+    cfg = tmp / "browser.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp / "runs"
+    assert main(["compare", str(cfg), "--output-dir", str(out)]) == 0
+    path = out / "report.html"
+    assert path.is_file()
+    return path
+
+
+def test_report_renders_in_headless_chromium(chromium, report, tmp_path):
+    sync_playwright, executable = chromium
+    console_errors, page_errors, failed, bad_status = [], [], [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: console_errors.append(f"{m.text} ({m.location})")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("requestfailed", lambda r: failed.append(f"{r.url[:120]}: {r.failure}"))
+            page.on("response", lambda r: bad_status.append(f"{r.url[:120]}: {r.status}") if r.status >= 400 else None)
+            response = page.goto(report.resolve().as_uri(), wait_until="load", timeout=30_000)
+            assert response is None or response.ok
+            page.wait_for_load_state("networkidle", timeout=15_000)
+
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => ({alt: e.alt, complete: e.complete, w: e.naturalWidth, h: e.naturalHeight}))")
+            headings = page.eval_on_selector_all("h1, h2, h3", "els => els.map(e => e.textContent.trim())")
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+
+    assert console_errors == [], console_errors
+    assert page_errors == [], page_errors
+    assert failed == [], failed
+    assert bad_status == [], bad_status
+
+    # every plot decodes: a broken data: URL leaves a 0x0 image (Chromium also logs it as a console error)
+    assert len(images) >= 5, images
+    broken = [i["alt"] for i in images if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
+    assert broken == [], broken
+    alts = {i["alt"] for i in images}
+    assert {"F1", "Peak memory", "text lengths", "confusion matrix of tiny BERT"} <= alts, alts
+
+    assert headings[0] == "runs", headings  # the report's folder name
+    for h in ("Data", "Results", "F1", "F1 against training time", "Peak memory", "Runs"):
+        assert h in headings, (h, headings)
+
+    _assert_not_blank(shot)
+
+
+def _assert_not_blank(png):
+    """A rendered page, not a blank (white or single-colour) one: many colours, a fair share of ink."""
+    from PIL import Image
+    with Image.open(png) as im:
+        rgb = im.convert("RGB")
+    width, height = rgb.size
+    assert width >= 1000 and height > 900, rgb.size  # full page: taller than the viewport
+    small = rgb.resize((width // 4, height // 4))
+    colours = small.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, len(colours or [])
+    ink = sum(n for n, c in colours if min(c) < 240) / (small.width * small.height)
+    assert ink > 0.03, f"only {ink:.1%} of the screenshot is not white"
