@@ -225,7 +225,7 @@ def test_lossless_conversions_of_yaml_values(tmp_path):
     ({"train": {"max_steps": 0}}, "train.max_steps must be >= 1 (or null for epochs), got 0"),
     ({"train": {"threshold": 1}}, "train.threshold must be in (0, 1) or 'tune', got 1.0"),
     ({"train": {"lr_scheduler": "wobbly"}}, "train.lr_scheduler: unknown scheduler 'wobbly' (one of linear,"),
-    ({"train": {"report_to": ["none", 0.5]}}, "train.report_to: '0.5' is not installed (pip install 0.5)"),
+    ({"train": {"report_to": ["none", 0.5]}}, "train.report_to: unknown tracker '0.5'"),
     ({"data": {"encoding": "klingon"}}, "data.encoding: unknown encoding 'klingon' (e.g. utf-8, latin-1, cp1252)"),
     ({"data": {"delimiter": ";;"}}, "data.delimiter must be one character, got ';;'"),
     ({"data": {"train_size": 1}}, "data.train_size must be in (0, 1), got 1.0"),
@@ -291,3 +291,10 @@ def test_configs_built_in_python_are_frozen_validated_dataclasses():
         with pytest.raises(ConfigError) as e:
             build()
         assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_misspelled_tracker_is_unknown_not_uninstalled():
+    from lorabench.config import TrainConfig
+    from lorabench.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown tracker 'tensorbord'.*wandb, mlflow, tensorboard, trackio"):
+        TrainConfig(report_to=["tensorbord"])

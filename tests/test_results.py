@@ -106,10 +106,16 @@ def test_binary_runs_report_roc_auc_pr_auc_mcc_and_curves(tmp_path):
     got = rec["evaluation"]["val"]
     assert got["roc_auc"] == pytest.approx(roc_auc_score(val.labels, probs[:, 1]), abs=1e-6)
     assert got["pr_auc"] == pytest.approx(average_precision_score(val.labels, probs[:, 1]), abs=1e-6)
-    preds = (probs[:, 1] >= rec["threshold"]).astype(int)  # per-class results at the run's decision threshold
-    assert got["threshold"] == rec["threshold"]
+    # per-class results by the same rule as the table's F1 (most probable class): one row agrees with itself
+    preds = probs.argmax(axis=1)
     assert got["confusion_matrix"] == confusion_matrix(val.labels, preds).tolist()
     assert got["mcc"] == pytest.approx(matthews_corrcoef(val.labels, preds), abs=1e-9)
+    cm = np.asarray(got["confusion_matrix"])
+    assert rec["metrics"]["val"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-12)
+    tuned = (probs[:, 1] >= rec["threshold"]).astype(int)  # and at the tuned threshold, beside it
+    at = got["at_threshold"]
+    assert at["threshold"] == rec["threshold"] and at["confusion_matrix"] == confusion_matrix(val.labels, tuned).tolist()
+    assert at["per_class"]["disaster"]["f1"] == pytest.approx(rec["metrics"]["val_at_threshold"]["f1"], abs=1e-9)
     assert got["curves"]["roc"]["fpr"][0] == 0 and got["curves"]["roc"]["tpr"][-1] == 1
     lines = (tmp_path / "out" / "results.md").read_text().splitlines()
     header = [c.strip() for c in lines[2].strip("|").split("|")]
@@ -117,6 +123,7 @@ def test_binary_runs_report_roc_auc_pr_auc_mcc_and_curves(tmp_path):
     row = dict(zip(header, [c.strip() for c in lines[5].strip("|").split("|")]))  # tiny-llama, the second model
     assert row["precision"] == f"{rec['metrics']['val']['precision']:.4f}"  # a setup column once overwrote it
     assert row["ROC-AUC"] == f"{got['roc_auc']:.4f}" and row["computed in"] == "fp32"
+    assert "at the run's decision threshold" in "\n".join(lines)
     assert (tmp_path / "out" / "plots" / "roc_pr.png").is_file()
     csv = pd.read_csv(tmp_path / "out" / "results.csv")
     assert csv["val_roc_auc"].notna().all() and csv["val_mcc"].notna().all()

@@ -254,10 +254,18 @@ class TrainConfig:
         names = [t.value for t in SchedulerType]
         if self.lr_scheduler not in names:
             raise _bad(f"{{key.lr_scheduler}}: unknown scheduler {self.lr_scheduler!r} (one of {', '.join(names)})")
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
         for target in [self.report_to] if isinstance(self.report_to, str) else self.report_to:
+            if target not in ("none", "all") and target not in INTEGRATION_TO_CALLBACK:
+                raise _bad(f"{{key.report_to}}: unknown tracker {target!r} (lorabench's: wandb, mlflow, tensorboard, "
+                           f"trackio; also {', '.join(sorted(set(INTEGRATION_TO_CALLBACK) - set(_TRACKERS)))}; "
+                           "or all, none)")
             if target not in ("none", "all") and not _installed(target):
                 raise _bad(f"{{key.report_to}}: {target!r} is not installed (pip install {target})")
         return self
+
+
+_TRACKERS = ("wandb", "mlflow", "tensorboard", "trackio")
 
 
 def _installed(module: str) -> bool:

@@ -416,6 +416,13 @@ def _notes(rows: list[dict], data: dict | None, folder: Path) -> list[str]:
     if data:
         notes += [f"data: {n}" for n in data.get("notes", [])]
         notes += [f"data warning: {w}" for w in (data.get("checks") or {}).get("warnings", [])]
+    for r in rows:
+        at = ((r.get("detail") or {}).get("at_threshold"))
+        if at:
+            notes.append(f"{r['label']}: the table and per-class results are at the most probable class (0.5); at the "
+                         f"run's decision threshold {at['threshold']:.4g} (tuned on val itself, so optimistic): F1 "
+                         f"{at['per_class'][at['labels'][1]]['f1']:.4f}, MCC {at['mcc']:.4f}, confusion matrix "
+                         f"{at['confusion_matrix']}")
     positive = (data or {}).get("positive_label")
     f1_kind = (f"binary, positive label {positive!r}" if positive is not None else
                "binary (positive = label id 1) for two classes, macro otherwise")

@@ -10,7 +10,7 @@ import numpy as np
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits
 from lorabench.runs.resources import PeakMemory
-from lorabench.training.metrics import classification_metrics, evaluation_detail, predict_labels, tune_threshold
+from lorabench.training.metrics import classification_metrics, predict_labels, split_evaluation, tune_threshold
 
 VECTORIZER = dict(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
 WEIGHTS_FILE = "tfidf_logreg.safetensors"   # idf (n_features,), coef (1 or k, n_features), intercept, classes
@@ -81,9 +81,9 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
         if threshold is not None:
             metrics["test_at_threshold"] = classification_metrics(
                 np.asarray(splits.test.labels), predict_labels(test_probs, threshold), 2)
-    evaluation = {"val": evaluation_detail(np.asarray(splits.val.labels), val_probs, splits.label_names, threshold)}
+    evaluation = {"val": split_evaluation(splits.val.labels, val_probs, splits.label_names, threshold)}
     if "test" in metrics:
-        evaluation["test"] = evaluation_detail(np.asarray(splits.test.labels), test_probs, splits.label_names, threshold)
+        evaluation["test"] = split_evaluation(splits.test.labels, test_probs, splits.label_names, threshold)
     save_baseline(clf, out)
     n_features = len(clf[0].vocabulary_)
     n_params = int(clf[-1].coef_.size + clf[-1].intercept_.size)

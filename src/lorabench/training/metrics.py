@@ -102,3 +102,15 @@ def _thin(curve: dict[str, np.ndarray], n: int) -> dict[str, list[float]]:
     size = len(next(iter(curve.values())))
     keep = np.unique(np.linspace(0, size - 1, min(n, size)).round().astype(int))
     return {k: [round(float(x), 5) for x in v[keep]] for k, v in curve.items()}
+
+
+def split_evaluation(labels, probs: np.ndarray, label_names: list[str], threshold: float | None = None) -> dict:
+    """`evaluation_detail` by the same rule as a split's `metrics` (the most probable class), so one report row
+    agrees with itself; with a binary decision threshold also the detail at that threshold, under
+    `at_threshold` (without curves: they do not depend on it)."""
+    y = np.asarray(labels)
+    out = evaluation_detail(y, probs, label_names)
+    if threshold is not None and len(label_names) == 2:
+        out["at_threshold"] = evaluation_detail(y, probs, label_names, threshold)
+        out["at_threshold"].pop("curves", None)
+    return out

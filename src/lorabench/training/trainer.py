@@ -21,7 +21,7 @@ from lorabench.models.build import Built
 from lorabench.runs.resources import PeakMemory
 from lorabench.training.checkpoint import RESUME_FILE
 from lorabench.training.loss import WeightedCrossEntropy
-from lorabench.training.metrics import (METRICS, classification_metrics, evaluation_detail, predict_labels, softmax,
+from lorabench.training.metrics import (METRICS, classification_metrics, predict_labels, softmax, split_evaluation,
                                         tune_threshold)
 from lorabench.training.sampler import length_buckets
 
@@ -395,11 +395,9 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         if result.test is not None and splits.test.labelled:
             result.test_at_threshold = classification_metrics(
                 np.asarray(splits.test.labels), predict_labels(result.test.probs, result.threshold), 2)
-    decision = result.threshold if splits.num_labels == 2 else None
-    result.val_detail = evaluation_detail(np.asarray(splits.val.labels), result.val.probs, splits.label_names, decision)
+    result.val_detail = split_evaluation(splits.val.labels, result.val.probs, splits.label_names, result.threshold)
     if result.test is not None:
-        result.test_detail = evaluation_detail(np.asarray(splits.test.labels), result.test.probs, splits.label_names,
-                                               decision)
+        result.test_detail = split_evaluation(splits.test.labels, result.test.probs, splits.label_names, result.threshold)
     if trainer.args.should_save:  # the main process: the best model is saved by the pipeline; keep the run lean
         shutil.rmtree(ckpt, ignore_errors=True)
     del out
