@@ -11,7 +11,9 @@ from lorabench.errors import ConfigError
 def test_defaults_are_the_studys_but_faster():
     t = ExperimentConfig().train
     assert (t.epochs, t.max_grad_norm, t.weight_decay, t.warmup_ratio) == (5, 0.3, 0.001, 0.1)
-    assert t.batch_size == 32 and t.learning_rate == pytest.approx(1e-4 * 32 / 8)  # the study's rate per sample
+    assert t.learning_rate == pytest.approx(1e-4 * 32 / 8)  # the study's rate per sample, at batch 32
+    # batch 32 where an epoch still makes enough optimiser steps, else smaller (tests/test_batch.py)
+    assert t.batch_size == "auto" and t.min_steps_per_epoch == 250
     assert t.lr_scheduler == "constant_with_warmup" and not t.gradient_checkpointing and t.group_by_length
     assert t.fast_dropout and t.pooled_only_last_layer and not t.torch_compile
 
@@ -29,7 +31,7 @@ def test_overrides_parse_yaml_values(tmp_path):
 @pytest.mark.parametrize("raw,match", [
     ({"trian": {}}, "unknown key 'trian'"),
     ({"train": {"epoch": 1}}, "unknown key 'train.epoch'"),
-    ({"train": {"batch_size": "big"}}, "train.batch_size: expected an integer"),
+    ({"train": {"batch_size": "big"}}, "train.batch_size: expected one of an integer, 'auto'"),
     ({"train": {"batch_size": 0}}, "train.batch_size must be >= 1"),
     ({"model": {"dtype": "float8"}}, "model.dtype: expected one of"),
     ({"lora": {"dropout": 1.5}}, "lora.dropout"),
@@ -90,22 +92,23 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- pydantic validation (issue 15)
 # What the hand-written loader produced, byte for byte: run.json stores `to_dict(cfg)`, config.yaml
 # `dump_yaml(cfg)`, and compare's reuse check compares them (another dict would re-train everything).
-# sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic.
+# sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic; updated on purpose
+# when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch).
 SNAPSHOTS = {
-    "defaults": "ab91d993f8ff81bce19951176e969d793e26363626a018708d6d5b5faecbba1c",
-    "empty dict": "ab91d993f8ff81bce19951176e969d793e26363626a018708d6d5b5faecbba1c",
-    "yaml with every lossless conversion": "4c0d9c85884f94dd30500b0f53b4acc4e761b4393bc48375cdf644560520d0b3",
-    "set overrides": "84944251ea1c3dc120dccccbdba0551eb959be0caeeecaa6fe5dd992009c5828",
-    "compare": "4c26a1d640f709a5e86a15e51e5ba2698e4253998dd9a6d873c5c511204a2751",
-    "compare experiments": "722fb2c5f1c395cb02cfe1f5dc4f13d532efc835c8cfc2e28b3da1662db41125",
-    "sweep base": "d332f05c8e89f57531fa616d246ebde88cb6de75504a9e52b1fd94acb65f9db6",
-    "quickstart.yaml": "d135d142c40e1c8df2e3eef549c06b60ed1dbb20ce434cb65ebae95625113df3",
-    "study.yaml": "728f8ba1a41fcb6cb90ae7fdbaaef9ced672b784dce330d0048ec4ff5caac461",
-    "built in Python": "914066ae05e8845d8d039d437d30ff77f4015397a402aa362222d0ff21ca6478",
-    "dataclasses.replace": "74f8ad6115831fd466c12b9ca37043b90bf5300aa3328813c51ec6d5c83f436c",
+    "defaults": "79c04f7c5e4fff9db82f8213c4024910ea040f652c4ad7fb801e8231b341d71c",
+    "empty dict": "79c04f7c5e4fff9db82f8213c4024910ea040f652c4ad7fb801e8231b341d71c",
+    "yaml with every lossless conversion": "339ae8486527604bee406834a60096eb0e8fa961cc73d72fb1ab2f673ce19363",
+    "set overrides": "73794dd0949f20667838e62f7fd1bde316fed82871243aa3c2d2add4afec55a4",
+    "compare": "d3946cecbab9c50ab09c07c7531d2da61cfc01eb7fc319fc68f7f3289ed1a559",
+    "compare experiments": "a1cbf519b8d936d0e4720e93d26ffd621be335f5f590b83a7a7293c2fb4f7593",
+    "sweep base": "6bf5ca969fdff7171cef482509623b25b5d7de0203212b8034fa587dc8ea8100",
+    "quickstart.yaml": "6ba4f64dec86cecd67f377b21bcb3b297d33d8ac87a5bef286d71d5648a43b8c",
+    "study.yaml": "972bacc1eaa71af71aa136432bc275fb0a63f62c9734544e95ee2c668d59b455",
+    "built in Python": "7d32df9277f3f9221bf543793fad6208b566537d5583a5da666932aff90b5143",
+    "dataclasses.replace": "3f94dbe384041b4fb3c0bb854b2994964602b10c38d9b83ff6a677ebd49b360f",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help)
-KEYS_SNAPSHOT = "8c5990b254d77af0ff856f11a99fdd4f5a81c657b106e0a8fac95dc0d7f0534f"
+KEYS_SNAPSHOT = "a0612818bbcdc9e4e2fad4216bfd39d6a050c86bbb349e6ee80b2bbbb1fd12d3"
 
 TRICKY_YAML = """
 name: 7
@@ -200,8 +203,8 @@ def test_lossless_conversions_of_yaml_values(tmp_path):
     # types: no bool for a number, no "3" for a count, no 1 for true (as before)
     ({"train": {"epochs": "five"}}, "train.epochs: expected a number, got 'five'"),
     ({"train": {"epochs": True}}, "train.epochs: expected a number, got True"),
-    ({"train": {"batch_size": "8"}}, "train.batch_size: expected an integer, got '8'"),
-    ({"train": {"batch_size": 2.5}}, "train.batch_size: expected an integer, got 2.5"),
+    ({"train": {"batch_size": "8"}}, "train.batch_size: expected one of an integer, 'auto', got '8'"),
+    ({"train": {"batch_size": 2.5}}, "train.batch_size: expected one of an integer, 'auto', got 2.5"),
     ({"train": {"torch_compile": 1}}, "train.torch_compile: expected true or false, got 1"),
     ({"name": None}, "name: expected a string, got None"),
     ({"model": {"device_map": "fast"}},

@@ -263,6 +263,7 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
         "quantization": cfg.model.quantization,
         "device_map": _device_map(built.model, cfg.model.device_map),
         "parallel": res.parallel,
+        "batch": res.batch,
         "resumed_from": res.resumed_from,
         "throughput": {"train_samples_per_second": round(res.train_samples_per_second, 2),
                        "train_tokens_per_second": round(res.train_tokens_per_second, 1)},

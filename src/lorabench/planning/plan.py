@@ -354,9 +354,17 @@ class _Data:
     source: str
 
 
+def _resolved(exp: ExperimentConfig, data: _Data, gpus: int) -> ExperimentConfig:
+    """`exp` with the batch `train.batch_size: auto` picks for this data and GPU count (training.batch)."""
+    from lorabench.training.batch import resolve_batch
+    dp = 1 if exp.model.device_map is not None else gpus
+    return dataclasses.replace(exp, train=resolve_batch(exp.train, len(data.train_lengths), dp)[0])
+
+
 def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware, gpus: int, mp: ModelPlan) -> ModelPlan:
     """Fill `mp` (precision, tokens, memory, FLOPs, time, fit) for `exp` on `gpus` x `hw`: arithmetic only."""
     from lorabench.models.precision import decide
+    exp = _resolved(exp, data, gpus)
     precision = decide(exp.model, cuda=True, bf16_supported=hw.bf16, full_finetune=exp.lora is None)
     t = exp.train
     model_parallel = exp.model.device_map is not None and gpus > 1
@@ -425,6 +433,7 @@ def _fixes(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware, gp
     def fits(e: ExperimentConfig, k: int) -> bool:
         return _estimate(inv, e, data, hw, k, ModelPlan("", "")).fits
 
+    exp = _resolved(exp, data, gpus)
     kinds = _options(exp, hw, gpus)
     singles = []
     for alternatives in kinds:

@@ -159,6 +159,7 @@ class TrainResult:
     test_at_threshold: dict | None = None
     speed: dict | None = None           # speed levers applied (lorabench.speedups.cpu)
     parallel: dict | None = None        # processes and batch sizes (see `_parallel`)
+    batch: dict | None = None           # the batch size and learning rate trained with, and why (training.batch)
     resumed_from: float | None = None   # the epoch a resumed run continued after (None: not resumed)
     val_detail: dict | None = None      # per-class results, confusion matrix, AUCs, MCC (metrics.evaluation_detail)
     test_detail: dict | None = None
@@ -314,6 +315,9 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
 
     from lorabench.speedups import cpu as speed
 
+    from lorabench import distributed
+    from lorabench.training.batch import resolve_batch
+    cfg, batch = resolve_batch(cfg, len(splits.train), distributed.world_size())  # train.batch_size auto
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)
     train_ds, _ = _cached(token_cache, key + ("train",), lambda: tokenize(splits.train, tok, max_length))
@@ -331,7 +335,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         compute_loss_func=WeightedCrossEntropy(splits.class_weights),
         compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step), callbacks=cbs,
     )
-    result = TrainResult()
+    result = TrainResult(batch=batch)
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
     result.speed = {k: v for k, v in levers.items() if not k.startswith("_") and k != "attention_registered"} or None
     saved: dict = {}

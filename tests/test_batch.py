@@ -1,0 +1,58 @@
+"""train.batch_size auto: enough optimiser steps per epoch on small data, batch 32 on large (issue 16, item 6)."""
+import json
+
+import pytest
+
+from lorabench.config import TrainConfig
+from lorabench.errors import ConfigError
+from lorabench.training.batch import resolve_batch
+
+
+@pytest.mark.parametrize("rows, batch, steps", [
+    (160, 8, 20),       # too small for 250 steps even at 8: the study's batch, not lower
+    (500, 8, 63),       # the study's batch and steps
+    (1500, 8, 188),
+    (3000, 12, 250),    # the largest batch that still makes 250 steps
+    (6090, 24, 254),
+    (8000, 32, 250),    # large data: batch 32, as before
+    (20000, 32, 625),
+])
+def test_auto_batch_keeps_min_steps_and_the_rate_per_sample(rows, batch, steps):
+    cfg, rec = resolve_batch(TrainConfig(), rows)
+    assert (cfg.batch_size, rec["steps_per_epoch"]) == (batch, steps)
+    assert cfg.learning_rate == pytest.approx(4e-4 * batch / 32)  # the study's 1e-4 at 8, per sample
+    assert rec["learning_rate"] == cfg.learning_rate and rec["batch_size"] == batch
+    assert cfg.eval_batch_size == 32  # evaluation makes no optimiser steps
+
+
+def test_auto_batch_counts_processes_and_accumulation():
+    # 2 processes x accumulation 2: one optimiser step takes 4 micro-batches
+    cfg, rec = resolve_batch(TrainConfig(gradient_accumulation_steps=2), 6000, world_size=2)
+    assert cfg.batch_size == 8 and rec["steps_per_epoch"] == 188
+
+
+def test_an_integer_batch_is_used_as_given():
+    given = TrainConfig(batch_size=32, learning_rate=1e-3, min_steps_per_epoch=10_000)
+    cfg, rec = resolve_batch(given, 500)
+    assert cfg == given and rec["rule"] == "as configured" and rec["steps_per_epoch"] == 16
+
+
+def test_min_steps_is_checked():
+    with pytest.raises(ConfigError, match="train.min_steps_per_epoch must be >= 1"):
+        TrainConfig(min_steps_per_epoch=0)
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        TrainConfig(batch_size="big")
+
+
+def test_a_run_trains_with_the_auto_batch_and_records_it(tmp_path, tiny_config):
+    """End to end: 160 train rows -> batch 8, 20 steps per epoch, learning rate scaled; recorded in run.json."""
+    from lorabench.cli import main
+    cfg = tiny_config("tiny-bert", extra="")
+    text = cfg.read_text().replace("batch_size: 16, learning_rate: 1.0e-3, ", "")
+    cfg.write_text(text)
+    assert main(["train", str(cfg), "--output-dir", str(tmp_path / "run")]) == 0
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert rec["config"]["train"]["batch_size"] == "auto"
+    assert rec["batch"]["batch_size"] == 8 and rec["batch"]["steps_per_epoch"] == 20
+    assert rec["batch"]["learning_rate"] == pytest.approx(4e-4 * 8 / 32)
+    assert rec["parallel"]["per_device_batch_size"] == 8 and rec["steps"] == 20
