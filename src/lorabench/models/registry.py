@@ -40,12 +40,14 @@ def peft_target_modules(model_type: str) -> tuple[str, ...] | None:
 
 
 # LoRA targets lorabench states itself, only for types peft has no default for (peft 0.21): the study's
-# query/value choice in each model's own names. ModernBERT and Phi-3 fuse query, key and value into one
+# query/value choice in each model's own names (MPNet: mpnet.encoder.layer.N.attention.attn.q/.k/.v/.o).
+# ModernBERT and Phi-3 fuse query, key and value into one
 # projection, so LoRA adapts all three there. (tests/test_architectures.py fails if one becomes a copy of peft's.)
 OWN_TARGETS: dict[str, tuple[str, ...]] = {
     "camembert": ("query", "value"),
     "distilbert": ("q_lin", "v_lin"),
     "modernbert": ("Wqkv",),
+    "mpnet": ("q", "v"),
     "phi3": ("qkv_proj",),
 }
 
@@ -74,6 +76,11 @@ ARCHITECTURES: dict[str, Arch] = {
     # ModernBERT's `head` (dense + norm before `classifier`) is in its masked-LM checkpoints but not in bare
     # ModernBertModel ones (embedding models): trained like the dense layer of RoBERTa's `classifier`
     "modernbert": _arch("modernbert", "classifier", False, head_parts=("head",)),
+    # MPNet's `classifier` (dense + out_proj) reads <s>; position ids from padding_idx + 1 as RoBERTa (514 -> 512);
+    # WordPiece tokenizer (no add_prefix_space). Not first_token_layers: speedups.cpu's first-token forward is
+    # BERT's layer (attention.self.query/..., feed_forward_chunk); MPNetLayer names them otherwise and adds a
+    # relative position_bias to the scores
+    "mpnet": _arch("mpnet", "classifier", False, position_offset=2),
     "llama": _arch("llama", **_DECODER),
     "mistral": _arch("mistral", **_DECODER),
     "gemma": _arch("gemma", **_DECODER),

@@ -33,12 +33,12 @@ _STYLES: dict[str, dict] = {
                  order=["<|endoftext|>", "<unk>"], template=(None, None)),
 }
 _STYLE_OF = {"bert": "bert", "electra": "bert", "distilbert": "bert", "deberta-v2": "bert", "modernbert": "bert",
-             "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta",
+             "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta", "mpnet": "roberta",
              "gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "phi3": "phi3",
              "qwen2": "qwen", "qwen3": "qwen", "gpt2": "gpt2"}  # anything else: llama
 # model inputs where the real tokenizer returns no token_type_ids (DistilBERT's and ModernBERT's forward
 # take none); bert, roberta and llama keep the library default, as the cached tiny-* models were built
-_NO_TOKEN_TYPES = {"distilbert", "modernbert", "xlm-roberta", "camembert", "gemma", "gemma2", "gemma3_text",
+_NO_TOKEN_TYPES = {"distilbert", "modernbert", "xlm-roberta", "camembert", "mpnet", "gemma", "gemma2", "gemma3_text",
                    "phi3", "qwen2", "qwen3", "gpt2"}
 
 
@@ -61,6 +61,8 @@ def _config_kwargs(model_type: str, tok) -> dict:
         return {**common, "embedding_size": 32, "max_position_embeddings": 512, "pad_token_id": tok.pad_token_id}
     if model_type in ("xlm-roberta", "camembert"):
         return {**common, **ids, "max_position_embeddings": 514, "type_vocab_size": 1}
+    if model_type == "mpnet":  # as all-mpnet-base-v2: <s> <pad> </s> = ids 0 1 2 (pad = the embeddings' padding_idx)
+        return {**common, **ids, "max_position_embeddings": 514}
     if model_type == "distilbert":
         return dict(vocab_size=v, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=512,
                     pad_token_id=tok.pad_token_id)

@@ -157,7 +157,11 @@ def apply_fast_dropout(model) -> dict:
     applied = {"fast_dropout_modules": swapped, "attention": None}
     base = _base(model)
     config = getattr(base, "config", None)
-    if config is not None and _attention_dropout(config) > 0 and config._attn_implementation in ("sdpa", "eager"):
+    # only models that route attention through transformers' interface call the registered function (MPNet and
+    # DeBERTa compute it themselves: their attention dropout is a Dropout module, swapped above)
+    routed = getattr(base, "_supports_attention_backend", False)
+    if (config is not None and routed and _attention_dropout(config) > 0
+            and config._attn_implementation in ("sdpa", "eager")):
         applied["attention_was"] = config._attn_implementation
         applied["attention_registered"] = _register_attention()
         try:
