@@ -90,22 +90,24 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- pydantic validation (issue 15)
 # What the hand-written loader produced, byte for byte: run.json stores `to_dict(cfg)`, config.yaml
 # `dump_yaml(cfg)`, and compare's reuse check compares them (another dict would re-train everything).
-# sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic.
+# sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic; the three
+# comparison configs updated on purpose with issue 16's `ensemble_top` key (their experiments are unchanged).
 SNAPSHOTS = {
     "defaults": "ab91d993f8ff81bce19951176e969d793e26363626a018708d6d5b5faecbba1c",
     "empty dict": "ab91d993f8ff81bce19951176e969d793e26363626a018708d6d5b5faecbba1c",
     "yaml with every lossless conversion": "4c0d9c85884f94dd30500b0f53b4acc4e761b4393bc48375cdf644560520d0b3",
     "set overrides": "84944251ea1c3dc120dccccbdba0551eb959be0caeeecaa6fe5dd992009c5828",
-    "compare": "4c26a1d640f709a5e86a15e51e5ba2698e4253998dd9a6d873c5c511204a2751",
+    "compare": "881f4660acfa45982d529d221316ccb040c6c8a0abfa10de2ef7aeeee729d811",
     "compare experiments": "722fb2c5f1c395cb02cfe1f5dc4f13d532efc835c8cfc2e28b3da1662db41125",
     "sweep base": "d332f05c8e89f57531fa616d246ebde88cb6de75504a9e52b1fd94acb65f9db6",
-    "quickstart.yaml": "d135d142c40e1c8df2e3eef549c06b60ed1dbb20ce434cb65ebae95625113df3",
-    "study.yaml": "728f8ba1a41fcb6cb90ae7fdbaaef9ced672b784dce330d0048ec4ff5caac461",
+    "quickstart.yaml": "38f3ecfb36d43ae549cf349349a3114ee0435fbad15ef9c39734240feee0115b",
+    "study.yaml": "41d29fccf51c36d79720fb5e823cd946c6e0825f7ef3ec20feeb7721a5f7689b",
     "built in Python": "914066ae05e8845d8d039d437d30ff77f4015397a402aa362222d0ff21ca6478",
     "dataclasses.replace": "74f8ad6115831fd466c12b9ca37043b90bf5300aa3328813c51ec6d5c83f436c",
 }
-# the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help)
-KEYS_SNAPSHOT = "8c5990b254d77af0ff856f11a99fdd4f5a81c657b106e0a8fac95dc0d7f0534f"
+# the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help
+# and with issue 16's ensemble_top)
+KEYS_SNAPSHOT = "bae8a40fef765dd202282a990bbe0af4b652a3a0cb1fb121ccdaa242840c7f73"
 
 TRICKY_YAML = """
 name: 7
