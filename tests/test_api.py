@@ -25,7 +25,9 @@ def test_readme_api_example_runs_and_returns_one_row_per_model(tmp_path, monkeyp
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     result = scope["result"]
-    assert isinstance(result.table, pd.DataFrame) and result.table["label"].tolist() == ["tfidf-logreg", "tiny BERT"]
+    assert isinstance(result.table, pd.DataFrame) and result.table["label"].tolist() == [
+        "tfidf-logreg", "tiny BERT", "Ensemble: mean of top 2"]  # the ensemble row (compare's ensemble_top)
+    assert result.table["kind"].tolist() == ["model", "model", "ensemble"]
     assert result.table["val_f1"].between(0, 1).all() and result.report_path.is_file()
     assert [r.label for r in result.records] == ["tfidf-logreg", "tiny BERT"]
     assert all(r.status == lorabench.RunStatus.COMPLETED and r.schema_version == SCHEMA_VERSION for r in result.records)

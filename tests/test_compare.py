@@ -32,8 +32,9 @@ def test_compare_writes_every_report_file_and_reuses_runs(tmp_path, capsys):
               "plots/f1.png", "plots/f1_vs_time.png", "plots/memory.png", "plots/f1_per_epoch.png", "plots/lengths.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [r["label"] for r in rows] == ["tfidf-logreg", "tiny BERT", "tiny-llama"]
-    for r in rows:
+    assert [r["label"] for r in rows] == ["tfidf-logreg", "tiny BERT", "tiny-llama", "Ensemble: mean of top 3"]
+    assert [r["kind"] for r in rows] == ["model"] * 3 + ["ensemble"]  # the ensemble row: tests/test_ensemble.py
+    for r in rows[:3]:
         assert 0 <= float(r["val_f1"]) <= 1 and r["runs"] == "1" and r["failed"] == "0"
     recs = [json.loads(p.read_text()) for p in sorted(out.glob("*/run.json"))]
     assert len({r["data"]["fingerprint"] for r in recs}) == 1  # identical split for every model
@@ -51,7 +52,8 @@ def test_compare_writes_every_report_file_and_reuses_runs(tmp_path, capsys):
     cfg2 = tmp_path / "cmp2.yaml"
     cfg2.write_text((CONFIG % "").replace("  - name: tiny-llama\n    lora: {r: 2}\n", ""))
     assert main(["compare", str(cfg2), "--output-dir", str(out)]) == 0
-    assert [r["label"] for r in csv.DictReader((out / "results.csv").open())] == ["tfidf-logreg", "tiny BERT"]
+    assert [r["label"] for r in csv.DictReader((out / "results.csv").open())] == ["tfidf-logreg", "tiny BERT",
+                                                                                "Ensemble: mean of top 2"]
     assert (out / "tiny-llama-seed42" / "run.json").is_file()
     assert main(["compare", str(_write(tmp_path)), "--output-dir", str(out)]) == 0  # back: reused again
 

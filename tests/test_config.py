@@ -99,16 +99,16 @@ SNAPSHOTS = {
     "empty dict": "79c04f7c5e4fff9db82f8213c4024910ea040f652c4ad7fb801e8231b341d71c",
     "yaml with every lossless conversion": "339ae8486527604bee406834a60096eb0e8fa961cc73d72fb1ab2f673ce19363",
     "set overrides": "73794dd0949f20667838e62f7fd1bde316fed82871243aa3c2d2add4afec55a4",
-    "compare": "d3946cecbab9c50ab09c07c7531d2da61cfc01eb7fc319fc68f7f3289ed1a559",
+    "compare": "f010a76d8b6ac19f5a9da1841ddce3da29545210ca52e4e7217baaf4cd199925",
     "compare experiments": "a1cbf519b8d936d0e4720e93d26ffd621be335f5f590b83a7a7293c2fb4f7593",
     "sweep base": "6bf5ca969fdff7171cef482509623b25b5d7de0203212b8034fa587dc8ea8100",
-    "quickstart.yaml": "6ba4f64dec86cecd67f377b21bcb3b297d33d8ac87a5bef286d71d5648a43b8c",
-    "study.yaml": "972bacc1eaa71af71aa136432bc275fb0a63f62c9734544e95ee2c668d59b455",
+    "quickstart.yaml": "2d65931c0db64a838d5dd431befca4d781366884bf6a39322ac91b72ab8bf49c",
+    "study.yaml": "7dfc9bfe7fd638cb2895a70db024f88aad659734d954a8764496a020a2815a56",
     "built in Python": "7d32df9277f3f9221bf543793fad6208b566537d5583a5da666932aff90b5143",
     "dataclasses.replace": "3f94dbe384041b4fb3c0bb854b2994964602b10c38d9b83ff6a677ebd49b360f",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help)
-KEYS_SNAPSHOT = "a0612818bbcdc9e4e2fad4216bfd39d6a050c86bbb349e6ee80b2bbbb1fd12d3"
+KEYS_SNAPSHOT = "63ef4d48166af6cb7e5ed61a96ab4ead12e165457f2fcc71579c454f5ae50b41"
 
 TRICKY_YAML = """
 name: 7

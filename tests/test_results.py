@@ -86,8 +86,9 @@ def test_three_class_report_names_macro_and_weighted_f1_and_shows_per_class_tabl
     assert "val macro F1" in header and "weighted F1" in header and "MCC" in header and "ROC-AUC" not in header
     assert md.count("## Per-class results (val)") == 1 and "Can't Decide" in md
     html = (three_class / "report.html").read_text()
-    assert "Per-class results (val)" in html and html.count("confusion matrix of ") == 2
+    assert "Per-class results (val)" in html and html.count("confusion matrix of ") == 3  # 2 models + their ensemble
     assert (three_class / "plots" / "confusion_tiny-bert.png").is_file()
+    assert "### Ensemble: mean of top 2 (mean of 2 member runs)" in md  # a 3-class ensemble: most probable class
     assert not (three_class / "plots" / "roc_pr.png").exists()
 
 

@@ -242,7 +242,7 @@ def test_compare_groups_its_runs_and_logs_the_comparison_table(tmp_path, trackio
     out = tmp_path / "out"
     assert main(["compare", str(tmp_path / "cmp.yaml"), "--output-dir", str(out)]) == 0
     runs = {"tfidf-logreg-seed42": "FINISHED", "tiny-bert-seed42": "FINISHED", "broken-seed42": "FAILED"}
-    labels = {"tfidf-logreg", "tiny-bert", "broken"}
+    labels = {"tfidf-logreg", "tiny-bert", "broken", "Ensemble: mean of top 2"}  # + the ensemble row of the two that ran
 
     for name, status in runs.items():  # W&B: one group
         wb = wandb_run(out / name)
@@ -250,7 +250,7 @@ def test_compare_groups_its_runs_and_logs_the_comparison_table(tmp_path, trackio
         assert ("no_such_module" in wb["summary"].get("error", "")) == (status == "FAILED")
     wb = wandb_run(out)
     assert (wb["run"].run_group, wb["run"].job_type, wb["run"].display_name) == ("trk-cmp", "compare", "trk-cmp-compare")
-    assert any(h.get("compare/_type") == "table-file" and h.get("compare/nrows") == 3 for h in wb["history"])
+    assert any(h.get("compare/_type") == "table-file" and h.get("compare/nrows") == 4 for h in wb["history"])
     table = json.loads(next(wb["files"].glob("files/media/table/compare_*.table.json")).read_text())
     assert {row[table["columns"].index("label")] for row in table["data"]} == labels
 

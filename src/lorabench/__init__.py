@@ -5,7 +5,8 @@ The Python API (see README, "Python API"): `train`, `compare`, `sweep`, `load_ru
 """
 __version__ = "0.1.0"
 
-_API = {"Comparison": "lorabench.api", "Run": "lorabench.api", "SweepResult": "lorabench.api",
+_API = {"Comparison": "lorabench.api", "EnsembleRun": "lorabench.api", "Run": "lorabench.api",
+        "SweepResult": "lorabench.api",
         "compare": "lorabench.api", "load_config": "lorabench.api", "load_run": "lorabench.api",
         "sweep": "lorabench.api", "train": "lorabench.api",
         "RunRecord": "lorabench.runs.record", "RunStatus": "lorabench.runs.record"}

@@ -55,7 +55,8 @@ def train(config: ConfigLike, output_dir: str | Path | None = None) -> RunRecord
 @dataclass
 class Comparison:
     """What `compare` returns. `table`: one row per model (the report's columns: val F1 mean and std over
-    seeds, precision, recall, accuracy, test F1, training seconds, peak MB, trainable params...);
+    seeds, precision, recall, accuracy, test F1, training seconds, peak MB, trainable params...), then the
+    ensemble row when there is one (`kind` "ensemble", the others "model"; see `lorabench.ensemble`);
     `records`: every run of the current config; `report_path`: report.html."""
     table: pd.DataFrame
     records: list[RunRecord]
@@ -132,32 +133,75 @@ class Run:
         `probability` (of that label) and `prob_<name>` per class (floats summing to 1). Binary runs use
         `threshold` on P(positive), else the run's tuned threshold, else argmax. Texts are the model's
         input as-is (a run trained on a template expects text rendered the same way)."""
-        import numpy as np
-
-        from lorabench.errors import LorabenchError
         from lorabench.inference.predict import predict_probs
-        from lorabench.quiet import quiet
-        from lorabench.training.metrics import predict_labels
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        names = self.label_names
-        thr = threshold if threshold is not None else self.record.threshold
-        if threshold is not None and len(names) != 2:
-            raise LorabenchError("threshold applies to binary tasks only")
-        with quiet():
-            probs = predict_probs(self._loaded, texts, progress=False, batch_size=batch_size)
-        ids = predict_labels(probs, thr if len(names) == 2 else None)
-        values = self.record.data.get("label_values") or list(range(len(names)))
-        out = pd.DataFrame({"label": pd.Series([values[i] for i in ids], dtype=object),
-                            "label_name": [names[i] for i in ids],
-                            "probability": probs[np.arange(len(ids)), ids]})
-        for i, n in enumerate(names):
-            out[f"prob_{n}"] = probs[:, i]
-        return out
+        return _predict(lambda t: predict_probs(self._loaded, t, progress=False, batch_size=batch_size), texts,
+                        self.label_names, self.record.data.get("label_values"), self.record.threshold, threshold)
 
 
-def load_run(path: str | Path, *, merge: bool = True) -> Run:
-    """Load a finished run folder (base weights + adapter + head, merged by default) for `.predict`."""
+class EnsembleRun:
+    """A saved ensemble folder (`<comparison>/ensemble/`, written by `compare`), loaded for prediction with
+    `lorabench.load_run(path)`: every member run is held in memory; `predict` averages their probabilities by
+    the ensemble's rule (each model's runs first, then the models equally: `lorabench.ensemble.combine`)."""
+
+    def __init__(self, spec, loaded: dict) -> None:
+        self.spec, self._loaded = spec, loaded
+        self.record = spec.record      # ensemble.json as read
+        self.path = spec.path
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.spec.label_names)
+
+    @property
+    def members(self) -> list[tuple[str, list[Path]]]:
+        """(model label, its run folders) of every member."""
+        return list(self.spec.members)
+
+    def predict(self, texts: list[str] | str, *, threshold: float | None = None, batch_size: int = 64) -> pd.DataFrame:
+        """As `Run.predict`, with the ensemble's probabilities; the decision is the most probable class unless
+        `threshold` (binary tasks) is given."""
+        from lorabench.ensemble import ensemble_probs
+        from lorabench.inference.predict import predict_probs
+
+        def probs(t: list[str]):
+            return ensemble_probs(self.spec, lambda d: predict_probs(self._loaded[d], t, progress=False,
+                                                                     batch_size=batch_size))
+        return _predict(probs, texts, self.label_names, self.spec.label_values, self.spec.threshold, threshold)
+
+
+def _predict(probs_of, texts: list[str] | str, names: list[str], values: list | None, own_threshold: float | None,
+             threshold: float | None) -> pd.DataFrame:
+    """The prediction frame of `Run.predict` from `probs_of(texts)` ((rows, classes) float64)."""
+    import numpy as np
+
+    from lorabench.errors import LorabenchError
+    from lorabench.quiet import quiet
+    from lorabench.training.metrics import predict_labels
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    thr = threshold if threshold is not None else own_threshold
+    if threshold is not None and len(names) != 2:
+        raise LorabenchError("threshold applies to binary tasks only")
+    with quiet():
+        probs = probs_of(texts)
+    ids = predict_labels(probs, thr if len(names) == 2 else None)
+    values = values or list(range(len(names)))
+    out = pd.DataFrame({"label": pd.Series([values[i] for i in ids], dtype=object),
+                        "label_name": [names[i] for i in ids],
+                        "probability": probs[np.arange(len(ids)), ids]})
+    for i, n in enumerate(names):
+        out[f"prob_{n}"] = probs[:, i]
+    return out
+
+
+def load_run(path: str | Path, *, merge: bool = True) -> Run | EnsembleRun:
+    """Load a finished run folder (base weights + adapter + head, merged by default) for `.predict`; an
+    ensemble folder (`ensemble.json`) gives an `EnsembleRun` with every member loaded. Raises `LorabenchError`
+    for a folder that is neither, or an ensemble whose members are missing or of other label sets."""
+    from lorabench.ensemble import is_ensemble, read_ensemble
     from lorabench.inference.predict import load_run as _load
     from lorabench.quiet import quiet
     with quiet():
+        if is_ensemble(path):
+            spec = read_ensemble(path)
+            return EnsembleRun(spec, {d: _load(d, merge=merge) for d in spec.run_dirs})
         return Run(_load(path, merge=merge))

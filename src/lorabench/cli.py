@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("predict", help="label new rows with a fine-tuned run")
-    p.add_argument("run_dir")
+    p = sub.add_parser("predict", help="label new rows with a fine-tuned run (or a comparison's saved ensemble)")
+    p.add_argument("run_dir", help="a run folder, or an ensemble folder (<comparison>/ensemble, with ensemble.json)")
     p.add_argument("--input", required=True, help="CSV / JSON / JSONL / Parquet file, or - for JSON lines on stdin")
     p.add_argument("--output", required=True, help="CSV / JSONL / Parquet file, or - for JSON lines on stdout")
     p.add_argument("--format", choices=["default", "kaggle"], default="default",

@@ -223,13 +223,17 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
                      resume: Path | None = None) -> dict:
     from lorabench.models.build import build_classifier
+    from lorabench.runs.predictions import save_predictions
     from lorabench.training.trainer import train
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache, resume_from=resume)
+    predictions = None
     if distributed.is_main():
         built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
         built.tokenizer.save_pretrained(tmp)
+        predictions = save_predictions(tmp, splits, {"val": res.val.probs, "test": res.test.probs if res.test else None},
+                                       res.threshold)  # per-row probabilities (what an ensemble averages)
     metrics = {"val": res.val.metrics}
     if res.test is not None and res.test.metrics:
         metrics["test"] = res.test.metrics
@@ -247,6 +251,7 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
         "metrics": metrics,
         "evaluation": {k: v for k, v in (("val", res.val_detail), ("test", res.test_detail)) if v is not None},
         "threshold": res.threshold,
+        "predictions": predictions,
         "history": res.history,
         "best_epoch": res.best_epoch,
         "epochs_run": res.epochs_run,

@@ -323,9 +323,16 @@ class CompareConfig:
     models: list[ModelEntry] = _f([], help="The models to compare.")
     seeds: list[Int] = _f([42], help="Each model is trained once per seed; the report shows mean ± std.")
     notes: Str | None = _f(None, help="Free text shown at the top of the report.")
+    ensemble_top: Int | None = _f(3, help=(
+        "Ensemble row: the mean of the class probabilities of the N models with the best mean val F1, with its "
+        "own metrics, saved in <output>/ensemble/ for predict; 0 or null: none. Default 3: the usual baseline, "
+        "encoder and decoder of a comparison all join, a weak tail of a longer list stays out."))
 
     @model_validator(mode="after")
     def _check(self) -> CompareConfig:
+        if self.ensemble_top is not None and (self.ensemble_top < 0 or self.ensemble_top == 1):
+            raise _bad(f"{{key.ensemble_top}} must be 0 (or null: no ensemble) or at least 2 (the models averaged), "
+                       f"got {self.ensemble_top}")
         if not self.models:
             raise _bad("{key.models}: a comparison needs at least one entry")
         labels = [m.label or m.name for m in self.models]

@@ -77,6 +77,8 @@ class Splits:
             "fingerprint": self.fingerprint,
             "val_fingerprint": fingerprint(self, parts=("val",)),
         }
+        if self.test is not None:
+            out["test_fingerprint"] = fingerprint(self, parts=("test",))
         if self.num_labels == 2:
             out["positive_label"] = self.label_names[1]
         if self.checks:

@@ -162,49 +162,84 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
     return out
 
 
+@dataclass
+class _Predictor:
+    """What predict_file needs of a run or of an ensemble: label names and values (id order), the decision
+    threshold (None: most probable class), the data config the texts are built by, and
+    `probs(frame, input_path, batch_size, progress)` -> (rows, classes) float64 in input order."""
+    names: list[str]
+    values: list
+    threshold: float | None
+    data_cfg: dict
+    probs: Any
+
+
+def _run_probs(run: LoadedRun, frame: pd.DataFrame, input_path: str, batch_size: int, progress: bool) -> np.ndarray:
+    texts = build_texts(frame, run.record["config"]["data"]["text"], input_path)  # as the run built its rows
+    return predict_probs(run, texts, batch_size=batch_size, progress=progress)
+
+
+def _predictor(run_dir: str, merge: bool) -> _Predictor:
+    """A run folder, or an ensemble folder (ensemble.json: each member run predicts in turn, loaded one at a
+    time, and their probabilities are combined by the ensemble's rule, `ensemble.combine`)."""
+    from lorabench.ensemble import ensemble_probs, is_ensemble, read_ensemble
+    if not is_ensemble(run_dir):
+        run = load_run(run_dir, merge=merge)
+        return _Predictor(run.label_names, run.record["data"].get("label_values") or list(range(len(run.label_names))),
+                          run.record.get("threshold"), run.record["config"]["data"],
+                          lambda frame, path, bs, progress: _run_probs(run, frame, path, bs, progress))
+    spec = read_ensemble(run_dir)
+
+    def probs(frame, path, bs, progress):
+        return ensemble_probs(spec, lambda d: _run_probs(load_run(d, merge=merge), frame, path, bs, progress))
+    return _Predictor(spec.label_names, spec.label_values, spec.threshold,
+                      read_run(spec.run_dirs[0])["config"]["data"], probs)
+
+
 def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = "default",
                  probabilities: bool = False, threshold: float | None = None, batch_size: int = 64,
                  merge: bool = True, encoding: str | None = None) -> dict:
     """Predict every row of `input_path` and write `output_path` (CSV, JSON lines, Parquet, or - for stdout).
 
+    `run_dir`: a run folder, or an ensemble folder (`ensemble.json`, written by `compare`): then every member
+    run predicts and the probabilities are averaged by the ensemble's rule (`lorabench.ensemble`).
     Columns written: `id` (when the input has one, exactly as written), `label` (the predicted label
     value, as in the training data), `label_name`, `probability` (of that label), and with
     `probabilities` one `prob_<name>` per class. `encoding`: of the input file (default: the run's
     data.encoding). Returns {"rows", "empty_text_rows", "threshold"}. Raises `DataError` /
-    `LorabenchError` for bad input; nothing is written then.
+    `LorabenchError` for bad input (an invalid ensemble.json, a missing member run, members of other
+    label sets); nothing is written then.
     """
     _check_output(output_path)
-    run = load_run(run_dir, merge=merge)
-    data_cfg = run.record["config"]["data"]
+    run = _predictor(run_dir, merge)
+    data_cfg = run.data_cfg
     frame = read_rows(input_path, encoding=encoding or data_cfg.get("encoding", "utf-8"),
                       delimiter=data_cfg.get("delimiter"))
     if len(frame) == 0:
         raise DataError(f"{input_path}: no rows")
-    if threshold is not None and len(run.label_names) != 2:
-        raise LorabenchError(f"--threshold applies to binary tasks only; this run has {len(run.label_names)} classes")
+    if threshold is not None and len(run.names) != 2:
+        raise LorabenchError(f"--threshold applies to binary tasks only; this run has {len(run.names)} classes")
     if fmt == "kaggle" and "id" not in frame.columns:
         raise DataError(f"{input_path}: --format kaggle needs an 'id' column in the input")
-    template = run.record["config"]["data"]["text"]
-    texts = build_texts(frame, template, input_path)
+    template = data_cfg["text"]
+    build_texts(frame, template, input_path)  # a missing column is an error before any model predicts
     fields = [build_texts(frame, f, input_path) for f in template_fields(template)]
     empty = sum(1 for row in zip(*fields) if not any(v.strip() for v in row))  # every text field blank
     if empty:
         print(f"lorabench: warning: {empty} row(s) of {input_path} have empty text; they are predicted too",
               file=sys.stderr)
-    probs = predict_probs(run, texts, batch_size=batch_size, progress=output_path != "-")
-    k = len(run.label_names)
-    thr = threshold if threshold is not None else run.record.get("threshold")
+    probs = run.probs(frame, input_path, batch_size, output_path != "-")
+    k = len(run.names)
+    thr = threshold if threshold is not None else run.threshold
     if thr is not None and k != 2:
         raise LorabenchError("--threshold applies to binary tasks only")
     labels = predict_labels(probs, thr if k == 2 else None)
-    out = _output_frame(frame, run, probs, labels, fmt=fmt, probabilities=probabilities)
+    out = _output_frame(frame, run.names, run.values, probs, labels, fmt=fmt, probabilities=probabilities)
     _write_frame(out, output_path)
     return {"rows": len(out), "empty_text_rows": empty, "threshold": thr}
 
 
-def _output_frame(frame, run: LoadedRun, probs, labels, *, fmt: str, probabilities: bool) -> pd.DataFrame:
-    names = run.label_names
-    values = run.record["data"].get("label_values") or list(range(len(names)))
+def _output_frame(frame, names: list[str], values: list, probs, labels, *, fmt: str, probabilities: bool) -> pd.DataFrame:
     predicted = pd.Series([values[i] for i in labels], dtype=object)  # the user's label values, not ids
     if fmt == "kaggle":
         if "id" not in frame.columns:

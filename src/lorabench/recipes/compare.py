@@ -169,6 +169,10 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         gc.collect()
     if not main:
         return root / "report.html"  # written by the main process
+    from lorabench.ensemble import update_compare_ensemble
+    said = update_compare_ensemble(root, cfg)  # the ensemble row (cfg.ensemble_top): from the runs' saved predictions
+    if said:
+        print(said, flush=True)
     report = build_report(root)
     print(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s", flush=True)
     return report

@@ -22,7 +22,8 @@ METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
 DETAIL_KEYS = ("macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc")
 CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
                "val_accuracy", "val_macro_f1", "val_weighted_f1", "val_mcc", "val_roc_auc", "val_pr_auc", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
-               "trainable_pct", "compute_precision", "quantization", "world_size", "train_samples_per_second", "train_rows", "epochs"]
+               "trainable_pct", "compute_precision", "quantization", "world_size", "train_samples_per_second", "train_rows", "epochs",
+               "kind"]  # kind: model, or ensemble (the mean of the top models' probabilities, lorabench.ensemble)
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -54,7 +55,7 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         ok = [r for r in recs if r.status == RunStatus.COMPLETED]
         row: dict[str, Any] = {"label": label, "model": recs[0].model["name"],
                                "finetune": (ok or recs)[0].model.get("finetune", ""),
-                               "runs": len(ok), "failed": len(recs) - len(ok)}
+                               "runs": len(ok), "failed": len(recs) - len(ok), "kind": "model"}
         for k in METRIC_KEYS:
             row[f"val_{k}"] = _mean([r.val[k] for r in ok])
         row["val_f1_std"] = _std([r.val["f1"] for r in ok])
@@ -116,7 +117,7 @@ def _csv_text(rows: list[dict]) -> str:
 def _f1_cell(r: dict) -> str:
     if r["val_f1"] is None:
         return "failed"
-    return f"{r['val_f1']:.4f}" + (f" ± {r['val_f1_std']:.4f}" if r["runs"] > 1 else "")
+    return f"{r['val_f1']:.4f}" + (f" ± {r['val_f1_std']:.4f}" if r["runs"] > 1 and r["val_f1_std"] is not None else "")
 
 
 def results_table(rows: list[dict], has_test: bool, binary: bool):
@@ -126,7 +127,8 @@ def results_table(rows: list[dict], has_test: bool, binary: bool):
     import pandas as pd
     out = []
     for r in rows:
-        cells = {"model": r["label"], ("val F1" if binary else "val macro F1"): _f1_cell(r)}
+        name = r["label"] + (f" ({', '.join(r['members'])})" if r.get("members") else "")  # an ensemble's members
+        cells = {"model": name, ("val F1" if binary else "val macro F1"): _f1_cell(r)}
         if not binary:
             cells["weighted F1"] = _fmt(r["val_weighted_f1"])
         cells.update({("precision" if binary else "macro precision"): _fmt(r["val_precision"]),
@@ -230,7 +232,7 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
         save(fig, "f1_vs_time.png")
 
         fig, ax = subplots(figsize=(7, 3.6))
-        ax.bar(list(xs), [r["peak_memory_mb"] for r in ok], color=[colors[i % len(colors)] for i in xs])
+        ax.bar(list(xs), [r["peak_memory_mb"] or 0 for r in ok], color=[colors[i % len(colors)] for i in xs])
         ax.set_xticks(list(xs), [r["label"] for r in ok], rotation=15)
         ax.set_ylabel("peak memory (MB)")
         ax.set_title("Peak memory during training")
@@ -324,6 +326,8 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     rows = aggregate(records)
     order = _order(folder, [r["label"] for r in rows])
     rows.sort(key=lambda r: order.index(r["label"]))
+    ensemble, ensemble_note = _ensemble_row(folder)
+    rows += [ensemble] if ensemble else []
     data = json.loads((folder / "data.json").read_text()) if (folder / "data.json").is_file() else None
     has_test = any(r["test_f1"] is not None for r in rows)
     binary = len(records[0].data.get("label_names") or []) == 2
@@ -336,14 +340,14 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
                                                    "metrics": r.metrics, "train_seconds": r.train_seconds,
                                                    "error": r.error} for p, r in runs]})
     table = results_table(rows, has_test, binary)
-    notes = _notes(rows, data, folder)
+    notes = _notes(rows, data, folder) + ([ensemble_note] if ensemble_note else [])
     md = [f"# {folder.name}: comparison", "", _markdown(table), ""]
     md += [f"- {n}" for n in notes]
     detailed = [r for r in rows if r["detail"]]
     if detailed:
         md += ["", "## Per-class results (val)"]
         for r in detailed:
-            md += ["", f"### {r['label']} (seed {r['detail']['seed']})", "", _markdown(per_class_table(r["detail"])),
+            md += ["", f"### {r['label']} ({_whose(r)})", "", _markdown(per_class_table(r["detail"])),
                    "", f"Confusion matrix (rows: true, columns: predicted; {', '.join(r['detail']['labels'])}): "
                        f"{r['detail']['confusion_matrix']}"]
     write_atomic(folder / "results.md", "\n".join(md) + "\n")
@@ -353,7 +357,7 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     for name, png in plots.items():
         write_atomic(folder / "plots" / name, png)
     sections = [("", f"<h1>{html.escape(folder.name)}</h1><p class='sub'>lorabench comparison: "
-                     f"{len(records)} runs, {sum(r['runs'] for r in rows)} completed, "
+                     f"{len(records)} runs, {sum(r['runs'] for r in rows if r['kind'] == 'model')} completed, "
                      f"{sum(r['failed'] for r in rows)} failed</p>")]
     if data:
         from lorabench.data.summary import format_summary
@@ -369,7 +373,7 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
         parts = []
         for r in detailed:
             png = plots.get(_confusion_png(r["label"]))
-            parts.append(f"<h3>{html.escape(r['label'])} <span class='sub'>(seed {r['detail']['seed']})</span></h3>"
+            parts.append(f"<h3>{html.escape(r['label'])} <span class='sub'>({html.escape(_whose(r))})</span></h3>"
                          f"<div class='pair'>{_html_frame(per_class_table(r['detail']))}"
                          f"{_img(png, 'confusion matrix of ' + r['label']) if png else ''}</div>")
         sections.append(("Per-class results (val)", "".join(parts)))
@@ -381,6 +385,52 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     v = records[0].extra.get("versions", {})
     sections.append(("Environment", f"<pre>{html.escape(json.dumps({'versions': v, 'machine': records[0].extra.get('machine')}, indent=1))}</pre>"))
     return write_atomic(folder / "report.html", _html(f"{folder.name} — lorabench", sections))
+
+
+def _whose(row: dict) -> str:
+    """Which run a row's per-class detail is of: a seed, or an ensemble's mean."""
+    seed = row["detail"].get("seed")
+    return f"seed {seed}" if seed is not None else f"mean of {row['runs']} member runs"
+
+
+def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
+    """The comparison's ensemble row from `ensemble/ensemble.json` (lorabench.ensemble), and a note: how it was
+    made, or why there is none. Shown only when it was built from the runs the config picks now."""
+    cfg_file = folder / "compare.yaml"
+    if not cfg_file.is_file():
+        return None, None
+    import yaml
+
+    from lorabench.config.loading import from_dict
+    from lorabench.config.schema import CompareConfig
+    from lorabench.ensemble import (CHOSEN_BY, DECISION, ENSEMBLE_DIR, OPTIMISTIC, RULE, choose_members, compare_groups,
+                                    read_ensemble)
+    cfg = from_dict(CompareConfig, yaml.safe_load(cfg_file.read_text()))
+    if not cfg.ensemble_top:
+        return None, None
+    members, reason = choose_members(compare_groups(folder, cfg), cfg.ensemble_top)
+    if not members:
+        return None, reason
+    try:
+        spec = read_ensemble(folder / ENSEMBLE_DIR)
+    except LorabenchError as e:
+        return None, f"no ensemble row: {e}; run compare again to rebuild it"
+    if [[d.resolve() for d in dirs] for _, dirs in spec.members] != [[d.resolve() for d in m.run_dirs] for m in members]:
+        return None, f"no ensemble row: {ENSEMBLE_DIR}/ was built from other runs; run compare again to rebuild it"
+    ens, labels = spec.record, [label for label, _ in spec.members]
+    val, detail = ens["metrics"].get("val", {}), ens.get("evaluation", {}).get("val")
+    row: dict[str, Any] = {c: None for c in CSV_COLUMNS}
+    row.update({"label": ens["label"], "model": " + ".join(labels), "finetune": "ensemble", "kind": "ensemble",
+                "runs": len(spec.run_dirs), "failed": 0, "members": labels,
+                **{f"val_{k}": val.get(k) for k in METRIC_KEYS}, **{f"val_{k}": (detail or {}).get(k) for k in DETAIL_KEYS},
+                "detail": {"seed": None, **detail} if detail else None,
+                "test_f1": ens["metrics"].get("test", {}).get("f1"), "train_seconds": ens.get("train_seconds"),
+                "peak_memory_mb": ens.get("peak_memory_mb"), "history": [], "notes": [], "errors": []})
+    note = (f"{ens['label']}: {RULE}; its members ({', '.join(labels)}) are {CHOSEN_BY}; decided by the {DECISION}. "
+            f"{OPTIMISTIC[0].upper()}{OPTIMISTIC[1:]}. Its training time is the sum over its {len(spec.run_dirs)} member "
+            f"runs, its peak memory the largest member run's. Saved in {ENSEMBLE_DIR}/ (lorabench predict "
+            f"{folder / ENSEMBLE_DIR} --input ... runs it).")
+    return row, " ".join([note] + [n for n in ens.get("notes", []) if n != OPTIMISTIC])
 
 
 def _current_runs(folder: Path) -> list[tuple[Path, RunRecord]]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits
+from lorabench.runs.predictions import save_predictions
 from lorabench.runs.resources import PeakMemory
 from lorabench.training.metrics import classification_metrics, predict_labels, split_evaluation, tune_threshold
 
@@ -85,6 +86,8 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
     if "test" in metrics:
         evaluation["test"] = split_evaluation(splits.test.labels, test_probs, splits.label_names, threshold)
     save_baseline(clf, out)
+    predictions = save_predictions(out, splits, {"val": val_probs, "test": test_probs if "test" in metrics else None},
+                                   threshold)  # per-row probabilities (what an ensemble averages)
     n_features = len(clf[0].vocabulary_)
     n_params = int(clf[-1].coef_.size + clf[-1].intercept_.size)
     return {
@@ -94,6 +97,7 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
         "metrics": metrics,
         "evaluation": evaluation,
         "threshold": threshold,
+        "predictions": predictions,
         "history": [],
         "train_seconds": round(seconds, 3),
         "pure_train_seconds": round(seconds, 3),
