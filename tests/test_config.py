@@ -93,22 +93,24 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # What the hand-written loader produced, byte for byte: run.json stores `to_dict(cfg)`, config.yaml
 # `dump_yaml(cfg)`, and compare's reuse check compares them (another dict would re-train everything).
 # sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic; updated on purpose
-# when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch).
+# when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch, ensemble_top, data.folds,
+# data.fold, refit).
 SNAPSHOTS = {
-    "defaults": "79c04f7c5e4fff9db82f8213c4024910ea040f652c4ad7fb801e8231b341d71c",
-    "empty dict": "79c04f7c5e4fff9db82f8213c4024910ea040f652c4ad7fb801e8231b341d71c",
-    "yaml with every lossless conversion": "339ae8486527604bee406834a60096eb0e8fa961cc73d72fb1ab2f673ce19363",
-    "set overrides": "73794dd0949f20667838e62f7fd1bde316fed82871243aa3c2d2add4afec55a4",
-    "compare": "f010a76d8b6ac19f5a9da1841ddce3da29545210ca52e4e7217baaf4cd199925",
-    "compare experiments": "a1cbf519b8d936d0e4720e93d26ffd621be335f5f590b83a7a7293c2fb4f7593",
-    "sweep base": "6bf5ca969fdff7171cef482509623b25b5d7de0203212b8034fa587dc8ea8100",
-    "quickstart.yaml": "2d65931c0db64a838d5dd431befca4d781366884bf6a39322ac91b72ab8bf49c",
-    "study.yaml": "7dfc9bfe7fd638cb2895a70db024f88aad659734d954a8764496a020a2815a56",
-    "built in Python": "7d32df9277f3f9221bf543793fad6208b566537d5583a5da666932aff90b5143",
-    "dataclasses.replace": "3f94dbe384041b4fb3c0bb854b2994964602b10c38d9b83ff6a677ebd49b360f",
+    "defaults": "bb81363f76fe94681055fd01d5ea4c50bf4ffbdf4ebfbaccd703efb74bb81291",
+    "empty dict": "bb81363f76fe94681055fd01d5ea4c50bf4ffbdf4ebfbaccd703efb74bb81291",
+    "yaml with every lossless conversion": "fe8229840834c94eedad797c6099c382ce5e3c1c7e7c770eb6321bdfd60ede3a",
+    "set overrides": "a3164ef49f0ec07b3aa2f4392057a9b097f67c7647e6caf4eacc0b92c56b0c81",
+    "compare": "053ab9e745acba739f463b55434d5d53d1ca7fda81d67f8e5a6ecfcdc55e5bfb",
+    "compare experiments": "8a4e57785ecce5d10cdf903719f1b7b72cbf06131f24fd047ca0ac15e87cee6a",
+    "sweep base": "e565f100e108dda22dab2bf292eff7b6872941bfe955f6346eb40f1e93d20250",
+    "quickstart.yaml": "4e3798ee5e363d3e48267c216ed6694b555853af6032a41df30327e55306ef7d",
+    "study.yaml": "765ee0af1eeff5d2373e47388ca678a580d0bb945147a73b892beea5db16b9bb",
+    "built in Python": "b4a7a997c92aa47cc2725b38743bc969ea5c49e10a8e401d53c7372dd021b184",
+    "dataclasses.replace": "2bf1ada5706a49dd91874d6e16cc3cb65f13e837674bb3b690b73fcba93fec71",
 }
-# the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help)
-KEYS_SNAPSHOT = "63ef4d48166af6cb7e5ed61a96ab4ead12e165457f2fcc71579c454f5ae50b41"
+# the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
+# and for issue 16's keys)
+KEYS_SNAPSHOT = "46718aabcc51233eff24762efee2e1217e8dea73b77af1ea0bcb5eebaf1f7bac"
 
 TRICKY_YAML = """
 name: 7

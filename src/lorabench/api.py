@@ -47,9 +47,26 @@ def train(config: ConfigLike, output_dir: str | Path | None = None) -> RunRecord
     from lorabench.quiet import quiet
     from lorabench.runs.layout import default_run_dir
     cfg = load_config(config, ExperimentConfig)
+    if cfg.data.folds and cfg.data.fold is None:
+        raise ConfigError(f"data.folds: {cfg.data.folds} trains one run per fold: use lorabench.compare (a `models:` "
+                          "list), `lorabench train` on the command line, or set data.fold for one fold")
     out = Path(output_dir) if output_dir is not None else default_run_dir(cfg)
     with quiet():
         return RunRecord.from_dict(run_experiment(cfg, out))
+
+
+def refit(run_dir: str | Path, output_dir: str | Path | None = None) -> RunRecord:
+    """Retrain the finished run `run_dir` on its train + val rows with its settings, for the epoch count its
+    val evaluation picked (`best_epoch`; a tuned threshold is kept), as `lorabench refit`: returns the refit's
+    record (default folder `<run_dir>-refit`). It has no val metrics of its own: `record.extra["refit"]` holds
+    `from`, `epochs`, `chosen_by` (the source's val metrics), `train_rows`. Raises `LorabenchError` for a
+    folder that is not a finished run, `DataError` when its data changed."""
+    from lorabench.pipeline import run_refit
+    from lorabench.quiet import quiet
+    from lorabench.runs.layout import default_refit_dir
+    out = Path(output_dir) if output_dir is not None else default_refit_dir(Path(run_dir))
+    with quiet():
+        return RunRecord.from_dict(run_refit(run_dir, out))
 
 
 @dataclass
@@ -65,19 +82,22 @@ class Comparison:
 
 
 def compare(config: ConfigLike, output_dir: str | Path | None = None, *, force: bool = False) -> Comparison:
-    """Train several models on one split and build the report (`lorabench compare`)."""
+    """Train several models on one split and build the report (`lorabench compare`). With `data.folds` every
+    model trains on each fold and `table` adds FOLD_COLUMNS (folds, sample std of each metric); with
+    `refit: true` the best model is then refit on train + val (`<folder>/refit-<label>`)."""
     import json
 
     from lorabench.config import CompareConfig
     from lorabench.quiet import quiet
     from lorabench.recipes.compare import run_compare
-    from lorabench.reporting.report import CSV_COLUMNS
+    from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS
     cfg = load_config(config, CompareConfig)
     with quiet():
         report = run_compare(cfg, output_dir=str(output_dir) if output_dir is not None else None, force=force)
     folder = report.parent
     results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    table = pd.DataFrame(results["models"])[CSV_COLUMNS]
+    table = pd.DataFrame(results["models"])
+    table = table[CSV_COLUMNS + [c for c in FOLD_COLUMNS if c in table.columns]]  # k-fold: + folds and the stds
     records = [RunRecord.read(folder / r["run_dir"]) for r in results["runs"]]
     return Comparison(table=table, records=records, report_path=report, folder=folder)
 

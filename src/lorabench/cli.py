@@ -34,13 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune one model and write a run folder")
     _common(p)
+    p.add_argument("--refit", action="store_true", help="then retrain on train + val rows for the epoch count val "
+                   "picked, into <output-dir>-refit (with data.folds: <output-dir>/refit-<label>)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="train several models on one split and write the comparison report")
     _common(p)
     p.add_argument("--seeds", type=int, metavar="N", help="repeat each model with seeds 42, 43, ... (N of them)")
     p.add_argument("--force", action="store_true", help="re-run models whose finished runs exist")
+    p.add_argument("--folds", type=int, metavar="K", help="k-fold estimates: train each model on K stratified folds "
+                   "(sets data.folds)")
+    p.add_argument("--refit", action="store_true", help="then refit the best model on train + val (sets refit: true)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("refit", help="retrain a finished run on its train + val rows for the epoch count val picked")
+    p.add_argument("run_dir")
+    p.add_argument("--output-dir", help="where to write (default: <run_dir>-refit)")
+    p.set_defaults(func=cmd_refit)
 
     p = sub.add_parser("sweep", help="Bayesian hyperparameter search (Optuna; W&B sweep format accepted)")
     _common(p)
@@ -118,10 +128,45 @@ def cmd_train(args) -> int:
     from lorabench.runs.layout import default_run_dir
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
     out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg)
-    rec = run_experiment(cfg, out)
+    if cfg.data.folds and cfg.data.fold is None:  # k-fold: one run per fold, as a comparison of this one model
+        return _train_folds(cfg, out, refit=args.refit)
+    rec = None
+    if args.refit:  # the same `train --refit` again: the finished validated run is reused, the refit resumes
+        from lorabench.data.splits import load_splits
+        from lorabench.pipeline import reusable_run
+        rec = reusable_run(out, cfg, load_splits(cfg.data).fingerprint)
+    rec = rec or run_experiment(cfg, out)
     m = rec["metrics"]["val"]
     print(f"{rec['label']}: val F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
           f"accuracy {m['accuracy']:.4f}) in {rec['train_seconds']:.0f} s -> {out}")
+    if args.refit:
+        from lorabench.pipeline import plan_refit, refit_line, reusable_refit
+        from lorabench.runs.layout import default_refit_dir
+        target, plan = default_refit_dir(out), plan_refit([out])
+        refit = reusable_refit(target, plan) or run_experiment(plan.cfg, target, splits=plan.splits,
+                                                               extra={"refit": plan.info})
+        print(f"{rec['label']}: {refit_line(refit)} -> {target}")
+    return 0
+
+
+def _train_folds(cfg, out: Path, *, refit: bool) -> int:
+    """`train` with data.folds: every fold as an ordinary run folder under `out` (a comparison of this one
+    model: folds.json, results, report), then mean ± std."""
+    import dataclasses
+    import json
+
+    from lorabench.config.schema import CompareConfig
+    from lorabench.recipes.compare import run_compare
+    cmp = dataclasses.replace(CompareConfig.from_experiment(cfg), refit=refit)
+    warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
+    report = run_compare(cmp, output_dir=str(out))
+    row = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))["models"][0]
+    if row["val_f1"] is None:
+        raise LorabenchError(f"{row['label']}: every fold failed ({row['errors'][0] if row['errors'] else ''}); see {out}")
+    print(f"{row['label']}: {cfg.data.folds}-fold val F1 {row['val_f1']:.4f} ± {row['val_f1_std']:.4f} (precision "
+          f"{row['val_precision']:.4f}, recall {row['val_recall']:.4f}, accuracy {row['val_accuracy']:.4f}; mean ± sample "
+          f"std over {row['runs']} runs) -> {out}")
+    print(f"report: {report}")
     return 0
 
 
@@ -134,10 +179,23 @@ def cmd_compare(args) -> int:
         if args.seeds < 1:
             raise LorabenchError(f"--seeds must be >= 1, got {args.seeds}")
         overrides.append(f"seeds=[{', '.join(str(42 + i) for i in range(args.seeds))}]")
+    if args.folds is not None:
+        overrides.append(f"data.folds={args.folds}")
+    if args.refit:
+        overrides.append("refit=true")
     cfg = load_config(CompareConfig, args.config, overrides)
     warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
     report = run_compare(cfg, output_dir=args.output_dir, force=args.force)
     print(f"report: {report}")
+    return 0
+
+
+def cmd_refit(args) -> int:
+    from lorabench.pipeline import refit_line, run_refit
+    from lorabench.runs.layout import default_refit_dir
+    out = Path(args.output_dir) if args.output_dir else default_refit_dir(Path(args.run_dir))
+    rec = run_refit(args.run_dir, out)
+    print(f"{rec['label']}: {refit_line(rec)} -> {out}")
     return 0
 
 

@@ -2,9 +2,11 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import statistics
 import time
 import traceback
 import warnings
@@ -12,14 +14,31 @@ from pathlib import Path
 from typing import Any
 
 from lorabench import distributed, tracking
-from lorabench.config.loading import dump_yaml, to_dict
+from lorabench.config.loading import dump_yaml, from_dict, to_dict
 from lorabench.config.schema import ExperimentConfig
-from lorabench.data.splits import Splits, load_splits
-from lorabench.errors import ConfigError, LorabenchError, LorabenchWarning
-from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, write_atomic, write_json
+from lorabench.data.splits import Splits, load_splits, refit_splits
+from lorabench.errors import ConfigError, DataError, LorabenchError, LorabenchWarning
+from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import now, partial_dir
 from lorabench.runs.record import SCHEMA_VERSION
 from lorabench.runs.resources import machine, versions
+
+
+def reusable_run(run_dir: Path, cfg: ExperimentConfig, fingerprint: str) -> dict | None:
+    """The record of a finished run in `run_dir` of exactly `cfg` on exactly the data `fingerprint`, else None.
+    A record written before a config key existed counts as having that key's default (its config is read
+    back through the schema), so adding a key does not re-train finished runs."""
+    rec = read_run(run_dir)
+    if not rec or rec.get("status") != "completed" or rec.get("data", {}).get("fingerprint") != fingerprint:
+        return None
+    now_cfg = json.loads(json.dumps(to_dict(cfg)))
+    if rec.get("config") == now_cfg:
+        return rec
+    try:
+        then = json.loads(json.dumps(to_dict(from_dict(type(cfg), rec.get("config")))))
+    except LorabenchError:
+        return None
+    return rec if then == now_cfg else None
 
 
 def _record_base(cfg: ExperimentConfig, splits: Splits) -> dict:
@@ -232,9 +251,11 @@ def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks
     if distributed.is_main():
         built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
         built.tokenizer.save_pretrained(tmp)
-        predictions = save_predictions(tmp, splits, {"val": res.val.probs, "test": res.test.probs if res.test else None},
-                                       res.threshold)  # per-row probabilities (what an ensemble averages)
-    metrics = {"val": res.val.metrics}
+        predictions = save_predictions(
+            tmp, splits, {"val": res.val.probs if res.val is not None else None,  # a refit has no val
+                          "test": res.test.probs if res.test else None},
+            res.threshold)  # per-row probabilities (what an ensemble averages)
+    metrics = {"val": res.val.metrics} if res.val is not None else {}  # a refit has no val
     if res.test is not None and res.test.metrics:
         metrics["test"] = res.test.metrics
     if res.val_at_threshold:
@@ -285,3 +306,119 @@ def _device_map(model, requested) -> dict | None:
         return {str(k): str(v) for k, v in found.items()}
     devices = sorted({str(p.device) for p in model.parameters()})
     return {"": devices[0]} if len(devices) == 1 else {"": ", ".join(devices)}
+
+
+# --------------------------------------------------------------------------- refit on train + val
+@dataclasses.dataclass
+class RefitPlan:
+    """What a refit trains: `cfg` (the source's config with train.epochs = the chosen epoch count, no early
+    stopping, max_steps null and a tuned threshold fixed to its value), `splits` (train = the source's train +
+    val rows, no val) and `info` (the record's `refit` block)."""
+    cfg: ExperimentConfig
+    splits: Splits
+    info: dict
+
+
+def plan_refit(sources: list[str | Path]) -> RefitPlan:
+    """The refit of the finished run(s) `sources` (one run, or every seed/fold run of one model): its config
+    is the first run's. Epochs: the run's `best_epoch`, for several runs the lower median of theirs (an epoch
+    count some run picked); a TF-IDF baseline has none. A run that tuned its threshold (`train.threshold:
+    tune`) passes it on (several: the median). Raises `LorabenchError` for a folder that is not a finished
+    run (or is itself a refit), runs of different settings, and `DataError` when the data changed since."""
+    recs = [(Path(d), _finished_source(Path(d))) for d in sources]
+    if not recs:
+        raise LorabenchError("refit: no run to refit")
+    first_dir, first = recs[0]
+    cfg = from_dict(ExperimentConfig, first["config"], "config")
+    same = _without_seed_and_fold(first["config"])
+    for d, rec in recs[1:]:
+        key = first_difference(same, _without_seed_and_fold(rec["config"]))
+        if key:
+            raise LorabenchError(f"refit: {d} differs from {first_dir} in {key}; refit runs of one model's settings")
+    splits = load_splits(cfg.data)
+    if splits.fingerprint != first["data"].get("fingerprint"):
+        raise DataError(f"refit: the data of {first_dir} changed since it ran (fingerprint {first['data'].get('fingerprint')} "
+                        f"then, {splits.fingerprint} now); the refit would not train on the rows it was chosen on")
+    train = {"early_stopping_patience": None, "max_steps": None}
+    epochs, best = None, [rec.get("best_epoch") for _, rec in recs]
+    if cfg.model.kind == "transformer":
+        missing = [d for (d, _), b in zip(recs, best) if b is None]
+        if missing:
+            raise LorabenchError(f"refit: {missing[0]} records no best_epoch (no val evaluation to pick an epoch count)")
+        epochs = statistics.median_low(best)
+        train["epochs"] = epochs
+    tuned = [rec["threshold"] for _, rec in recs if rec.get("threshold") is not None]
+    threshold = None
+    if cfg.train.threshold == "tune" and tuned:
+        threshold = statistics.median(tuned)
+        train["threshold"] = threshold
+    elif cfg.train.threshold != "tune":
+        threshold = cfg.train.threshold if cfg.train.threshold != 0.5 else None
+    refit_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+    data = refit_splits(splits, cfg.data)
+    vals = [rec["metrics"]["val"] for _, rec in recs]
+    chosen = {"split": "val", "runs": len(vals),
+              **{k: statistics.fmean(v[k] for v in vals) for k in ("f1", "precision", "recall", "accuracy")}}
+    if len(vals) > 1:
+        chosen["f1_std"] = statistics.stdev(v["f1"] for v in vals)  # sample std (ddof=1)
+    rule = (None if epochs is None else "the run's best epoch" if len(recs) == 1 else
+            f"the lower median of the best epochs of {len(recs)} runs")
+    info = {"from": str(first_dir), "runs": [str(d) for d, _ in recs], "epochs": epochs, "epochs_rule": rule,
+            "best_epochs": best if epochs is not None else None,
+            "epoch_metric": cfg.train.metric_for_best_model if epochs is not None else None,
+            "chosen_by": chosen, "train_rows": len(data.train), "source_train_rows": len(splits.train),
+            "source_val_rows": len(splits.val),
+            "threshold": None if threshold is None else {
+                "value": threshold, "from": "tuned on val by the source run(s)" if cfg.train.threshold == "tune"
+                else "train.threshold"}}
+    return RefitPlan(refit_cfg, data, info)
+
+
+def _finished_source(run_dir: Path) -> dict:
+    rec = read_run(run_dir)
+    if rec is None:
+        raise LorabenchError(f"refit: {run_dir} is not a lorabench run folder (no readable run.json)")
+    if rec.get("refit"):
+        raise LorabenchError(f"refit: {run_dir} is itself a refit (of {rec['refit'].get('from')}); refit that run instead")
+    if rec.get("status") != "completed":
+        raise LorabenchError(f"refit: {run_dir} has status {rec.get('status')!r}, not completed; only a finished run "
+                             "can be refit")
+    if not (rec.get("metrics") or {}).get("val"):
+        raise LorabenchError(f"refit: {run_dir} has no val metrics to be chosen by")
+    return rec
+
+
+def _without_seed_and_fold(config: dict) -> dict:
+    out = json.loads(json.dumps(config))
+    out.get("train", {}).pop("seed", None)
+    out.get("data", {}).pop("fold", None)
+    return out
+
+
+def reusable_refit(out_dir: Path, plan: RefitPlan) -> dict | None:
+    """The record of a finished refit in `out_dir` of exactly `plan` (config, data and the runs it was chosen
+    from), else None."""
+    rec = reusable_run(out_dir, plan.cfg, plan.splits.fingerprint)
+    return rec if rec is not None and rec.get("refit") == json.loads(json.dumps(plan.info)) else None
+
+
+def run_refit(sources: str | Path | list[str | Path], out_dir: str | Path, *, keep_failed: bool = False) -> dict:
+    """Refit (`plan_refit`) and train it in `out_dir` as an ordinary run folder (resumable, atomic): returns its
+    record, which has no val metrics of its own and a `refit` block: `from` (the run whose config it is),
+    `runs`, `epochs` (None for the TF-IDF baseline), `epochs_rule`, `best_epochs`, `chosen_by` (split "val",
+    the runs' mean val f1/precision/recall/accuracy, `f1_std` over several), `train_rows` (= the source's
+    train + val rows), `threshold`. Test metrics when the test split is labelled. Raises as `plan_refit`
+    and `run_experiment`."""
+    plan = plan_refit(list(sources) if isinstance(sources, (list, tuple)) else [sources])
+    return run_experiment(plan.cfg, out_dir, splits=plan.splits, extra={"refit": plan.info}, keep_failed=keep_failed)
+
+
+def refit_line(rec: dict) -> str:
+    """One line about a finished refit: rows, epochs, time, and the val score it was chosen by (not its own)."""
+    r = rec["refit"]
+    c = r["chosen_by"]
+    spread = f" ± {c['f1_std']:.4f} over {c['runs']} runs" if c.get("f1_std") is not None else ""
+    epochs = f" for {r['epochs']:g} epoch(s)" if r.get("epochs") is not None else ""
+    test = rec.get("metrics", {}).get("test")
+    return (f"refit on {r['train_rows']} rows (train + val){epochs} in {rec.get('train_seconds', 0):.0f} s; no validation "
+            f"score of its own; chosen by val F1 {c['f1']:.4f}{spread}" + (f"; test F1 {test['f1']:.4f}" if test else ""))

@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from lorabench.config.loading import config_error, from_dict
+from lorabench.config.loading import config_error, from_dict, to_dict
 
 
 def _integral(v: Any) -> Any:
@@ -96,7 +96,13 @@ class DataConfig:
     val: Str | None = _f(None, help="Explicit validation file; default: the study's 80/20 split of `source`.")
     test: Str | None = _f(None, help="Explicit test file; scored when it has labels.")
     train_size: Float = _f(0.8, help="Share of `source` rows kept for training when `val` is not given.")
-    split_seed: Int = _f(42, help="Seed of the train/val split (the study used 42).")
+    split_seed: Int = _f(42, help="Seed of the train/val split (the study used 42) and of the k-fold split.")
+    folds: Int | None = _f(None, help=(
+        "k-fold estimates: split the labelled rows of `source` (file order) into this many stratified folds "
+        "(scikit-learn StratifiedKFold, shuffled with split_seed), identical for every model; each fold is val "
+        "once. `compare` and `train` run every fold; train_size is unused. Not with `val`."))
+    fold: Int | None = _f(None, help=(
+        "With `folds`: which fold is val (1-based, 1..folds), the others train. Set per run by compare/train."))
     class_weights: Union[Literal["balanced", "none"], list[Float]] = _either("balanced", help=(
         "`balanced` = n / (k * count[c]) over the train split, `none`, or an explicit list in "
         "label-id order (the study's published [0.8766697374481806, 1.1637114032405993])."))
@@ -127,6 +133,15 @@ class DataConfig:
                 raise _bad(f"{{key.{key}}} must be >= 1, got {v}")
         if isinstance(self.class_weights, list) and any(w <= 0 for w in self.class_weights):
             raise _bad(f"{{key.class_weights}} must be positive, got {self.class_weights}")
+        if self.folds is not None and self.folds < 2:
+            raise _bad(f"{{key.folds}} must be >= 2 (or null for one train/val split), got {self.folds}")
+        if self.fold is not None and self.folds is None:
+            raise _bad("{key.fold} picks one fold of {key.folds}; set {key.folds} too")
+        if self.fold is not None and not 1 <= self.fold <= self.folds:
+            raise _bad(f"{{key.fold}} must be in 1..{self.folds} (1-based), got {self.fold}")
+        if self.folds is not None and self.val:
+            raise _bad("{key.folds} splits the rows of {key.source} into folds and cannot be combined with "
+                       "{key.val}; put the val rows into the source file")
         return self
 
 
@@ -322,6 +337,9 @@ class CompareConfig:
     train: Section[TrainConfig] = _f(TrainConfig(), help="Shared Trainer settings.")
     models: list[ModelEntry] = _f([], help="The models to compare.")
     seeds: list[Int] = _f([42], help="Each model is trained once per seed; the report shows mean ± std.")
+    refit: Bool = _f(False, help=(
+        "After the comparison, retrain the model with the best mean val F1 on all train + val rows, for the "
+        "(lower median) best epoch its runs picked, into <output>/refit-<label>."))
     notes: Str | None = _f(None, help="Free text shown at the top of the report.")
     ensemble_top: Int | None = _f(3, help=(
         "Ensemble row: the mean of the class probabilities of the N models with the best mean val F1, with its "
@@ -341,17 +359,29 @@ class CompareConfig:
             raise _bad(f"{{key.models}}: duplicate label {dup[0]!r}; give each entry a distinct `label`")
         if not self.seeds:
             raise _bad("{key.seeds}: give at least one seed")
+        if self.data.fold is not None:
+            raise _bad("{key.data.fold}: compare runs every fold of data.folds; leave data.fold out")
         return self
 
     def experiments(self) -> list[ExperimentConfig]:
-        """The resolved experiment of every (model, seed), in report order."""
+        """The resolved experiment of every (model, seed), and with `data.folds` of every (model, seed, fold),
+        in report order."""
+        folds = range(1, self.data.folds + 1) if self.data.folds else [None]
         out = []
         for entry in self.models:
             for seed in self.seeds:
-                out.append(self.experiment(entry, seed))
+                out.extend(self.experiment(entry, seed, fold) for fold in folds)
         return out
 
-    def experiment(self, entry: ModelEntry, seed: int) -> ExperimentConfig:
+    @classmethod
+    def from_experiment(cls, cfg: ExperimentConfig) -> CompareConfig:
+        """A comparison of the one model of `cfg` (what `lorabench train` runs for `data.folds`): its
+        experiments are `cfg` with data.fold = 1..folds."""
+        return cls(name=cfg.name, data=dataclasses.replace(cfg.data, fold=None), model=to_dict(cfg.model),
+                   lora=cfg.lora, train=cfg.train, seeds=[cfg.train.seed],
+                   models=[ModelEntry(name=cfg.model.name, label=cfg.label, full_finetune=cfg.lora is None)])
+
+    def experiment(self, entry: ModelEntry, seed: int, fold: int | None = None) -> ExperimentConfig:
         where = f"models[{entry.label or entry.name}]"
         model = {**self.model, **(entry.model or {}), "name": entry.name}
         train = {**dataclasses.asdict(self.train), **(entry.train or {}), "seed": seed}
@@ -362,6 +392,8 @@ class CompareConfig:
         data = self.data
         if entry.max_train_samples is not None:
             data = dataclasses.replace(data, max_train_samples=entry.max_train_samples)
+        if fold is not None:
+            data = dataclasses.replace(data, fold=fold)
         return from_dict(ExperimentConfig, {
             "name": self.name,
             "data": data,
@@ -424,6 +456,8 @@ class SweepConfig(ExperimentConfig):
     def _check(self) -> SweepConfig:
         if self.sweep is None:
             raise _bad("missing key '{key.sweep}' (the search space and objective)")
+        if self.data.folds and self.data.fold is None:
+            raise _bad("{key.data.folds}: a sweep scores each trial on one split; set data.fold to sweep on one fold")
         return self
 
     def base(self) -> ExperimentConfig:

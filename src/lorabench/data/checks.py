@@ -48,6 +48,6 @@ def data_checks(splits: Splits) -> dict:
         if len(same) > 1:
             out.append(f"labels {' and '.join(map(repr, same))} differ only in case: they are different classes")
     absent = [n for n, c in zip(splits.label_names, splits.val.class_counts(splits.num_labels)) if c == 0]
-    if absent:
+    if absent and len(splits.val):  # a refit has no val rows at all
         out.append(f"class(es) absent from val: {', '.join(map(str, absent))} (their recall cannot be measured)")
     return {"duplicates": dups, "conflicting_texts": conflicting, "warnings": out}

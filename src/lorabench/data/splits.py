@@ -3,10 +3,14 @@ default), class weights, subsamples and a fingerprint of what was trained on.
 
 `load_splits(cfg.data)` is the only entry point the pipeline needs. The default split is the
 study's: `datasets.Dataset.train_test_split(train_size=0.8, seed=42)` of the labelled rows in
-file order (bundled data: train 6090 / val 1523, first train row id 5285).
+file order (bundled data: train 6090 / val 1523, first train row id 5285). With `data.folds = K`
+and `data.fold = i`, val is fold i of scikit-learn's `StratifiedKFold(K, shuffle=True,
+random_state=split_seed)` over the same rows (`kfold_indices`), train the other folds. `refit_splits`
+turns a run's splits into its refit's: train = train + val, no val.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -21,7 +25,7 @@ import pandas as pd
 from lorabench.config.schema import DataConfig
 from lorabench.data.checks import data_checks
 from lorabench.data.sources import BUNDLED, BUNDLED_LABEL_NAMES, DELIMITERS, bundled_path, read_source, read_table
-from lorabench.errors import DataError, DataWarning
+from lorabench.errors import ConfigError, DataError, DataWarning
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Splits:
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
     checks: dict = field(default_factory=dict)   # data_checks(): duplicates, conflicting labels, warnings
+    folds: dict | None = None  # k-fold: {"folds": K, "fold": i (1-based), "seed": split_seed}
 
     @property
     def num_labels(self) -> int:
@@ -81,6 +86,8 @@ class Splits:
             out["test_fingerprint"] = fingerprint(self, parts=("test",))
         if self.num_labels == 2:
             out["positive_label"] = self.label_names[1]
+        if self.folds:
+            out["folds"], out["fold"] = self.folds["folds"], self.folds["fold"]
         if self.checks:
             out["checks"] = self.checks
         if self.notes:
@@ -222,6 +229,38 @@ def study_split(n: int, *, train_size: float, seed: int) -> tuple[np.ndarray, np
     return np.asarray(parts["train"]["i"]), np.asarray(parts["test"]["i"])
 
 
+def kfold_indices(frame: pd.DataFrame, cfg: DataConfig, where: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, val) row positions (int arrays, file order) of each of the `cfg.folds` folds of `frame`:
+    `StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.split_seed)` on the label values, so the
+    same file and settings give the same folds for every model. Raises `DataError` when a class has
+    fewer rows than folds (some fold's val would lack it)."""
+    from sklearn.model_selection import StratifiedKFold
+    labels = frame[cfg.label].tolist()
+    label_vocabulary(labels, where, cfg.label)  # empty values, a single class: the usual errors
+    codes, values = pd.factorize(pd.Series([_normalise_label(v) for v in labels], dtype=object))
+    counts = np.bincount(codes)
+    if counts.min() < cfg.folds:
+        small = int(np.argmin(counts))
+        raise DataError(f"{where}: label {values[small]!r} has {counts[small]} row(s), fewer than data.folds "
+                        f"{cfg.folds}: some folds' val would lack it; lower data.folds")
+    kfold = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.split_seed)
+    return [(np.asarray(tr), np.asarray(va)) for tr, va in kfold.split(np.zeros(len(codes)), codes)]
+
+
+def fold_ids(cfg: DataConfig) -> list[list[Any]]:
+    """The ids of each fold's val rows (fold 1 first; the `id` column as written, else the 0-based row
+    number in file order), before any subsample: what `folds.json` shows. Raises `DataError`."""
+    frame, where = read_source(cfg.source, cfg)
+    ids = _ids(frame)
+    return [[ids[i] for i in va] for _, va in kfold_indices(frame, cfg, where)]
+
+
+def representative(cfg: DataConfig) -> DataConfig:
+    """The data config whose split stands for `cfg` in a summary or plan: fold 1 of a k-fold config
+    without `fold`, else `cfg` itself."""
+    return dataclasses.replace(cfg, fold=1) if cfg.folds and cfg.fold is None else cfg
+
+
 def class_weights(cfg: DataConfig, counts: list[int]) -> list[float] | None:
     """`balanced`: n / (k * count[c]) over the train split; `none`; or the explicit list."""
     k = len(counts)
@@ -269,9 +308,15 @@ def load_splits(cfg: DataConfig) -> Splits:
         raise DataError(f"{where}: no label column {cfg.label!r} (columns: {', '.join(map(str, frame.columns))})"
                         f"{_delimiter_hint(frame)}")
     notes: list[str] = []
+    if cfg.folds and cfg.fold is None:
+        raise ConfigError(f"data.folds: {cfg.folds} needs data.fold (1..{cfg.folds}) to pick one fold's split here; "
+                          "`lorabench compare` and `lorabench train` run every fold")
     if cfg.val:
         val_frame, vwhere = read_source(cfg.val, cfg)
         train_frame = frame
+    elif cfg.folds:
+        tr, va = kfold_indices(frame, cfg, where)[cfg.fold - 1]
+        train_frame, val_frame, vwhere = _take(frame, tr), _take(frame, va), f"{where} (fold {cfg.fold} of {cfg.folds})"
     else:
         tr, va = study_split(len(frame), train_size=cfg.train_size, seed=cfg.split_seed)
         train_frame, val_frame, vwhere = _take(frame, tr), _take(frame, va), f"{where} (val part)"
@@ -299,12 +344,29 @@ def load_splits(cfg: DataConfig) -> Splits:
         test = _subsample(test, cfg.max_eval_samples, cfg.sample_seed)
     weights = class_weights(cfg, train.class_counts(len(vocab)))  # over the rows actually trained on
     splits = Splits(train=train, val=val, test=test, label_names=names, label_values=vocab,
-                    class_weights=weights, source=described, text_template=cfg.text, notes=notes)
+                    class_weights=weights, source=described, text_template=cfg.text, notes=notes,
+                    folds={"folds": cfg.folds, "fold": cfg.fold, "seed": cfg.split_seed} if cfg.folds else None)
     splits.checks = data_checks(splits)
     for message in splits.checks["warnings"]:
         warnings.warn(message, DataWarning, stacklevel=2)
     splits.fingerprint = fingerprint(splits)
     return splits
+
+def refit_splits(splits: Splits, cfg: DataConfig) -> Splits:
+    """The splits of a refit of a run on `splits`: train = its train rows then its val rows (as the run
+    used them, subsamples included), val empty (the refit trains without evaluation), test unchanged;
+    class weights recomputed over the new train rows as `cfg.class_weights` says."""
+    train = Split(splits.train.texts + splits.val.texts, splits.train.labels + splits.val.labels,
+                  splits.train.ids + splits.val.ids)
+    out = Splits(train=train, val=Split([], [], []), test=splits.test, label_names=splits.label_names,
+                 label_values=splits.label_values, class_weights=class_weights(cfg, train.class_counts(splits.num_labels)),
+                 source=splits.source, text_template=splits.text_template, folds=splits.folds,
+                 notes=splits.notes + [f"refit: train = the {len(splits.train)} train + {len(splits.val)} val rows; "
+                                       "no val rows"])
+    out.checks = data_checks(out)
+    out.fingerprint = fingerprint(out)
+    return out
+
 
 def _label_names(cfg: DataConfig, vocab: list[Any]) -> list[str]:
     if cfg.label_names is not None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.sources import read_source
-from lorabench.data.splits import Splits, load_splits
+from lorabench.data.splits import Splits, load_splits, representative
 from lorabench.errors import ConfigError
 
 LENGTH_BINS = 30
@@ -43,7 +43,7 @@ def token_lengths(texts: list[str], model_cfg) -> list[int]:
 
 def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = None) -> dict:
     """The data summary `lorabench data` prints and `compare` writes to data.json (see `format_summary`)."""
-    splits = splits or load_splits(cfg.data)
+    splits = splits or load_splits(representative(cfg.data))  # k-fold: fold 1 stands for the folds
     frame, _ = read_source(cfg.data.source, cfg.data)
     texts = splits.train.texts + splits.val.texts
     chars = [len(t) for t in texts]
@@ -75,7 +75,8 @@ def format_summary(s: dict) -> str:
     names = s["label_names"]
     lines = [f"data: {s['source']}  (text: {s['text']!r})",
              f"  rows: train {s['train_rows']}, val {s['val_rows']}, test {s['test_rows']}"
-             f"{' (labelled)' if s['test_labelled'] else ' (unlabelled)' if s['test_rows'] else ''}",
+             f"{' (labelled)' if s['test_labelled'] else ' (unlabelled)' if s['test_rows'] else ''}"
+             + (f"; fold {s['fold']} of {s['folds']} (stratified k-fold: each fold is val once)" if s.get("folds") else ""),
              "  classes (train / val): " + ", ".join(
                  f"{n} {a} / {b}" for n, a, b in zip(names, s["train_class_counts"], s["val_class_counts"]))]
     w = s.get("class_weights")

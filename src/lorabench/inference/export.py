@@ -23,6 +23,9 @@ def model_card(rec: dict, merged: bool) -> str:
     load = ("AutoModelForSequenceClassification.from_pretrained(folder)" if merged else
             "peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)")
     note = f"\n> Note: {rec['model']['note']}\n" if rec["model"].get("note") else ""
+    if rec.get("refit"):
+        from lorabench.pipeline import refit_line
+        note += f"\n> Refit: {refit_line(rec)}.\n"
     return f"""# {rec.get('label')} — text classifier fine-tuned with lorabench
 
 Base model: `{rec['model']['name']}` ({rec['model'].get('architecture')}); {how}.

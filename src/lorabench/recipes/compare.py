@@ -13,21 +13,17 @@ from pathlib import Path
 from lorabench import distributed, tracking
 from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
-from lorabench.data.splits import load_splits
+from lorabench.data.splits import fold_ids, load_splits, representative
 from lorabench.errors import ConfigError
-from lorabench.pipeline import check_parallelism, run_experiment, stale_partial
+from lorabench.pipeline import check_parallelism, refit_line, reusable_run, run_experiment, stale_partial
 from lorabench.quiet import quiet
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
-from lorabench.runs.layout import partial_dir, run_dir_for, safe_name
+from lorabench.runs.layout import partial_dir, refit_dir_for, run_dir_for, safe_name
 
 
 def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | None:
     """A finished run of exactly this config on exactly this data, else None."""
-    rec = read_run(run_dir)
-    if (rec and rec.get("status") == "completed" and rec.get("config") == json.loads(json.dumps(to_dict(exp)))
-            and rec.get("data", {}).get("fingerprint") == fingerprint):
-        return rec
-    return None
+    return reusable_run(run_dir, exp, fingerprint)
 
 
 def _why_replaced(old: dict | None, fingerprint: str, force: bool) -> str:
@@ -104,7 +100,9 @@ def check_experiments(exps: list[ExperimentConfig]) -> None:
 
 
 def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: bool = False) -> Path:
-    """Train every (model, seed) on the identical split; a failure is recorded and the rest go on.
+    """Train every (model, seed) on the identical split (with `data.folds`: every (model, seed, fold) on the
+    identical folds, listed in folds.json); a failure is recorded and the rest go on. With `cfg.refit`, the
+    model with the best mean val F1 is then refit on train + val into `refit-<label>` (`pipeline.run_refit`).
 
     Returns the report's path. One process at a time per output folder (`folder_lock`).
     Raises `ConfigError` / `DataError` before anything trains when the config or data is unusable.
@@ -115,7 +113,7 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
     for exp in exps:
         check_parallelism(exp)
     with quiet():
-        splits = load_splits(cfg.data)
+        splits = load_splits(representative(cfg.data))  # k-fold: fold 1's split stands for the data summary
         with distributed.main_first():  # model caches are built by one process
             check_experiments(exps)
         # data parallel: every process trains every model; the main one alone decides, writes and reports
@@ -131,16 +129,18 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
     from lorabench.data.summary import format_summary, summarise
     from lorabench.reporting.report import build_report
     main = distributed.is_main()
-    by_data = {json.dumps(to_dict(cfg.data), sort_keys=True): splits}
+    by_data = {json.dumps(to_dict(representative(cfg.data)), sort_keys=True): splits}
     if main:
         write_atomic(root / "compare.yaml", dump_yaml(cfg))
         summary = summarise(cfg, splits)
         write_json(root / "data.json", summary)
         print(format_summary(summary), flush=True)
+        if cfg.data.folds:
+            _write_folds(cfg, root)
     t_all = time.perf_counter()
     for i, exp in enumerate(exps, 1):
         run_dir = run_dir_for(root, exp)
-        tag = f"[{i}/{len(exps)}] {exp.label} (seed {exp.train.seed})"
+        tag = f"[{i}/{len(exps)}] {exp.label} (seed {exp.train.seed}{f', fold {exp.data.fold}' if exp.data.fold else ''})"
         key = json.dumps(to_dict(exp.data), sort_keys=True)
         if key not in by_data:  # a per-model train subsample of the same split
             by_data[key] = load_splits(exp.data)
@@ -167,6 +167,8 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         if main:
             print(f"{tag}: {_line(rec)}", flush=True)
         gc.collect()
+    if cfg.refit:
+        _refit_best(cfg, exps, root, force)
     if not main:
         return root / "report.html"  # written by the main process
     from lorabench.ensemble import update_compare_ensemble
@@ -189,3 +191,54 @@ def _set_aside_stale(run_dir: Path, exp: ExperimentConfig, fingerprint: str, tag
         print(f"{tag}: an unfinished run of {why} was kept as {kept.name}", flush=True)
     elif (partial / "config.yaml").is_file():
         print(f"{tag}: resuming the unfinished run in {partial.name}", flush=True)
+
+
+def _write_folds(cfg: CompareConfig, root: Path) -> None:
+    """folds.json: how the rows were split into folds and the ids of each fold's val rows (before subsamples)."""
+    ids = fold_ids(cfg.data)
+    write_json(root / "folds.json", {
+        "folds": cfg.data.folds, "seed": cfg.data.split_seed, "source": cfg.data.source,
+        "rule": f"sklearn StratifiedKFold(n_splits={cfg.data.folds}, shuffle=True, random_state={cfg.data.split_seed}) "
+                "over the labelled rows of data.source in file order, stratified by label; fold i (1-based) is val "
+                "in the runs named -fold<i>, the other folds train",
+        "ids": "the id column's values, or 0-based row numbers in file order when the file has no id column",
+        "val_ids": ids})
+
+
+def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, force: bool) -> None:
+    """Refit the model with the best mean val F1 (the report's rule, `reporting.report.winner`) on train + val,
+    from all its finished runs, into `refit-<label>`; reused when its config and data are unchanged."""
+    from lorabench.reporting.report import aggregate, winner
+    from lorabench.runs.record import RunRecord
+    dirs = [run_dir_for(root, e) for e in exps]
+    label = None
+    if distributed.is_main():
+        recs = [RunRecord.from_dict(r) for r in map(read_run, dirs) if r is not None]
+        label = winner(aggregate(recs), [e.label for e in exps])
+    label = distributed.broadcast(label)
+    if label is None:
+        print("refit: no model finished; nothing to refit", flush=True)
+        return
+    from lorabench.pipeline import plan_refit, reusable_refit
+    sources = [d for d, e in zip(dirs, exps) if e.label == label and (read_run(d) or {}).get("status") == "completed"]
+    plan = plan_refit(sources)
+    out = refit_dir_for(root, label)
+    tag = f"refit {label}"
+    rec = None if force or not distributed.is_main() else reusable_refit(out, plan)  # refit again if chosen anew
+    if distributed.broadcast(rec is not None):
+        print(f"{tag}: reused {out}", flush=True)
+        return
+    if distributed.is_main():
+        _set_aside_stale(out, plan.cfg, plan.splits.fingerprint, tag)
+        print(f"{tag}: training on train + val ...", flush=True)
+    replacing = _replacing(out, _why_replaced(read_run(out), plan.splits.fingerprint, force)) \
+        if distributed.is_main() else contextlib.nullcontext()
+    with replacing:
+        try:
+            rec = run_experiment(plan.cfg, out, splits=plan.splits, extra={"refit": plan.info}, keep_failed=True)
+        except Exception:
+            if distributed.world_size() > 1:
+                raise
+            rec = read_run(out) or {"status": "failed", "error": "no record written"}
+    if distributed.is_main():
+        print(f"{tag}: {refit_line(rec) if rec.get('status') == 'completed' else _line(rec)}", flush=True)

@@ -24,6 +24,11 @@ CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1
                "val_accuracy", "val_macro_f1", "val_weighted_f1", "val_mcc", "val_roc_auc", "val_pr_auc", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
                "trainable_pct", "compute_precision", "quantization", "world_size", "train_samples_per_second", "train_rows", "epochs",
                "kind"]  # kind: model, or ensemble (the mean of the top models' probabilities, lorabench.ensemble)
+# k-fold comparisons only, after CSV_COLUMNS (whose values are then means over every (seed, fold) run): the
+# number of folds and the sample standard deviation (ddof=1) of each number over those runs
+FOLD_COLUMNS = ["folds", "val_precision_std", "val_recall_std", "val_accuracy_std", "val_macro_f1_std",
+                "val_weighted_f1_std", "val_mcc_std", "val_roc_auc_std", "val_pr_auc_std", "test_f1_std",
+                "train_seconds_std", "peak_memory_mb_std"]
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -46,13 +51,16 @@ def _order(folder: Path, labels: list[str]) -> list[str]:
 
 
 def aggregate(records: list[RunRecord]) -> list[dict]:
-    """One row per model label: mean (and std of F1) over its completed seeds."""
+    """One row per model label: mean (and sample std of F1) over its completed seeds; for a k-fold comparison
+    (runs with `data.folds`) over every (seed, fold) run, with `folds` and the sample std (ddof=1) of every
+    number in FOLD_COLUMNS. Refit runs (no val score of their own) are left out."""
     by: dict[str, list[RunRecord]] = {}
     for r in records:
-        by.setdefault(r.label or r.model["name"], []).append(r)
+        if "refit" not in r.extra:
+            by.setdefault(r.label or r.model["name"], []).append(r)
     rows = []
     for label, recs in by.items():
-        ok = [r for r in recs if r.status == RunStatus.COMPLETED]
+        ok = sorted((r for r in recs if r.status == RunStatus.COMPLETED), key=lambda r: r.data.get("fold") or 0)
         row: dict[str, Any] = {"label": label, "model": recs[0].model["name"],
                                "finetune": (ok or recs)[0].model.get("finetune", ""),
                                "runs": len(ok), "failed": len(recs) - len(ok), "kind": "model"}
@@ -79,8 +87,34 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         row["history"] = [r.history for r in ok]
         row["notes"] = sorted({r.model.get("note") for r in ok if r.model.get("note")})
         row["errors"] = [r.error or "" for r in recs if r.status != RunStatus.COMPLETED]
+        folds = max((r.data.get("folds") or 0 for r in recs), default=0)
+        if folds:
+            row["folds"] = folds
+            _fold_spread(row, ok)
+            if first is not None:
+                row["detail"]["fold"] = first.data.get("fold")
         rows.append(row)
     return rows
+
+
+def _fold_spread(row: dict, ok: list[RunRecord]) -> None:
+    """The sample std (ddof=1) over the runs `ok` of each number a k-fold row shows as mean ± std."""
+    for k in ("precision", "recall", "accuracy"):
+        row[f"val_{k}_std"] = _std([r.val[k] for r in ok])
+    for k in DETAIL_KEYS:
+        row[f"val_{k}_std"] = _std([r.evaluation["val"][k] for r in ok if r.evaluation.get("val", {}).get(k) is not None])
+    row["test_f1_std"] = _std([r.metrics["test"]["f1"] for r in ok if "test" in r.metrics])
+    row["train_seconds_std"] = _std([r.train_seconds for r in ok])
+    row["peak_memory_mb_std"] = _std([r.peak_memory_mb for r in ok])
+
+
+def winner(rows: list[dict], order: list[str] | None = None) -> str | None:
+    """The label of the row with the best mean val F1 (on a tie the first in `order`, else in row order);
+    None when no model finished. What `compare --refit` refits (a model, never the ensemble row)."""
+    ok = [r for r in rows if r["val_f1"] is not None and r.get("kind", "model") == "model"]
+    if order:
+        ok.sort(key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
+    return max(ok, key=lambda r: r["val_f1"])["label"] if ok else None
 
 
 def _setup(r: RunRecord) -> dict:
@@ -107,11 +141,23 @@ def _fmt(v: Any, nd: int = 4) -> str:
 def _csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    digits = {"train_seconds": 1, "peak_memory_mb": 0, "trainable_pct": 4, "train_samples_per_second": 1, "epochs": 2}
+    columns = CSV_COLUMNS + (FOLD_COLUMNS if any(r.get("folds") for r in rows) else [])
+    w.writerow(columns)
+    digits = {"train_seconds": 1, "peak_memory_mb": 0, "trainable_pct": 4, "train_samples_per_second": 1, "epochs": 2,
+              "train_seconds_std": 1, "peak_memory_mb_std": 0}
     for r in rows:
-        w.writerow([_fmt(r.get(c), digits.get(c, 4)) for c in CSV_COLUMNS])
+        w.writerow([_fmt(r.get(c), digits.get(c, 4)) for c in columns])
     return buf.getvalue()
+
+
+def _pm(r: dict, key: str, nd: int = 4, unit: str = "") -> str:
+    """A cell: the mean, and in a k-fold row ` ± ` the sample std over its runs."""
+    if r.get(key) is None:
+        return ""
+    text = f"{r[key]:.{nd}f}{unit}"
+    if r.get("folds") and r.get(f"{key}_std") is not None:
+        text += f" ± {r[f'{key}_std']:.{nd}f}{unit}"
+    return text
 
 
 def _f1_cell(r: dict) -> str:
@@ -130,18 +176,18 @@ def results_table(rows: list[dict], has_test: bool, binary: bool):
         name = r["label"] + (f" ({', '.join(r['members'])})" if r.get("members") else "")  # an ensemble's members
         cells = {"model": name, ("val F1" if binary else "val macro F1"): _f1_cell(r)}
         if not binary:
-            cells["weighted F1"] = _fmt(r["val_weighted_f1"])
-        cells.update({("precision" if binary else "macro precision"): _fmt(r["val_precision"]),
-                      ("recall" if binary else "macro recall"): _fmt(r["val_recall"]),
-                      "accuracy": _fmt(r["val_accuracy"])})
+            cells["weighted F1"] = _pm(r, "val_weighted_f1")
+        cells.update({("precision" if binary else "macro precision"): _pm(r, "val_precision"),
+                      ("recall" if binary else "macro recall"): _pm(r, "val_recall"),
+                      "accuracy": _pm(r, "val_accuracy")})
         if binary:
-            cells.update({"ROC-AUC": _fmt(r["val_roc_auc"]), "PR-AUC": _fmt(r["val_pr_auc"])})
-        cells["MCC"] = _fmt(r["val_mcc"])
+            cells.update({"ROC-AUC": _pm(r, "val_roc_auc"), "PR-AUC": _pm(r, "val_pr_auc")})
+        cells["MCC"] = _pm(r, "val_mcc")
         if has_test:
-            cells["test F1" if binary else "test macro F1"] = _fmt(r["test_f1"])
+            cells["test F1" if binary else "test macro F1"] = _pm(r, "test_f1")
         cells.update({
-            "training time": f"{r['train_seconds']:.1f} s" if r["train_seconds"] is not None else "",
-            "peak memory": f"{r['peak_memory_mb']:.0f} MB" if r["peak_memory_mb"] is not None else "",
+            "training time": _pm(r, "train_seconds", 1, " s"),
+            "peak memory": _pm(r, "peak_memory_mb", 0, " MB"),
             "trainable": f"{r['trainable_pct']:.3g}% of {_count(r['total_params'])}" if r["total_params"] else "",
             "computed in": ", ".join(x for x in (r["compute_precision"] or "",
                                                "" if r["quantization"] in (None, "none") else f"{r['quantization']} weights",
@@ -210,9 +256,9 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
         for i, r in enumerate(ok):
             ax.text(i, r["val_f1"] + (r["val_f1_std"] or 0) + 0.005, f"{r['val_f1']:.3f}", ha="center", fontsize=9)
         ax.set_xticks(list(xs), [r["label"] for r in ok], rotation=15)
-        lo = min(r["val_f1"] for r in ok)
-        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(r["val_f1"] for r in ok) + 0.05))
-        ax.set_ylabel("val F1 (mean ± std over seeds)")
+        lo = min(r["val_f1"] - (r["val_f1_std"] or 0) for r in ok)  # room for the error bars and their labels
+        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(r["val_f1"] + (r["val_f1_std"] or 0) for r in ok) + 0.05))
+        ax.set_ylabel("val F1 (mean ± std over " + ("folds and seeds)" if any(r.get("folds") for r in ok) else "seeds)"))
         ax.set_title("Quality")
         save(fig, "f1.png")
 
@@ -248,7 +294,7 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
                                 color=colors[i % len(colors)], label=r["label"] if j == 0 else None)
             ax.set_xlabel("epoch")
             ax.set_ylabel("val F1")
-            ax.set_title("Val F1 per epoch (one line per seed)")
+            ax.set_title("Val F1 per epoch (one line per " + ("run)" if any(r.get("folds") for r in ok) else "seed)"))
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
             save(fig, "f1_per_epoch.png")
@@ -333,14 +379,18 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     binary = len(records[0].data.get("label_names") or []) == 2
 
     write_atomic(folder / "results.csv", _csv_text(rows))
+    refit = _refit(folder, rows, order)
     public = [{k: v for k, v in r.items() if k not in ("history", "detail")} for r in rows]
     write_json(folder / "results.json", {"models": public, "data": data,
                                          "runs": [{"run_dir": str(p.relative_to(folder)), "label": r.label,
-                                                   "seed": r.seed, "status": r.status.value,
+                                                   "seed": r.seed, **({"fold": r.data["fold"]} if r.data.get("fold") else {}),
+                                                   "status": r.status.value,
                                                    "metrics": r.metrics, "train_seconds": r.train_seconds,
-                                                   "error": r.error} for p, r in runs]})
+                                                   "error": r.error} for p, r in runs],
+                                         **({"refit": refit["summary"]} if refit else {})})
     table = results_table(rows, has_test, binary)
-    notes = _notes(rows, data, folder) + ([ensemble_note] if ensemble_note else [])
+    notes = (_notes(rows, data, folder) + _fold_notes(rows) + ([ensemble_note] if ensemble_note else [])
+             + ([refit["note"]] if refit else []))
     md = [f"# {folder.name}: comparison", "", _markdown(table), ""]
     md += [f"- {n}" for n in notes]
     detailed = [r for r in rows if r["detail"]]
@@ -357,8 +407,10 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     for name, png in plots.items():
         write_atomic(folder / "plots" / name, png)
     sections = [("", f"<h1>{html.escape(folder.name)}</h1><p class='sub'>lorabench comparison: "
-                     f"{len(records)} runs, {sum(r['runs'] for r in rows if r['kind'] == 'model')} completed, "
-                     f"{sum(r['failed'] for r in rows)} failed</p>")]
+                     f"{len(records)} runs, {sum(r['runs'] for r in rows if r.get('kind', 'model') == 'model')} completed, "
+                     f"{sum(r['failed'] for r in rows)} failed"
+                     f"{'; k-fold estimates (' + str(max(r.get('folds') or 0 for r in rows)) + ' folds)' if any(r.get('folds') for r in rows) else ''}"
+                     "</p>")]
     if data:
         from lorabench.data.summary import format_summary
         sections.append(("Data", f"<pre>{html.escape(format_summary(data))}</pre>" +
@@ -389,8 +441,8 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
 
 def _whose(row: dict) -> str:
     """Which run a row's per-class detail is of: a seed, or an ensemble's mean."""
-    seed = row["detail"].get("seed")
-    return f"seed {seed}" if seed is not None else f"mean of {row['runs']} member runs"
+    detail = row["detail"]
+    return _which(detail) if detail.get("seed") is not None else f"mean of {row['runs']} member runs"
 
 
 def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
@@ -431,6 +483,55 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
             f"runs, its peak memory the largest member run's. Saved in {ENSEMBLE_DIR}/ (lorabench predict "
             f"{folder / ENSEMBLE_DIR} --input ... runs it).")
     return row, " ".join([note] + [n for n in ens.get("notes", []) if n != OPTIMISTIC])
+
+
+def _which(detail: dict) -> str:
+    """Which run a per-class table shows: `seed 42`, or `seed 42, fold 1`."""
+    return f"seed {detail['seed']}" + (f", fold {detail['fold']}" if detail.get("fold") else "")
+
+
+def _fold_notes(rows: list[dict]) -> list[str]:
+    """What a k-fold table's numbers are."""
+    folded = [r for r in rows if r.get("folds")]
+    if not folded:
+        return []
+    k = max(r["folds"] for r in folded)
+    return [f"k-fold estimates ({k} folds): each model trained once per fold (and seed) on the same stratified folds "
+            "(folds.json); every number is the mean ± the sample standard deviation (ddof=1) over a model's "
+            "runs: " + ", ".join(f"{r['label']} n={r['runs']}" for r in folded) + ".",
+            "Per-class results, confusion matrices and ROC/PR curves show one run per model (its fold 1 of the first "
+            "seed), not pooled out-of-fold predictions."]
+
+
+def _refit(folder: Path, rows: list[dict], order: list[str]) -> dict | None:
+    """The comparison's refit of its best model (compare `refit: true`), if its run folder is there: a note for
+    the report and a summary for results.json."""
+    cfg_file = folder / "compare.yaml"
+    if not cfg_file.is_file():
+        return None
+    import yaml
+    if not (yaml.safe_load(cfg_file.read_text()) or {}).get("refit"):
+        return None
+    from lorabench.runs.files import read_run
+    from lorabench.runs.layout import refit_dir_for
+    label = winner(rows, order)
+    rec = read_run(refit_dir_for(folder, label)) if label else None
+    if not rec or "refit" not in rec:
+        return None
+    r, path = rec["refit"], refit_dir_for(folder, label).name
+    if rec.get("status") != "completed":
+        return {"note": f"refit of {label} ({path}/) failed: {rec.get('error', '')}",
+                "summary": {"label": label, "run_dir": path, "status": rec.get("status"), "error": rec.get("error")}}
+    test = rec.get("metrics", {}).get("test")
+    epochs = f"{r['epochs']:g} epoch(s) ({r['epochs_rule']})" if r.get("epochs") is not None else "one fit (no epochs)"
+    note = (f"refit: {label}, the best mean val F1 ({r['chosen_by']['f1']:.4f} over {r['chosen_by']['runs']} run(s)), "
+            f"retrained on all {r['train_rows']} train + val rows for {epochs} in {rec.get('wall_seconds', 0):.0f} s wall "
+            f"time -> {path}/; it has no validation score of its own"
+            + (f"; test F1 {test['f1']:.4f}" if test else ""))
+    return {"note": note, "summary": {"label": label, "run_dir": path, "status": "completed",
+                                      "train_rows": r["train_rows"], "epochs": r.get("epochs"),
+                                      "epochs_rule": r.get("epochs_rule"), "wall_seconds": rec.get("wall_seconds"),
+                                      "chosen_by": r["chosen_by"], "metrics": rec.get("metrics", {})}}
 
 
 def _current_runs(folder: Path) -> list[tuple[Path, RunRecord]]:

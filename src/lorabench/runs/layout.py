@@ -26,8 +26,23 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-.") or "run"
 
 def run_dir_for(root: Path, exp: ExperimentConfig) -> Path:
-    return root / f"{safe_name(exp.label or exp.model.name)}-seed{exp.train.seed}"
+    """A comparison's run folder of one experiment: `<label>-seed<seed>`, `-fold<i>` appended for a k-fold run."""
+    fold = f"-fold{exp.data.fold}" if exp.data.fold is not None else ""
+    return root / f"{safe_name(exp.label or exp.model.name)}-seed{exp.train.seed}{fold}"
+
+
+def refit_dir_for(root: Path, label: str) -> Path:
+    """Where a comparison's refit of the model `label` goes: `<root>/refit-<label>`."""
+    return root / f"refit-{safe_name(label)}"
 
 def partial_dir(out_dir: Path) -> Path:
     """Where the run for `out_dir` is built (and its checkpoints kept) until it is renamed into place."""
     return out_dir.parent / f".{out_dir.name}-partial"
+
+
+def default_refit_dir(run_dir: Path) -> Path:
+    """Where `lorabench refit RUN_DIR` (and `train --refit`) write by default: `<run_dir>-refit`, beside it."""
+    run_dir = Path(run_dir)
+    if run_dir.name in ("", ".", ".."):  # `lorabench refit .`: name the folder, not "."
+        run_dir = run_dir.resolve()
+    return run_dir.parent / f"{run_dir.name}-refit"

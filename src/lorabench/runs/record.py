@@ -9,7 +9,8 @@ from typing import Any
 
 SCHEMA_VERSION = 4  # 1: records before issue 13 (no schema_version key); 2: + schema_version, resumed_from;
                     # 3: + evaluation (per-class results, confusion matrix, AUCs, MCC), parallel, quantization;
-                    # 4: + predictions ({split: file} of the per-row val/test probabilities), data.test_fingerprint
+                    # 4: + predictions ({split: file} of the per-row val/test probabilities), data.test_fingerprint,
+                    #    data.folds / data.fold (k-fold runs), refit runs (a `refit` block, no metrics.val)
 
 
 class RunStatus(str, Enum):
@@ -31,8 +32,9 @@ class RunRecord:
     needs beyond F1 (`training.metrics.evaluation_detail`: per-class precision/recall/F1/support, confusion
     matrix, macro and weighted F1, MCC, ROC-AUC/PR-AUC and curves for binary tasks; absent in runs from
     before schema 3); `resumed_from` the epoch a resumed run continued after; `extra["predictions"]` names the
-    per-row val/test probability files (`runs.predictions`, schema 4). Keys this class does not
-    name are kept in `extra`, so nothing in run.json is lost.
+    per-row val/test probability files (`runs.predictions`, schema 4). A refit (schema 4, `pipeline.run_refit`) has
+    no `metrics["val"]`; `extra["refit"]` says what it was chosen by. Keys this class does not name are kept in
+    `extra`, so nothing in run.json is lost.
     """
     status: RunStatus
     name: str

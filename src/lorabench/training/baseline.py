@@ -65,15 +65,16 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
         clf.fit(splits.train.texts, splits.train.labels)
         seconds = time.perf_counter() - t0
     k = splits.num_labels
-    val_probs = clf.predict_proba(splits.val.texts)
-    metrics = {"val": classification_metrics(np.asarray(splits.val.labels), predict_labels(val_probs), k)}
+    has_val = len(splits.val) > 0  # a refit (train = train + val) has none
+    val_probs = clf.predict_proba(splits.val.texts) if has_val else None
+    metrics = {"val": classification_metrics(np.asarray(splits.val.labels), predict_labels(val_probs), k)} \
+        if has_val else {}
     threshold = None
-    if cfg.train.threshold == "tune" and k == 2:
+    if cfg.train.threshold == "tune" and k == 2 and has_val:
         threshold, _ = tune_threshold(np.asarray(splits.val.labels), val_probs)
-        metrics["val_at_threshold"] = classification_metrics(
-            np.asarray(splits.val.labels), predict_labels(val_probs, threshold), 2)
-    elif cfg.train.threshold != 0.5 and k == 2:
+    elif cfg.train.threshold not in (0.5, "tune") and k == 2:
         threshold = float(cfg.train.threshold)
+    if threshold is not None and has_val:
         metrics["val_at_threshold"] = classification_metrics(
             np.asarray(splits.val.labels), predict_labels(val_probs, threshold), 2)
     if splits.test is not None and splits.test.labelled:
@@ -82,7 +83,7 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
         if threshold is not None:
             metrics["test_at_threshold"] = classification_metrics(
                 np.asarray(splits.test.labels), predict_labels(test_probs, threshold), 2)
-    evaluation = {"val": split_evaluation(splits.val.labels, val_probs, splits.label_names, threshold)}
+    evaluation = {"val": split_evaluation(splits.val.labels, val_probs, splits.label_names, threshold)} if has_val else {}
     if "test" in metrics:
         evaluation["test"] = split_evaluation(splits.test.labels, test_probs, splits.label_names, threshold)
     save_baseline(clf, out)

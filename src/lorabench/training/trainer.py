@@ -225,7 +225,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         seed=cfg.seed,
         data_seed=cfg.seed,
         eval_strategy="epoch" if has_eval else "no",
-        save_strategy="epoch" if has_eval else "no",
+        save_strategy="epoch",  # a checkpoint per epoch: a killed run resumes (a refit, with no eval, too)
         save_total_limit=2,  # the newest and the one before it (a kill mid-write leaves that one), plus the best
         load_best_model_at_end=has_eval,
         metric_for_best_model=cfg.metric_for_best_model,
@@ -279,6 +279,10 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
           resume_from: Path | None = None) -> TrainResult:
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
+    With no val rows (a refit, `data.splits.refit_splits`) nothing is evaluated during training: it runs
+    `cfg.epochs` and keeps the final epoch's model; `val`, `history` and `best_epoch` stay empty and a
+    binary threshold comes from `cfg.threshold` (a number).
+
     Each epoch's checkpoint goes to `out_dir/checkpoints/checkpoint-<step>` with the full training
     state; `resume_from` (a complete checkpoint, see `last_complete_checkpoint`) continues a killed run
     exactly where it stopped: same batches, dropout masks and updates as an uninterrupted run.
@@ -321,19 +325,22 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)
     train_ds, _ = _cached(token_cache, key + ("train",), lambda: tokenize(splits.train, tok, max_length))
-    val_ds, val_order = _cached(token_cache, key + ("val",), lambda: tokenize(splits.val, tok, max_length, sort=True))
+    has_val = len(splits.val) > 0
+    val_ds, val_order = _cached(token_cache, key + ("val",), lambda: tokenize(splits.val, tok, max_length, sort=True)) \
+        if has_val else (None, None)
     ckpt = out_dir / "checkpoints"
-    args = _training_args(cfg, ckpt, built, has_eval=True)
+    args = _training_args(cfg, ckpt, built, has_eval=has_val)
     timer = _Timer()
     logits_by_step: dict = {}
     cbs = [timer, _KeepLogits(logits_by_step)] + list(callbacks or [])
-    if cfg.early_stopping_patience:
+    if cfg.early_stopping_patience and has_val:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = _trainer_class()(
         model=built.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok), processing_class=tok,
         compute_loss_func=WeightedCrossEntropy(splits.class_weights),
-        compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step), callbacks=cbs,
+        compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step) if has_val else None,
+        callbacks=cbs,
     )
     result = TrainResult(batch=batch)
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
@@ -383,23 +390,24 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         probs = np.empty_like(logits_by_step[best])
         probs[val_order] = softmax(logits_by_step[best])
         result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=probs)
-    else:  # e.g. the best epoch was evaluated before a resume
+    elif has_val:  # e.g. the best epoch was evaluated before a resume
         result.val = evaluate(trainer, val_ds, val_order, splits.num_labels)
     if splits.test is not None and splits.test.labelled:  # unlabelled test rows: nothing to score
         test_ds, test_order = tokenize(splits.test, tok, max_length, sort=True)
         result.test = evaluate(trainer, test_ds, test_order, splits.num_labels)
-    if cfg.threshold == "tune" and splits.num_labels == 2:
+    if cfg.threshold == "tune" and splits.num_labels == 2 and has_val:
         y = np.asarray(splits.val.labels)
         result.threshold, _ = tune_threshold(y, result.val.probs)
-    elif splits.num_labels == 2 and cfg.threshold != 0.5:
+    elif splits.num_labels == 2 and cfg.threshold not in (0.5, "tune"):
         result.threshold = float(cfg.threshold)
-    if result.threshold is not None:
+    if result.threshold is not None and has_val:
         result.val_at_threshold = classification_metrics(
             np.asarray(splits.val.labels), predict_labels(result.val.probs, result.threshold), 2)
-        if result.test is not None and splits.test.labelled:
-            result.test_at_threshold = classification_metrics(
-                np.asarray(splits.test.labels), predict_labels(result.test.probs, result.threshold), 2)
-    result.val_detail = split_evaluation(splits.val.labels, result.val.probs, splits.label_names, result.threshold)
+    if result.threshold is not None and result.test is not None and splits.test.labelled:
+        result.test_at_threshold = classification_metrics(
+            np.asarray(splits.test.labels), predict_labels(result.test.probs, result.threshold), 2)
+    if has_val:
+        result.val_detail = split_evaluation(splits.val.labels, result.val.probs, splits.label_names, result.threshold)
     if result.test is not None:
         result.test_detail = split_evaluation(splits.test.labels, result.test.probs, splits.label_names, result.threshold)
     if trainer.args.should_save:  # the main process: the best model is saved by the pipeline; keep the run lean
