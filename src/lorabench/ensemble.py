@@ -217,14 +217,107 @@ def compare_groups(root: Path, cfg) -> dict[str, list[Path]]:
     return groups
 
 
+def _fold_of(run_dir: Path) -> int | None:
+    rec = read_run(run_dir) or {}
+    return (rec.get("data") or {}).get("fold")
+
+
+def fold_ensembles(members: list[Member]) -> list[tuple[int, Ensemble]]:
+    """k-fold comparisons: the ensemble of `members` built on each fold's runs alone (runs of one fold share
+    their val rows; runs of different folds never are averaged), as [(fold, Ensemble)] in fold order. Raises
+    `LorabenchError` when a member lacks a run of some fold the others have."""
+    by_fold: dict[int, dict[str, list[Path]]] = {}
+    for m in members:
+        for d in m.run_dirs:
+            by_fold.setdefault(_fold_of(d), {}).setdefault(m.label, []).append(d)
+    out = []
+    for fold in sorted(by_fold, key=lambda f: (f is None, f)):
+        runs = by_fold[fold]
+        missing = [m.label for m in members if m.label not in runs]
+        if missing:
+            raise LorabenchError(f"{missing[0]} has no completed run of fold {fold}; the fold's ensemble needs every member")
+        out.append((fold, build_ensemble([Member(m.label, runs[m.label], m.val_f1) for m in members])))
+    return out
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    ok = [v for v in values if v is not None]
+    if not ok:
+        return None, None
+    return float(np.mean(ok)), (float(np.std(ok, ddof=1)) if len(ok) > 1 else None)
+
+
+def write_fold_ensemble(members: list[Member], per_fold: list[tuple[int, Ensemble]], folder: Path,
+                        *, top: int | None = None) -> Path:
+    """A k-fold comparison's ensemble folder: `fold<i>/` holds fold i's ensemble (its own val predictions and
+    scores); `ensemble.json` names every member's runs of all folds (what `predict` averages: each model's K
+    fold runs first, then the models) and holds the mean and sample std (ddof=1) over the folds of each val
+    number (`metrics.val`, `metrics_std.val`, `folds`), the evaluation shown being fold 1's."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}-kfold")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for fold, ens in per_fold:
+        write_ensemble(ens, tmp / f"fold{fold}", top=top)
+    first = per_fold[0][1]
+    keys = list(first.metrics.get("val", {}))
+    detail_keys = [k for k in ("macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc")
+                   if k in first.evaluation.get("val", {})]
+    mean, std = {}, {}
+    for k in keys:
+        mean[k], std[k] = _mean_std([e.metrics["val"].get(k) for _, e in per_fold])
+    for k in detail_keys:
+        mean[k], std[k] = _mean_std([e.evaluation["val"].get(k) for _, e in per_fold])
+    whole = Ensemble(members=members, label_names=first.label_names, label_values=first.label_values, predictions={},
+                     metrics={"val": mean}, evaluation={"val": first.evaluation.get("val")},
+                     train_seconds=round(sum(e.train_seconds for _, e in per_fold), 3),
+                     peak_memory_mb=max((e.peak_memory_mb or 0.0) for _, e in per_fold) or None,
+                     notes=[f"k-fold: scored on each of {len(per_fold)} folds by that fold's runs alone; the val "
+                            "numbers are the mean over the folds (metrics_std: the sample std), the per-class detail "
+                            "fold 1's; predict averages every member's runs of all folds"])
+    write_ensemble(whole, tmp / "whole", top=top)
+    rec_file = tmp / "whole" / ENSEMBLE_FILE
+    import json
+    rec = json.loads(rec_file.read_text())
+    # the members' runs are relative to the folder the file ends up in (one level up from whole/)
+    for m, spec in zip(rec["members"], members):
+        m["runs"] = [os.path.relpath(Path(d).resolve(), folder.resolve()) for d in spec.run_dirs]
+    rec.update(folds=[{"fold": f, "metrics": e.metrics.get("val")} for f, e in per_fold],
+               metrics_std={"val": std})
+    write_json(tmp / ENSEMBLE_FILE, rec)
+    shutil.rmtree(tmp / "whole")
+    old = folder.with_name(f".{folder.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
 def update_compare_ensemble(root: Path, cfg) -> str | None:
     """Build (or rebuild, or with `ensemble_top` 0/null remove) the comparison's ensemble folder
-    `root/ensemble`; returns the line to print (None when the ensemble is off)."""
+    `root/ensemble`; returns the line to print (None when the ensemble is off). With `data.folds` the members
+    are the models with the best mean val F1 over all their fold runs, and the ensemble is built and scored
+    on each fold alone (`fold_ensembles`, `write_fold_ensemble`)."""
     folder = Path(root) / ENSEMBLE_DIR
     if not cfg.ensemble_top:
         remove_ensemble(folder)
+        if cfg.data.folds:  # a k-fold ensemble folder: its fold<i>/ folders too
+            shutil.rmtree(folder, ignore_errors=True)
         return None
     members, reason = choose_members(compare_groups(root, cfg), cfg.ensemble_top)
+    if members and cfg.data.folds:
+        try:
+            per_fold = fold_ensembles(members)
+        except LorabenchError as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            return f"no ensemble row: {e}"
+        write_fold_ensemble(members, per_fold, folder, top=cfg.ensemble_top)
+        f1 = [e.metrics["val"]["f1"] for _, e in per_fold]
+        sd = f" ± {np.std(f1, ddof=1):.4f}" if len(f1) > 1 else ""
+        return (f"ensemble: mean of top {len(members)} ({', '.join(m.label for m in members)}): {len(per_fold)}-fold "
+                f"val F1 {np.mean(f1):.4f}{sd} (optimistic: chosen on val) -> {folder}")
     try:
         ens = build_ensemble(members) if members else None
     except LorabenchError as e:

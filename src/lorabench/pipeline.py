@@ -347,6 +347,9 @@ def plan_refit(sources: list[str | Path]) -> RefitPlan:
             raise LorabenchError(f"refit: {missing[0]} records no best_epoch (no val evaluation to pick an epoch count)")
         epochs = statistics.median_low(best)
         train["epochs"] = epochs
+    used = first.get("batch")  # train.batch_size auto: the batch and learning rate the chosen run trained with,
+    if cfg.train.batch_size == "auto" and used:  # not the ones auto would pick for the larger refit split
+        train.update(batch_size=used["batch_size"], learning_rate=used["learning_rate"])
     tuned = [rec["threshold"] for _, rec in recs if rec.get("threshold") is not None]
     threshold = None
     if cfg.train.threshold == "tune" and tuned:

@@ -442,7 +442,11 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
 def _whose(row: dict) -> str:
     """Which run a row's per-class detail is of: a seed, or an ensemble's mean."""
     detail = row["detail"]
-    return _which(detail) if detail.get("seed") is not None else f"mean of {row['runs']} member runs"
+    if detail.get("seed") is not None:
+        return _which(detail)
+    if detail.get("fold"):  # a k-fold ensemble: its fold's ensemble
+        return f"fold {detail['fold']}: mean of its member runs"
+    return f"mean of {row['runs']} member runs"
 
 
 def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
@@ -478,6 +482,11 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
                 "detail": {"seed": None, **detail} if detail else None,
                 "test_f1": ens["metrics"].get("test", {}).get("f1"), "train_seconds": ens.get("train_seconds"),
                 "peak_memory_mb": ens.get("peak_memory_mb"), "history": [], "notes": [], "errors": []})
+    if ens.get("folds"):  # k-fold: mean over the folds' ensembles, with their sample std
+        std = (ens.get("metrics_std") or {}).get("val", {})
+        row.update(folds=len(ens["folds"]), val_f1_std=std.get("f1"),
+                   **{f"val_{k}_std": std.get(k) for k in list(METRIC_KEYS) + list(DETAIL_KEYS) if k != "f1"})
+        row["detail"] = {"seed": None, "fold": 1, **detail} if detail else None
     note = (f"{ens['label']}: {RULE}; its members ({', '.join(labels)}) are {CHOSEN_BY}; decided by the {DECISION}. "
             f"{OPTIMISTIC[0].upper()}{OPTIMISTIC[1:]}. Its training time is the sum over its {len(spec.run_dirs)} member "
             f"runs, its peak memory the largest member run's. Saved in {ENSEMBLE_DIR}/ (lorabench predict "
