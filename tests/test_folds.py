@@ -162,6 +162,22 @@ def test_compare_folds_same_folds_for_every_model_mean_std_reuse_and_refit(tmp_p
     assert "tiny-bert-seed42-fold3" in html  # the per-fold runs stay listed
     assert (out / "plots" / "f1.png").stat().st_size > 0
 
+    # the ensemble row (ensemble_top, default on): built and scored on each fold alone, the row is the mean ± std
+    from lorabench.runs.predictions import read_predictions
+    names = records["tiny-bert", 1]["data"]["label_names"]
+    fold_f1 = []
+    for i in (1, 2, 3):
+        ens = read_predictions(out / "ensemble" / f"fold{i}" / "predictions_val.csv", names)
+        members = [read_predictions(out / f"{m}-seed42-fold{i}" / "predictions_val.csv", names)
+                   for m in ("tfidf-logreg", "tiny-bert")]
+        assert all(p.ids == ens.ids for p in members) and set(ens.ids) == val_ids[i - 1]
+        np.testing.assert_allclose(ens.probs, np.mean([p.probs for p in members], axis=0), rtol=0, atol=1e-12)
+        fold_f1.append(json.loads((out / "ensemble" / f"fold{i}" / "ensemble.json").read_text())["metrics"]["val"]["f1"])
+    ens_row = next(m for m in models.values() if m["kind"] == "ensemble")
+    assert ens_row["val_f1"] == pytest.approx(np.mean(fold_f1), abs=1e-12)
+    assert ens_row["val_f1_std"] == pytest.approx(np.std(fold_f1, ddof=1), abs=1e-12) and ens_row["folds"] == 3
+    models = {k: m for k, m in models.items() if m["kind"] == "model"}
+
     # re-running reuses every finished fold run; --refit then refits the winner on all rows
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*-fold*/run.json")}
     assert main(["compare", str(tmp_path / "c.yaml"), "--folds", "3", "--output-dir", str(out), "--refit"]) == 0
@@ -178,7 +194,7 @@ def test_compare_folds_same_folds_for_every_model_mean_std_reuse_and_refit(tmp_p
     results = json.loads((out / "results.json").read_text())
     assert results["refit"]["label"] == best and results["refit"]["train_rows"] == 150
     assert f"refit: {best}" in (out / "results.md").read_text()
-    assert [r["label"] for r in results["models"]] == ["tfidf-logreg", "tiny-bert"]  # the refit is no row
+    assert [r["label"] for r in results["models"] if r["kind"] == "model"] == ["tfidf-logreg", "tiny-bert"]  # the refit is no row
 
     # with folds the epochs are the lower median of the fold runs' best epochs
     plan = plan_refit([out / f"tiny-bert-seed42-fold{i}" for i in (1, 2, 3)])
