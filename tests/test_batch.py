@@ -56,3 +56,20 @@ def test_a_run_trains_with_the_auto_batch_and_records_it(tmp_path, tiny_config):
     assert rec["batch"]["batch_size"] == 8 and rec["batch"]["steps_per_epoch"] == 20
     assert rec["batch"]["learning_rate"] == pytest.approx(4e-4 * 8 / 32)
     assert rec["parallel"]["per_device_batch_size"] == 8 and rec["steps"] == 20
+
+
+def test_a_refit_keeps_the_batch_and_learning_rate_its_run_trained_with(tmp_path, tiny_config):
+    """batch_size auto picks by the train rows; a refit trains on more rows (train + val) but must keep the batch
+    and learning rate the chosen run used, not pick anew (160 rows -> 17 here, 240 rows would give 26)."""
+    from lorabench.cli import main
+    cfg = tiny_config("tiny-bert", extra="")
+    cfg.write_text(cfg.read_text().replace("batch_size: 16, learning_rate: 1.0e-3, ",
+                                           "min_steps_per_epoch: 10, "))
+    assert main(["train", str(cfg), "--output-dir", str(tmp_path / "run"), "--refit"]) == 0
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    refit = json.loads((tmp_path / "run-refit" / "run.json").read_text())
+    assert rec["batch"]["batch_size"] == 17 and rec["batch"]["learning_rate"] == pytest.approx(4e-4 * 17 / 32)
+    assert refit["data"]["train_rows"] == 240
+    assert resolve_batch(TrainConfig(min_steps_per_epoch=10), 240)[0].batch_size == 26  # what auto would pick
+    assert refit["batch"]["batch_size"] == 17 and refit["batch"]["learning_rate"] == rec["batch"]["learning_rate"]
+    assert refit["steps"] == 15  # 240 rows at 17 a step, one epoch

@@ -3,7 +3,6 @@ train + val rows for the epoch count val picked; the record carries the val scor
 import json
 
 import pandas as pd
-import pytest
 
 from lorabench.cli import main
 from test_folds import one_line_error, tweets
