@@ -31,7 +31,7 @@ KEPT = [
     ("+ tight length buckets", {"group_by_length": True}, {}),
     ("+ fast CPU dropout (lorabench.speedups.cpu)", {"fast_dropout": True}, {}),
     ("+ batch 32", {"batch_size": 32}, {}),
-    ("+ pooled token only in the last layer = lorabench defaults", {"pooled_only_last_layer": True}, {}),
+    ("+ pooled token only in the last layer = lorabench defaults at batch 32", {"pooled_only_last_layer": True}, {}),
 ]
 DROPPED = [
     ("defaults + OMP_PROC_BIND=close OMP_PLACES=cores", {}, {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}),

@@ -106,12 +106,12 @@ def lorabench_defaults(cfg, splits, tmp: Path, lengths: list[int]) -> dict:
     from lorabench.training import length_buckets
     with Timer() as tm:
         rec = run_experiment(cfg, tmp / "b", splits=splits)
-    bs = cfg.train.batch_size
+    bs = rec["batch"]["batch_size"]  # train.batch_size auto: the batch the run picked
     order = length_buckets(lengths, bs, np.random.default_rng(cfg.train.seed))
     return {"train_s": rec["pure_train_seconds"], "util": tm.cpu_util, "f1": rec["history"][-1]["f1"],
             "peak_mb": rec["peak_memory_mb"], "tokens": sum(lengths),
             "rows": len(lengths), "padding": padding_share(lengths, order, bs),
-            "levers": rec.get("speed_levers")}
+            "levers": rec.get("speed_levers"), "batch": bs, "lr": rec["batch"]["learning_rate"]}
 
 
 def main() -> None:
@@ -132,7 +132,8 @@ def main() -> None:
     data = DataConfig(max_train_samples=args.rows, max_eval_samples=args.val or None)
     model = ModelConfig(name=args.model, max_length=128)
     defaults = TrainConfig()
-    lr_b = args.lr * defaults.batch_size / 8
+    from lorabench.training.batch import AUTO_BATCH
+    lr_b = args.lr * AUTO_BATCH / 8  # the rate at batch 32; batch_size auto scales it to the batch it picks
 
     def config(lr: float, seed: int) -> ExperimentConfig:
         return ExperimentConfig(name="bench", data=data, model=model, lora=LoraConfig(r=8, alpha=16),
@@ -156,7 +157,7 @@ def main() -> None:
     rows = [f"| recipe | samples/s | real tokens/s | padding | GFLOP/s | share of fp32 matmul peak | CPU use | peak RSS "
             f"| val F1 ({seeds}) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in ((f"(a) the study's recipe (batch 8, lr {args.lr:g})", a),
-                    (f"(b) lorabench train defaults (batch {defaults.batch_size}, lr {lr_b:g})", b)):
+                    (f"(b) lorabench train defaults (batch_size auto: {b['batch']}, lr {b['lr']:g})", b)):
         r["gflops"] = r["flops_per_token"] * r["tps"] / 1e9
         f1 = f"{r['f1']:.4f}" + (f" ± {r['f1_sd']:.4f} ({', '.join(f'{x:.4f}' for x in r['f1s'])})" if args.seeds > 1 else "")
         rows.append(f"| {name} | {r['sps']:.1f} | {r['tps']:.0f} | {100 * r['padding']:.1f}% | {r['gflops']:.1f} | "
