@@ -29,6 +29,9 @@ def test_auto_batch_counts_processes_and_accumulation():
     # 2 processes x accumulation 2: one optimiser step takes 4 micro-batches
     cfg, rec = resolve_batch(TrainConfig(gradient_accumulation_steps=2), 6000, world_size=2)
     assert cfg.batch_size == 8 and rec["steps_per_epoch"] == 188
+    assert cfg.learning_rate == pytest.approx(4e-4)  # the rate of a global batch of 32: 8 x 2 x 2
+    cfg, _ = resolve_batch(TrainConfig(gradient_accumulation_steps=4), 3000)
+    assert cfg.batch_size == 8 and cfg.learning_rate == pytest.approx(4e-4)  # global 32, not 4e-4 x 8/32
 
 
 def test_an_integer_batch_is_used_as_given():
@@ -73,3 +76,4 @@ def test_a_refit_keeps_the_batch_and_learning_rate_its_run_trained_with(tmp_path
     assert resolve_batch(TrainConfig(min_steps_per_epoch=10), 240)[0].batch_size == 26  # what auto would pick
     assert refit["batch"]["batch_size"] == 17 and refit["batch"]["learning_rate"] == rec["batch"]["learning_rate"]
     assert refit["steps"] == 15  # 240 rows at 17 a step, one epoch
+    assert refit["refit"]["batch"]["batch_size"] == 17 and "kept from run" in refit["refit"]["batch"]["rule"]

@@ -306,7 +306,11 @@ def update_compare_ensemble(root: Path, cfg) -> str | None:
         if cfg.data.folds:  # a k-fold ensemble folder: its fold<i>/ folders too
             shutil.rmtree(folder, ignore_errors=True)
         return None
-    members, reason = choose_members(compare_groups(root, cfg), cfg.ensemble_top)
+    groups = compare_groups(root, cfg)
+    if len(groups) < 2:  # one model (e.g. `train` with data.folds): nothing to ensemble, nothing to say
+        remove_ensemble(folder)
+        return None
+    members, reason = choose_members(groups, cfg.ensemble_top)
     if members and cfg.data.folds:
         try:
             per_fold = fold_ensembles(members)

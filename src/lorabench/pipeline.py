@@ -348,8 +348,11 @@ def plan_refit(sources: list[str | Path]) -> RefitPlan:
         epochs = statistics.median_low(best)
         train["epochs"] = epochs
     used = first.get("batch")  # train.batch_size auto: the batch and learning rate the chosen run trained with,
+    kept_batch = None
     if cfg.train.batch_size == "auto" and used:  # not the ones auto would pick for the larger refit split
         train.update(batch_size=used["batch_size"], learning_rate=used["learning_rate"])
+        kept_batch = {"batch_size": used["batch_size"], "learning_rate": used["learning_rate"],
+                      "rule": f"kept from {first_dir.name} (train.batch_size auto there: {used.get('rule')})"}
     tuned = [rec["threshold"] for _, rec in recs if rec.get("threshold") is not None]
     threshold = None
     if cfg.train.threshold == "tune" and tuned:
@@ -374,6 +377,8 @@ def plan_refit(sources: list[str | Path]) -> RefitPlan:
             "threshold": None if threshold is None else {
                 "value": threshold, "from": "tuned on val by the source run(s)" if cfg.train.threshold == "tune"
                 else "train.threshold"}}
+    if kept_batch:
+        info["batch"] = kept_batch
     return RefitPlan(refit_cfg, data, info)
 
 

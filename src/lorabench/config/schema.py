@@ -210,8 +210,9 @@ class LoraConfig:
 @_config("train")
 class TrainConfig:
     learning_rate: Float = _f(4e-4, help=(
-        "Peak learning rate at batch 32: the study's 1e-4 at batch 8, scaled with the batch (same rate per sample). "
-        "With batch_size auto it is scaled to the batch picked (x batch/32); with an integer batch_size used as given."))
+        "Peak learning rate at a global batch of 32: the study's 1e-4 at batch 8, scaled with the batch (same rate "
+        "per sample). With batch_size auto it is scaled to the global batch picked (x batch x accumulation x "
+        "processes / 32); with an integer batch_size used as given."))
     lr_scheduler: Str = _f("constant_with_warmup", help="Any transformers scheduler name (the study: constant with warmup).")
     warmup_ratio: Float = _f(0.1, help="Share of steps for warmup.")
     max_grad_norm: Float = _f(0.3, help="Gradient clipping (the study: 0.3).")

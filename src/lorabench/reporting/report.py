@@ -507,7 +507,8 @@ def _fold_notes(rows: list[dict]) -> list[str]:
     k = max(r["folds"] for r in folded)
     return [f"k-fold estimates ({k} folds): each model trained once per fold (and seed) on the same stratified folds "
             "(folds.json); every number is the mean ± the sample standard deviation (ddof=1) over a model's "
-            "runs: " + ", ".join(f"{r['label']} n={r['runs']}" for r in folded) + ".",
+            "runs: " + ", ".join(f"{r['label']} n={r['folds']} folds" if r.get("kind") == "ensemble"
+                                 else f"{r['label']} n={r['runs']}" for r in folded) + ".",
             "Per-class results, confusion matrices and ROC/PR curves show one run per model (its fold 1 of the first "
             "seed), not pooled out-of-fold predictions."]
 

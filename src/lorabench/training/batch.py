@@ -26,7 +26,8 @@ def resolve_batch(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> tup
     `batch_size` (per device), `learning_rate`, `steps_per_epoch` (optimiser steps of one epoch), `rule`).
     With an integer `cfg.batch_size` the settings are returned unchanged. With `auto`: the largest per-device batch
     b in [8, 32] whose epoch makes at least `cfg.min_steps_per_epoch` optimiser steps
-    (ceil(rows / (b x gradient_accumulation_steps x world_size))), or 8 when none does; `learning_rate` x b / 32.
+    (ceil(rows / (b x gradient_accumulation_steps x world_size))), or 8 when none does; `learning_rate` (the rate at
+    a global batch of 32) x the global batch b x gradient_accumulation_steps x world_size / 32.
     """
     acc, world = cfg.gradient_accumulation_steps, max(world_size, 1)
 
@@ -38,14 +39,14 @@ def resolve_batch(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> tup
                      "steps_per_epoch": steps(cfg.batch_size), "rule": "as configured"}
     b = next((b for b in range(AUTO_BATCH, MIN_AUTO_BATCH - 1, -1) if steps(b) >= cfg.min_steps_per_epoch),
              MIN_AUTO_BATCH)
-    lr = cfg.learning_rate * b / AUTO_BATCH
+    lr = cfg.learning_rate * b * acc * world / AUTO_BATCH  # the rate applies to the global batch
     if b == AUTO_BATCH:
         rule = f"auto: batch {AUTO_BATCH} makes >= {cfg.min_steps_per_epoch} optimiser steps per epoch"
     else:
         rule = (f"auto: batch {b} instead of {AUTO_BATCH} so that one epoch of {train_rows} rows makes "
                 f"{steps(b)} optimiser steps (train.min_steps_per_epoch {cfg.min_steps_per_epoch}"
                 f"{'; 8 is the smallest auto batch' if steps(b) < cfg.min_steps_per_epoch else ''}); "
-                f"learning rate {cfg.learning_rate:g} x {b}/{AUTO_BATCH} = {lr:.3g}")
+                f"learning rate {cfg.learning_rate:g} x {b * acc * world}/{AUTO_BATCH} (global batch) = {lr:.3g}")
     # evaluation makes no optimiser steps: it keeps batch 32 unless eval_batch_size says otherwise
     out = dataclasses.replace(cfg, batch_size=b, learning_rate=lr, eval_batch_size=cfg.eval_batch_size or AUTO_BATCH)
     return out, {"batch_size": b, "learning_rate": lr, "steps_per_epoch": steps(b), "rule": rule}
