@@ -23,6 +23,7 @@ def test_auto_batch_keeps_min_steps_and_the_rate_per_sample(rows, batch, steps):
     assert cfg.learning_rate == pytest.approx(4e-4 * batch / 32)  # the study's 1e-4 at 8, per sample
     assert rec["learning_rate"] == cfg.learning_rate and rec["batch_size"] == batch
     assert cfg.eval_batch_size == 32  # evaluation makes no optimiser steps
+    assert cfg.group_by_length is (batch >= 16) and rec["group_by_length"] is (batch >= 16)  # buckets from 16 up
 
 
 def test_auto_batch_counts_processes_and_accumulation():
@@ -34,8 +35,17 @@ def test_auto_batch_counts_processes_and_accumulation():
     assert cfg.batch_size == 8 and cfg.learning_rate == pytest.approx(4e-4)  # global 32, not 4e-4 x 8/32
 
 
+def test_length_buckets_auto_and_explicit():
+    assert resolve_batch(TrainConfig(batch_size=8), 500)[0].group_by_length is False
+    assert resolve_batch(TrainConfig(batch_size=16), 500)[0].group_by_length is True
+    assert resolve_batch(TrainConfig(batch_size=8, group_by_length=True), 500)[0].group_by_length is True
+    assert resolve_batch(TrainConfig(group_by_length=False), 20000)[0].group_by_length is False
+    # a bucket holds one optimiser step's rows: 2 processes x 8 group by length as 1 x 16 does
+    assert resolve_batch(TrainConfig(batch_size=8), 500, world_size=2)[0].group_by_length is True
+
+
 def test_an_integer_batch_is_used_as_given():
-    given = TrainConfig(batch_size=32, learning_rate=1e-3, min_steps_per_epoch=10_000)
+    given = TrainConfig(batch_size=32, learning_rate=1e-3, min_steps_per_epoch=10_000, group_by_length=True)
     cfg, rec = resolve_batch(given, 500)
     assert cfg == given and rec["rule"] == "as configured" and rec["steps_per_epoch"] == 16
 
@@ -59,6 +69,7 @@ def test_a_run_trains_with_the_auto_batch_and_records_it(tmp_path, tiny_config):
     assert rec["batch"]["batch_size"] == 8 and rec["batch"]["steps_per_epoch"] == 20
     assert rec["batch"]["learning_rate"] == pytest.approx(4e-4 * 8 / 32)
     assert rec["parallel"]["per_device_batch_size"] == 8 and rec["steps"] == 20
+    assert rec["batch"]["group_by_length"] is False  # batch 8: random batches
 
 
 def test_a_refit_keeps_the_batch_and_learning_rate_its_run_trained_with(tmp_path, tiny_config):

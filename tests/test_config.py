@@ -14,7 +14,7 @@ def test_defaults_are_the_studys_but_faster():
     assert t.learning_rate == pytest.approx(1e-4 * 32 / 8)  # the study's rate per sample, at batch 32
     # batch 32 where an epoch still makes enough optimiser steps, else smaller (tests/test_batch.py)
     assert t.batch_size == "auto" and t.min_steps_per_epoch == 250
-    assert t.lr_scheduler == "constant_with_warmup" and not t.gradient_checkpointing and t.group_by_length
+    assert t.lr_scheduler == "constant_with_warmup" and not t.gradient_checkpointing and t.group_by_length == "auto"
     assert t.fast_dropout and t.pooled_only_last_layer and not t.torch_compile
 
 
@@ -96,21 +96,21 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch, ensemble_top, data.folds,
 # data.fold, refit).
 SNAPSHOTS = {
-    "defaults": "bb81363f76fe94681055fd01d5ea4c50bf4ffbdf4ebfbaccd703efb74bb81291",
-    "empty dict": "bb81363f76fe94681055fd01d5ea4c50bf4ffbdf4ebfbaccd703efb74bb81291",
-    "yaml with every lossless conversion": "fe8229840834c94eedad797c6099c382ce5e3c1c7e7c770eb6321bdfd60ede3a",
-    "set overrides": "a3164ef49f0ec07b3aa2f4392057a9b097f67c7647e6caf4eacc0b92c56b0c81",
-    "compare": "053ab9e745acba739f463b55434d5d53d1ca7fda81d67f8e5a6ecfcdc55e5bfb",
-    "compare experiments": "8a4e57785ecce5d10cdf903719f1b7b72cbf06131f24fd047ca0ac15e87cee6a",
-    "sweep base": "e565f100e108dda22dab2bf292eff7b6872941bfe955f6346eb40f1e93d20250",
-    "quickstart.yaml": "4e3798ee5e363d3e48267c216ed6694b555853af6032a41df30327e55306ef7d",
+    "defaults": "622f5d5c9e66bdf1835edf5790e8457f7f29f96270592e6bca13c184fa2ca4e4",
+    "empty dict": "622f5d5c9e66bdf1835edf5790e8457f7f29f96270592e6bca13c184fa2ca4e4",
+    "yaml with every lossless conversion": "3c258f376358a22add73a90c5a22ec5ea594584e55537988d274027ae80237df",
+    "set overrides": "be77e7d15661f32fd9c57d29be2f346d70c3e180328f28be8b43363cd2a613a3",
+    "compare": "b3ec2e9b4dae9071f1d9cec4aac10311a8c8451bd34a747e533bc274a838859b",
+    "compare experiments": "62c7367804d22573da3b6caef7b3d44ec662cbd0fbca77f3b65ef5c9a400e1c2",
+    "sweep base": "c98f197ecdfee5a904a3b5330a19739cab47ed24aabb4afdb7b08d778ff2a995",
+    "quickstart.yaml": "30f6e324abe6981d625fc375952ed7f6f728ecea67e50e5306be6549dfed30f7",
     "study.yaml": "765ee0af1eeff5d2373e47388ca678a580d0bb945147a73b892beea5db16b9bb",
-    "built in Python": "b4a7a997c92aa47cc2725b38743bc969ea5c49e10a8e401d53c7372dd021b184",
-    "dataclasses.replace": "2bf1ada5706a49dd91874d6e16cc3cb65f13e837674bb3b690b73fcba93fec71",
+    "built in Python": "76462d30633ac46dd800934996bcd8d6ea3d5d8a82a30b16da2f0de0fb6eb541",
+    "dataclasses.replace": "2dd0531ce501d61dc40da8307419e27c572b5233b569788cad062d461e7c92fa",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
 # and for issue 16's keys)
-KEYS_SNAPSHOT = "48daff0df8a9ceb53a9937cab0dfc5a160a35d8822f214dda3ab6bb7127bd004"
+KEYS_SNAPSHOT = "3b3bcbee4f0d456ec8c2adc41a3fdda78d26b271d8ef32a0a9d0cb6a9043a647"
 
 TRICKY_YAML = """
 name: 7
