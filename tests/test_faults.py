@@ -486,3 +486,27 @@ def test_two_compare_processes_on_one_folder(work, tmp_path, capsys):
     assert main(["compare", str(work / "compare.yaml"), "--output-dir", str(out)]) == 0
     _assert_whole(out)
     assert json.loads((out / "results.json").read_text())["models"][0]["label"] == "tfidf-logreg"
+
+
+def test_atomic_writes_write_through_devices_fifos_and_symlinks(tmp_path):
+    """`predict --output /dev/null` (or /dev/stdout, a FIFO) replaced the device with a regular file: a temp file
+    renamed over it (as root, the machine's /dev/null became a plain file). Non-regular targets are written in
+    place; a symlink keeps pointing where it did and its target gets the text."""
+    import stat
+    import threading
+
+    from lorabench.runs.files import write_atomic
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_atomic(fifo, "a,b\n")
+    reader.join(timeout=10)
+    assert got == ["a,b\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    write_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"

@@ -16,8 +16,21 @@ LOCK_FILE = ".lock"
 
 
 def write_atomic(path: str | Path, text: str | bytes) -> Path:
-    """Write to a temp file in the same folder, then rename over `path`."""
+    """Write to a temp file in the same folder, then rename over `path`. A symlink is followed (its target is
+    replaced, the link kept); a target that exists and is not a regular file (/dev/null, /dev/stdout, a FIFO) is
+    written in place: renaming over it would replace the device with a plain file."""
+    import stat
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        with open(path, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
