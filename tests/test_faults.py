@@ -334,12 +334,20 @@ def _wait_for(pred, proc: subprocess.Popen, what: str, timeout: float = 90) -> N
         time.sleep(0.05)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child: SIGINT as a terminal delivers it. A shell starting a job in the background (`cmd &` in a
+    script, as CI runners may) sets SIGINT to ignored, the child inherits that, and Python then installs no
+    KeyboardInterrupt handler: the test's Ctrl-C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # exec keeps an ignored signal ignored, a default one default
+
+
 def test_ctrl_c_during_training_exits_130_and_leaves_nothing(work, tmp_path):
     run = tmp_path / "R"
     err_file = tmp_path / "stderr.txt"
     with err_file.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "lorabench.cli", "train", str(work / "slow.yaml"),
-                                 "--output-dir", str(run)], cwd=work, stdout=subprocess.DEVNULL, stderr=err)
+                                 "--output-dir", str(run)], cwd=work, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         # training: its temp folder exists and the progress bar moves
         _wait_for(lambda: _temp_siblings(run) and "it/s]" in err_file.read_text(), proc, "training to start")
@@ -461,7 +469,8 @@ def test_two_compare_processes_on_one_folder(work, tmp_path, capsys):
     err_file = tmp_path / "stderr.txt"
     with err_file.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "lorabench.cli", "compare", str(work / "slow-compare.yaml"),
-                                 "--output-dir", str(out)], cwd=work, stdout=subprocess.DEVNULL, stderr=err)
+                                 "--output-dir", str(out)], cwd=work, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         run = out / "tiny-llama-seed42"
         _wait_for(lambda: bool(_temp_siblings(run)), proc, "the first compare to train")
