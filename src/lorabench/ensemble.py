@@ -157,19 +157,21 @@ def build_ensemble(members: list[Member]) -> Ensemble:
     return ens
 
 
-def write_ensemble(ens: Ensemble, folder: Path, *, top: int | None = None) -> Path:
-    """Write `folder/ensemble.json` and its predictions files; a previous ensemble there is replaced as a
-    whole (built beside it, then renamed into place). Member paths are stored relative to `folder`."""
-    from lorabench.runs.layout import now
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}-partial")
+def _swap_in(tmp: Path, folder: Path) -> Path:
+    """Replace `folder` (if any) by the finished folder `tmp` beside it: the old one is renamed aside first."""
     old = folder.with_name(f".{folder.name}-old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    files = {}
-    for split, p in ens.predictions.items():
-        write_atomic(tmp / PREDICTION_FILES[split], predictions_csv(p.ids, p.labels, p.probs, p.label_names))
-        files[split] = PREDICTION_FILES[split]
-    write_json(tmp / ENSEMBLE_FILE, {
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _record(ens: Ensemble, folder: Path, files: dict[str, str], top: int | None) -> dict:
+    """ensemble.json's content for `ens`, its member run folders relative to `folder` (where the file will be)."""
+    from lorabench.runs.layout import now
+    return {
         "kind": "ensemble",
         "label": ens.label,
         "top": top,
@@ -189,13 +191,21 @@ def write_ensemble(ens: Ensemble, folder: Path, *, top: int | None = None) -> Pa
         "predictions": files,
         "notes": [OPTIMISTIC] + ens.notes,
         "created_at": now(),
-    })
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    }
+
+
+def write_ensemble(ens: Ensemble, folder: Path, *, top: int | None = None) -> Path:
+    """Write `folder/ensemble.json` and its predictions files; a previous ensemble there is replaced as a
+    whole (built beside it, then renamed into place). Member paths are stored relative to `folder`."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}-partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    files = {}
+    for split, p in ens.predictions.items():
+        write_atomic(tmp / PREDICTION_FILES[split], predictions_csv(p.ids, p.labels, p.probs, p.label_names))
+        files[split] = PREDICTION_FILES[split]
+    write_json(tmp / ENSEMBLE_FILE, _record(ens, folder, files, top))
+    return _swap_in(tmp, folder)
 
 
 def remove_ensemble(folder: Path) -> None:
@@ -275,24 +285,11 @@ def write_fold_ensemble(members: list[Member], per_fold: list[tuple[int, Ensembl
                      notes=[f"k-fold: scored on each of {len(per_fold)} folds by that fold's runs alone; the val "
                             "numbers are the mean over the folds (metrics_std: the sample std), the per-class detail "
                             "fold 1's; predict averages every member's runs of all folds"])
-    write_ensemble(whole, tmp / "whole", top=top)
-    rec_file = tmp / "whole" / ENSEMBLE_FILE
-    import json
-    rec = json.loads(rec_file.read_text())
-    # the members' runs are relative to the folder the file ends up in (one level up from whole/)
-    for m, spec in zip(rec["members"], members):
-        m["runs"] = [os.path.relpath(Path(d).resolve(), folder.resolve()) for d in spec.run_dirs]
+    rec = _record(whole, folder, {}, top)
     rec.update(folds=[{"fold": f, "metrics": e.metrics.get("val")} for f, e in per_fold],
                metrics_std={"val": std})
     write_json(tmp / ENSEMBLE_FILE, rec)
-    shutil.rmtree(tmp / "whole")
-    old = folder.with_name(f".{folder.name}-old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    return _swap_in(tmp, folder)
 
 
 def update_compare_ensemble(root: Path, cfg) -> str | None:
