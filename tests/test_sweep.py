@@ -80,31 +80,41 @@ def _states(db: Path, name="sw"):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-    except Exception:
+        return [t.state.name for t in study.get_trials(deepcopy=False)]
+    except Exception:  # not created yet, or locked by the worker
         return []
-    return [t.state.name for t in study.get_trials(deepcopy=False)]
 
 
 def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path):
     out = tmp_path / "out"
     cfg = sweep_yaml(tmp_path, rows=400, epochs=3, heartbeat=1, extra="pruner: none")
     cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(cfg), "--output-dir", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        s = _states(out / "study.db")
-        if s.count("COMPLETE") >= 2 and s and s[-1] == "RUNNING":
-            break
+    log = tmp_path / "sweep.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    # Wait for a third trial to be running, then kill the worker in it. The worker is frozen (SIGSTOP) while its
+    # trials are read, so what is read is what it is killed in: no race with the trial's end on a busy CPU.
+    deadline = time.time() + 600
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {proc.returncode}) before a worker could be killed mid-trial:\n"
+                        + log.read_text()[-3000:])
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the sweep never reached a third trial in 600 s:\n" + log.read_text()[-3000:])
+        if _states(out / "study.db").count("COMPLETE") >= 2:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            s = _states(out / "study.db")
+            if s and s[-1] == "RUNNING":
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
         time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the sweep never reached a running third trial")
-    time.sleep(0.2)  # mid-trial (a trial here takes a few seconds; a longer wait races its end on a busy CPU)
-    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _states(out / "study.db")[-1] == "RUNNING"  # the dead worker's trial
     time.sleep(2.5)  # past the heartbeat grace period (2 x 1 s)
-    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    rerun = subprocess.run(cmd, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     import optuna
     study = optuna.load_study(study_name="sw", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state.name for t in study.trials]
