@@ -69,16 +69,41 @@ def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study
 
 
 def _storage(p: SweepPlan):
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    """Open (or create) the study's database. Workers started together on a new database each create its tables;
+    optuna's creation is not atomic, so all but one may fail ("table ... already exists", "UNIQUE constraint
+    failed: alembic_version"): such a failure is retried, by then the tables exist. Raises `LorabenchError`
+    naming the (password-masked) URL when the database cannot be opened."""
+    import optuna.storages as storages
+    from sqlalchemy.exc import IntegrityError, OperationalError
     hb = p.cfg.sweep.heartbeat_seconds
     engine = {"connect_args": {"timeout": 60}} if p.storage.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return RDBStorage(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=p.cfg.sweep.max_retries))
-    except (ImportError, ModuleNotFoundError) as e:
-        raise LorabenchError(f"--storage {_redact(p.storage)}: database driver missing ({e})") from None
-    except Exception as e:
-        raise LorabenchError(f"--storage: cannot open {_redact(p.storage)}: {str(e).splitlines()[0]}") from None
+    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9 (the older name is deprecated)
+        retry = {"heartbeat_stale_trial_callback":
+                 storages.RetryHeartbeatStaleTrialCallback(max_retry=p.cfg.sweep.max_retries)}
+    else:
+        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=p.cfg.sweep.max_retries)}
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return storages.RDBStorage(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine,
+                                       **retry)
+        except (ImportError, ModuleNotFoundError) as e:
+            raise LorabenchError(f"--storage {_redact(p.storage)}: database driver missing ({e})") from None
+        except (IntegrityError, OperationalError) as e:
+            if attempt + 1 < _OPEN_ATTEMPTS and _created_concurrently(e):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise LorabenchError(f"--storage: cannot open {_redact(p.storage)}: {str(e).splitlines()[0]}") from None
+        except Exception as e:
+            raise LorabenchError(f"--storage: cannot open {_redact(p.storage)}: {str(e).splitlines()[0]}") from None
+
+
+_OPEN_ATTEMPTS = 5
+
+
+def _created_concurrently(e: Exception) -> bool:
+    """Whether opening a storage failed because another process was creating its tables at the same moment."""
+    text = str(getattr(e, "orig", e)).lower()
+    return any(k in text for k in ("already exists", "unique constraint", "duplicate key", "database is locked"))
 
 
 def _redact(url: str) -> str:
