@@ -172,10 +172,16 @@ def test_compare_folds_same_folds_for_every_model_mean_std_reuse_and_refit(tmp_p
                    for m in ("tfidf-logreg", "tiny-bert")]
         assert all(p.ids == ens.ids for p in members) and set(ens.ids) == val_ids[i - 1]
         np.testing.assert_allclose(ens.probs, np.mean([p.probs for p in members], axis=0), rtol=0, atol=1e-12)
-        fold_f1.append(json.loads((out / "ensemble" / f"fold{i}" / "ensemble.json").read_text())["metrics"]["val"]["f1"])
+        fold_f1.append(json.loads((out / "ensemble" / f"fold{i}" / "ensemble.json").read_text()))
     ens_row = next(m for m in models.values() if m["kind"] == "ensemble")
-    assert ens_row["val_f1"] == pytest.approx(np.mean(fold_f1), abs=1e-12)
-    assert ens_row["val_f1_std"] == pytest.approx(np.std(fold_f1, ddof=1), abs=1e-12) and ens_row["folds"] == 3
+    assert ens_row["folds"] == 3
+    # every number of the row is the mean ± std over the folds' ensembles (not fold 1's, which the detail shows)
+    for key in ("f1", "precision", "recall", "accuracy", "macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc"):
+        values = [e["metrics"]["val"][key] if key in e["metrics"]["val"] else e["evaluation"]["val"][key]
+                  for e in fold_f1]
+        assert ens_row[f"val_{key}"] == pytest.approx(np.mean(values), abs=1e-12), key
+        assert ens_row[f"val_{key}_std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12), key
+        assert float(rows[ens_row["label"]][f"val_{key}"]) == pytest.approx(np.mean(values), abs=0.51e-4), key
     models = {k: m for k, m in models.items() if m["kind"] == "model"}
 
     # re-running reuses every finished fold run; --refit then refits the winner on all rows

@@ -124,7 +124,8 @@ def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path):
     import optuna
     study = optuna.load_study(study_name="sw", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1 and "RUNNING" not in states
+    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1 and "RUNNING" not in states, (
+        states, rerun.stdout[-3000:], rerun.stderr[-3000:])
     failed = next(t for t in study.trials if t.state.name == "FAIL")
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed.number]
     assert len(retried) == 1 and retried[0].params == failed.params and retried[0].state.name == "COMPLETE"

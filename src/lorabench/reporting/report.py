@@ -485,6 +485,7 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
     if ens.get("folds"):  # k-fold: mean over the folds' ensembles, with their sample std
         std = (ens.get("metrics_std") or {}).get("val", {})
         row.update(folds=len(ens["folds"]), val_f1_std=std.get("f1"),
+                   **{f"val_{k}": val.get(k) for k in DETAIL_KEYS},  # the folds' mean, not fold 1's `detail`
                    **{f"val_{k}_std": std.get(k) for k in list(METRIC_KEYS) + list(DETAIL_KEYS) if k != "f1"})
         row["detail"] = {"seed": None, "fold": 1, **detail} if detail else None
     note = (f"{ens['label']}: {RULE}; its members ({', '.join(labels)}) are {CHOSEN_BY}; decided by the {DECISION}. "
