@@ -93,6 +93,9 @@ def test_exported_merged_folder_loads_with_plain_transformers(run_dir, tmp_path)
 
 @pytest.mark.parametrize("args,match", [
     (["predict", "{tmp}", "--input", "{inp}", "--output", "{out}"], "not a lorabench run folder"),
+    (["predict", "{tmp}/nope", "--input", "{inp}", "--output", "{out}"], "nope does not exist"),
+    (["predict", "{cmp}", "--input", "{inp}", "--output", "{out}"],
+     "is a comparison folder, not a lorabench run folder: give one of its run folders or its ensemble, "),
     (["predict", "{run}", "--input", "{tmp}/missing.csv", "--output", "{out}"], "not found"),
     (["predict", "{run}", "--input", "{bad}", "--output", "{out}"], "no column 'keyword'"),
 ])
@@ -101,7 +104,11 @@ def test_predict_errors(run_dir, tmp_path, capsys, args, match):
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"id": [1], "text": ["x"]}).to_csv(bad, index=False)
     out = tmp_path / "out.csv"
-    fill = dict(tmp=tmp_path, inp=inp, out=out, run=run_dir, bad=bad)
+    cmp = tmp_path / "comparison"  # what compare writes at its top: results, and ensemble/ when it built one
+    (cmp / "ensemble").mkdir(parents=True)
+    (cmp / "results.json").write_text("{}")
+    (cmp / "ensemble" / "ensemble.json").write_text("{}")
+    fill = dict(tmp=tmp_path, inp=inp, out=out, run=run_dir, bad=bad, cmp=cmp)
     assert main([a.format(**fill) for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1

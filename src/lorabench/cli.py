@@ -280,7 +280,7 @@ def cmd_models(args) -> int:
     print(f"{'name':<14} {'available':<10} description")
     for b in BUILTINS.values():
         print(f"{b.name:<14} {status[b.name]:<10} {b.description}")
-    print(f"{'tfidf-logreg':<14} {'yes':<10} scikit-learn TF-IDF + logistic regression baseline (compare only)")
+    print(f"{'tfidf-logreg':<14} {'yes':<10} scikit-learn TF-IDF + logistic regression baseline (no transformer)")
     if "installed" in status.values():
         print("installed: its packages are here; assembled into the model cache on first use (~7 s).")
     if "no" in status.values():

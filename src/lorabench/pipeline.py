@@ -18,7 +18,7 @@ from lorabench.config.loading import dump_yaml, from_dict, to_dict
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits, load_splits, refit_splits
 from lorabench.errors import ConfigError, DataError, LorabenchError, LorabenchWarning
-from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, read_run, write_atomic, write_json
+from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, not_a_run, read_run, write_atomic, write_json
 from lorabench.runs.layout import now, partial_dir
 from lorabench.runs.record import SCHEMA_VERSION
 from lorabench.runs.resources import machine, versions
@@ -385,7 +385,7 @@ def plan_refit(sources: list[str | Path]) -> RefitPlan:
 def _finished_source(run_dir: Path) -> dict:
     rec = read_run(run_dir)
     if rec is None:
-        raise LorabenchError(f"refit: {run_dir} is not a lorabench run folder (no readable run.json)")
+        raise LorabenchError(f"refit: {not_a_run(run_dir)}")
     if rec.get("refit"):
         raise LorabenchError(f"refit: {run_dir} is itself a refit (of {rec['refit'].get('from')}); refit that run instead")
     if rec.get("status") != "completed":

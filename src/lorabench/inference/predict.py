@@ -15,7 +15,7 @@ import pandas as pd
 from lorabench.data.sources import parse_json_rows, read_table
 from lorabench.data.splits import build_texts, template_fields
 from lorabench.errors import DataError, LorabenchError
-from lorabench.runs.files import read_run, write_atomic
+from lorabench.runs.files import not_a_run, read_run, write_atomic
 from lorabench.training.metrics import predict_labels, softmax
 
 
@@ -44,7 +44,7 @@ def load_run(run_dir: str | Path, *, merge: bool = True, full_precision: bool = 
     run_dir = Path(run_dir)
     rec = read_run(run_dir)
     if rec is None:
-        raise LorabenchError(f"{run_dir} is not a lorabench run folder (no readable run.json)")
+        raise LorabenchError(not_a_run(run_dir))
     if rec.get("status") not in ("completed", "pruned"):
         raise LorabenchError(f"{run_dir}: run status is {rec.get('status')!r}, not completed")
     if rec["model"].get("kind") == "tfidf-logreg":

@@ -239,6 +239,7 @@ def _atomic_build(target: Path, build) -> Path:
         if old.is_dir() and time.time() - old.stat().st_mtime > STALE_BUILD_SECONDS:
             shutil.rmtree(old, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; a model cache is readable like any folder
     try:
         with preserved_rng():  # a build draws random numbers: the caller's seeded run must not see it
             build(tmp)

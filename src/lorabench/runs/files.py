@@ -74,6 +74,18 @@ def read_run(run_dir: str | Path) -> dict | None:
         return None
 
 
+def not_a_run(run_dir: str | Path) -> str:
+    """The one-line reason `run_dir` is not a run folder, pointing to what to give instead: a missing folder, a
+    comparison folder (its run folders, or its ensemble/ when it has one), or a folder without a readable run.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return f"{run_dir} does not exist (not a lorabench run folder)"
+    if (run_dir / "results.json").is_file() or (run_dir / "compare.yaml").is_file():
+        hint = f" or its ensemble, {run_dir / 'ensemble'}" if (run_dir / "ensemble" / "ensemble.json").is_file() else ""
+        return f"{run_dir} is a comparison folder, not a lorabench run folder: give one of its run folders{hint}"
+    return f"{run_dir} is not a lorabench run folder (no readable run.json)"
+
+
 def find_runs(root: str | Path) -> list[tuple[Path, dict]]:
     """Every run folder below `root` (sorted by path), with its record."""
     out = []

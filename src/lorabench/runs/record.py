@@ -75,10 +75,10 @@ class RunRecord:
     def read(cls, run_dir: str | Path) -> "RunRecord":
         """The record of a run folder. Raises `LorabenchError` if it has no readable run.json."""
         from lorabench.errors import LorabenchError
-        from lorabench.runs.files import read_run
+        from lorabench.runs.files import not_a_run, read_run
         raw = read_run(run_dir)
         if raw is None:
-            raise LorabenchError(f"{run_dir} is not a lorabench run folder (no readable run.json)")
+            raise LorabenchError(not_a_run(run_dir))
         return cls.from_dict(raw)
 
     @property
