@@ -78,17 +78,24 @@ def test_six_trial_sweep_writes_best_yaml(tmp_path, capsys):
 
 def _states(db: Path, name="sw"):
     """The study's trial states in trial order, read-only: opening the database through optuna would create it
-    (and its tables) when it does not exist yet, racing the sweep's own creation of them."""
+    (and its tables) when it does not exist yet, racing the sweep's own creation of them. A running trial whose
+    worker has not yet recorded its first heartbeat or drawn its parameters reads "STARTING" (the killed-worker test
+    kills a worker mid-training: what it checks is that the retry repeats the dead trial's parameters)."""
     import sqlite3
     if not db.exists():
         return []
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
-            rows = c.execute("SELECT t.state FROM trials t JOIN studies s ON t.study_id = s.study_id "
+            rows = c.execute("SELECT t.state, h.trial_id IS NOT NULL, "
+                             "(SELECT COUNT(*) FROM trial_params p WHERE p.trial_id = t.trial_id) FROM trials t "
+                             "JOIN studies s ON t.study_id = s.study_id "
+                             "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
                              "WHERE s.study_name = ? ORDER BY t.number", (name,)).fetchall()
     except sqlite3.Error:  # tables not created yet, or locked by the worker
         return []
-    return [r[0] for r in rows]
+    drawn = 4  # STUDY_SPACE's distributions (lora_alpha, lora_dropout, lora_rank, learning_rate)
+    return ["STARTING" if state == "RUNNING" and not (beating and params == drawn) else state
+            for state, beating, params in rows]
 
 
 def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path):
@@ -159,6 +166,25 @@ def test_workers_starting_together_on_a_new_storage_all_open_it(tmp_path):
         for t in threads:
             t.join()
     assert not errors, errors
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    # optuna finds a running trial stale only by an old heartbeat; a worker killed between creating a trial and
+    # recording its first heartbeat left it RUNNING for good, and every rerun then waited for it forever.
+    import optuna
+
+    from lorabench.recipes.sweep import _storage, plan
+    cfg = load_sweep_config(sweep_yaml(tmp_path, heartbeat=1), [])
+    p = plan(cfg, output_dir=str(tmp_path / "out"), storage=None, study=None, trials=None)
+    study = optuna.create_study(study_name="sw", storage=_storage(p), direction="maximize")
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, no heartbeat: as if killed
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state.name == "RUNNING"  # within the grace period (2 x 1 s) it may still be starting
+    time.sleep(2.2)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states  # failed, and queued again with the same parameters
+    assert study.trials[1].params == dead.params and study.trials[1].system_attrs["failed_trial"] == dead.number
 
 
 @pytest.mark.skipif(not os.environ.get("LORABENCH_TEST_POSTGRES"), reason="set LORABENCH_TEST_POSTGRES to a URL")

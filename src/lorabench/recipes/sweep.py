@@ -84,8 +84,8 @@ def _storage(p: SweepPlan):
         retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=p.cfg.sweep.max_retries)}
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            return storages.RDBStorage(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine,
-                                       **retry)
+            return _storage_class()(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine,
+                                    **retry)
         except (ImportError, ModuleNotFoundError) as e:
             raise LorabenchError(f"--storage {_redact(p.storage)}: database driver missing ({e})") from None
         except (IntegrityError, OperationalError) as e:
@@ -98,6 +98,35 @@ def _storage(p: SweepPlan):
 
 
 _OPEN_ATTEMPTS = 5
+
+
+def _storage_class():
+    """optuna's `RDBStorage`, which finds a running trial stale only by an old heartbeat, made to find stale also
+    a trial with no heartbeat at all that started more than the grace period ago: its worker died between
+    creating it and recording its first heartbeat, and without this it stayed RUNNING for good (reruns waited
+    for it forever). Such a trial is then failed and retried like any stale one (`optuna.storages.
+    fail_stale_trials`). Reads optuna's `trial_heartbeats` table by name."""
+    from datetime import datetime, timedelta
+
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
+
+    class Storage(RDBStorage):
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            stale = list(super()._get_stale_trial_ids(study_id))
+            grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+            started_long_ago = [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False,
+                                                                          states=(TrialState.RUNNING,))
+                                if t._trial_id not in stale and t.datetime_start is not None
+                                and datetime.now() - t.datetime_start > grace]  # optuna: datetime.now() too
+            if started_long_ago:
+                with self.engine.connect() as c:
+                    beating = {r[0] for r in c.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+                stale += [t for t in started_long_ago if t not in beating]
+            return stale
+
+    return Storage
 
 
 def _created_concurrently(e: Exception) -> bool:
