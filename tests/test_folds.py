@@ -165,20 +165,20 @@ def test_compare_folds_same_folds_for_every_model_mean_std_reuse_and_refit(tmp_p
     # the ensemble row (ensemble_top, default on): built and scored on each fold alone, the row is the mean ± std
     from lorabench.runs.predictions import read_predictions
     names = records["tiny-bert", 1]["data"]["label_names"]
-    fold_f1 = []
+    fold_records = []
     for i in (1, 2, 3):
         ens = read_predictions(out / "ensemble" / f"fold{i}" / "predictions_val.csv", names)
         members = [read_predictions(out / f"{m}-seed42-fold{i}" / "predictions_val.csv", names)
                    for m in ("tfidf-logreg", "tiny-bert")]
         assert all(p.ids == ens.ids for p in members) and set(ens.ids) == val_ids[i - 1]
         np.testing.assert_allclose(ens.probs, np.mean([p.probs for p in members], axis=0), rtol=0, atol=1e-12)
-        fold_f1.append(json.loads((out / "ensemble" / f"fold{i}" / "ensemble.json").read_text()))
+        fold_records.append(json.loads((out / "ensemble" / f"fold{i}" / "ensemble.json").read_text()))
     ens_row = next(m for m in models.values() if m["kind"] == "ensemble")
     assert ens_row["folds"] == 3
     # every number of the row is the mean ± std over the folds' ensembles (not fold 1's, which the detail shows)
     for key in ("f1", "precision", "recall", "accuracy", "macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc"):
         values = [e["metrics"]["val"][key] if key in e["metrics"]["val"] else e["evaluation"]["val"][key]
-                  for e in fold_f1]
+                  for e in fold_records]
         assert ens_row[f"val_{key}"] == pytest.approx(np.mean(values), abs=1e-12), key
         assert ens_row[f"val_{key}_std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12), key
         assert float(rows[ens_row["label"]][f"val_{key}"]) == pytest.approx(np.mean(values), abs=0.51e-4), key

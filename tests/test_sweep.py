@@ -93,7 +93,7 @@ def _states(db: Path, name="sw"):
                              "WHERE s.study_name = ? ORDER BY t.number", (name,)).fetchall()
     except sqlite3.Error:  # tables not created yet, or locked by the worker
         return []
-    drawn = 4  # STUDY_SPACE's distributions (lora_alpha, lora_dropout, lora_rank, learning_rate)
+    drawn = len(to_distributions(yaml.safe_load(STUDY_SPACE))[0])  # the parameters each trial draws
     return ["STARTING" if state == "RUNNING" and not (beating and params == drawn) else state
             for state, beating, params in rows]
 

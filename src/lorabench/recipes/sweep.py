@@ -82,18 +82,17 @@ def _storage(p: SweepPlan):
                  storages.RetryHeartbeatStaleTrialCallback(max_retry=p.cfg.sweep.max_retries)}
     else:
         retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=p.cfg.sweep.max_retries)}
+    storage_class = _storage_class()
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            return _storage_class()(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine,
-                                    **retry)
+            return storage_class(p.storage, heartbeat_interval=hb, grace_period=2 * hb, engine_kwargs=engine, **retry)
         except (ImportError, ModuleNotFoundError) as e:
             raise LorabenchError(f"--storage {_redact(p.storage)}: database driver missing ({e})") from None
-        except (IntegrityError, OperationalError) as e:
-            if attempt + 1 < _OPEN_ATTEMPTS and _created_concurrently(e):
+        except Exception as e:
+            if (isinstance(e, (IntegrityError, OperationalError)) and attempt + 1 < _OPEN_ATTEMPTS
+                    and _created_concurrently(e)):
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise LorabenchError(f"--storage: cannot open {_redact(p.storage)}: {str(e).splitlines()[0]}") from None
-        except Exception as e:
             raise LorabenchError(f"--storage: cannot open {_redact(p.storage)}: {str(e).splitlines()[0]}") from None
 
 
