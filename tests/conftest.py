@@ -1,8 +1,11 @@
 import os
+import tempfile
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# trackio reads its folder once, when first imported (by whichever test gets there first): never $HF_HOME
+os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="lorabench-test-trackio-"))
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 

@@ -47,6 +47,7 @@ def _state():
             "attention": sorted(AttentionInterface._global_mapping)}
 
 
+@pytest.mark.system
 def test_api_calls_leave_the_callers_process_state_as_it_was(tmp_path):
     """Run in a fresh interpreter whose state differs from the libraries' defaults, as a notebook's might."""
     script = f"""

@@ -51,6 +51,8 @@ CASES = {
     "lora rank 0": (["train", "c.yaml", "--set", "lora.r=0"], {"c.yaml": GOOD}, "lora.r"),
     "threshold out of range": (["train", "c.yaml", "--set", "train.threshold=1.5"], {"c.yaml": GOOD}, "train.threshold"),
     "unknown scheduler": (["train", "c.yaml", "--set", "train.lr_scheduler=wobbly"], {"c.yaml": GOOD}, "wobbly"),
+    "unsupported tracker": (["train", "c.yaml", "--set", "train.report_to=[neptune]"], {"c.yaml": GOOD},
+                            "unknown tracker 'neptune' (lorabench's: wandb, mlflow, tensorboard, trackio"),
     "--set without =": (["train", "c.yaml", "--set", "train.epochs"], {"c.yaml": GOOD}, "expected key=value"),
     "data file missing": (["train", "c.yaml", "--set", "data.source=gone.csv"], {"c.yaml": GOOD}, "gone.csv"),
     "empty file": (["train", "c.yaml", "--set", "data.source=empty.csv"], {"c.yaml": GOOD, "empty.csv": ""}, "empty.csv"),
@@ -152,6 +154,7 @@ def test_library_errors_keep_their_cause(tmp_path):
     assert e.value.__cause__ is not None
 
 
+@pytest.mark.system
 def test_a_bad_input_through_the_console_script_has_no_traceback(tmp_path):
     import subprocess
     import sys

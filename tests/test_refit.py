@@ -1,3 +1,4 @@
+import pytest
 """Refit for the final model (issue 16): `train --refit`, `lorabench refit RUN_DIR`, `lorabench.refit`: train on
 train + val rows for the epoch count val picked; the record carries the val score it was chosen by, none of its own."""
 import json
@@ -102,6 +103,7 @@ def test_bad_refits_are_one_line_errors(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "r2").exists()
 
 
+@pytest.mark.system
 def test_a_killed_refit_resumes_to_the_same_weights(tmp_path):
     """A refit is an ordinary run folder: kill -9 after its first epoch's checkpoint, the same command resumes."""
     import signal

@@ -81,6 +81,7 @@ def report(tmp_path_factory):
     return path
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium(chromium, report, tmp_path):
     sync_playwright, executable = chromium
     console_errors, page_errors, failed, bad_status = [], [], [], []

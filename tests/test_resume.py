@@ -67,6 +67,7 @@ def killed_run(work, when, n, out="R"):
     assert not (work / out).exists() and (work / f".{out}-partial").is_dir()
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("when,n,resumed", [("after", 1, 1.0), ("after", 2, 2.0), ("before", 2, 1.0)])
 def test_kill9_then_the_same_command_resumes_to_the_same_result(work, uninterrupted, when, n, resumed):
     killed_run(work, when, n)
@@ -93,6 +94,7 @@ def test_an_unfinished_run_of_another_config_is_a_one_line_error(work, capsys):
     assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R")]) == 0
 
 
+@pytest.mark.system
 def test_compare_resumes_an_interrupted_model(work):
     (work / "cmp.yaml").write_text(CONFIG.replace("model: {name: tiny-llama, max_length: 64}\n",
                                                   "model: {max_length: 64}\nmodels: [{name: tiny-llama}]\n"))
@@ -104,6 +106,7 @@ def test_compare_resumes_an_interrupted_model(work):
     assert rec["resumed_from"] == 1.0 and rec["status"] == "completed"
 
 
+@pytest.mark.system
 def test_resumed_runs_report_the_time_of_all_their_processes(work):
     killed_run(work, "after", 2)
     saved = json.loads(max((work / ".R-partial" / "checkpoints").glob("checkpoint-*/lorabench_resume.json"),
@@ -128,6 +131,7 @@ def test_train_refuses_to_resume_on_changed_data(work, capsys):
     assert len(err) == 1 and "other data" in err[0], err
 
 
+@pytest.mark.system
 def test_compare_sets_aside_an_unfinished_run_of_an_older_config(work, capsys):
     (work / "cmp.yaml").write_text(CONFIG.replace("model: {name: tiny-llama, max_length: 64}\n",
                                                   "model: {max_length: 64}\nmodels: [{name: tiny-llama}]\n"))

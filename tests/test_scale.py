@@ -59,10 +59,11 @@ def _record(folder: Path, label: str) -> dict:
     return json.loads((folder / f"{label}-seed42" / "run.json").read_text())
 
 
+@pytest.mark.multiprocess
 def test_ddp_writes_one_set_of_folders_and_reports_once(ddp_and_single):
     ddp, _, proc = ddp_and_single
     names = sorted(p.name for p in ddp.iterdir() if not p.name.startswith("."))
-    assert names == ["compare.yaml", "data.json", "ensemble", "plots", "report.html", "results.csv", "results.json", "results.md",
+    assert names == ["compare.log", "compare.yaml", "data.json", "ensemble", "plots", "report.html", "results.csv", "results.json", "results.md",
                      "tfidf-logreg-seed42", "tiny-bert-seed42", "tiny-llama-seed42"]
     assert not [p for p in ddp.iterdir() if p.name.endswith("-partial")]
     assert proc.stdout.count("report: ") == 1 and proc.stdout.count("[2/3] tiny-llama (seed 42): val F1") == 1
@@ -79,6 +80,7 @@ def test_ddp_writes_one_set_of_folders_and_reports_once(ddp_and_single):
         assert len(_record(ddp, label)["peak_memory"]["per_process_mb"]) == 2
 
 
+@pytest.mark.multiprocess
 def test_ddp_equals_one_process_with_the_same_global_batch(ddp_and_single):
     """tiny-llama has no dropout here (lora.dropout 0, attention dropout 0): 2 x 8 rows and 1 x 16 rows make
     the same updates up to float summation order (measured: 1.5e-8 on weights of ~0.2)."""
@@ -96,6 +98,7 @@ def test_ddp_equals_one_process_with_the_same_global_batch(ddp_and_single):
     assert _record(ddp, "tfidf-logreg")["metrics"] == _record(one, "tfidf-logreg")["metrics"]
 
 
+@pytest.mark.multiprocess
 def test_two_machines_through_torchrun_rendezvous_train_the_same_model(ddp_and_single, tmp_path):
     """Multi-node as torchrun does it (--nnodes 2, c10d rendezvous), the two "machines" being two launchers on
     this one with one process each and the output folder shared: the same run as one process with batch 16."""
@@ -124,6 +127,7 @@ def test_two_machines_through_torchrun_rendezvous_train_the_same_model(ddp_and_s
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("label", ["tiny-llama", "tiny-bert"])
 def test_ddp_val_metrics_are_over_exactly_the_val_rows(ddp_and_single, label):
     """77 val rows over 2 processes: accelerate pads one process's last batch with repeated rows; the recorded
@@ -261,6 +265,7 @@ def test_settings_that_cannot_run_fail_in_one_line(tiny_config, tmp_path, monkey
         check_parallelism(ExperimentConfig(model=ModelConfig(name="tiny-llama")))
 
 
+@pytest.mark.multiprocess
 def test_an_error_in_one_process_ends_the_launch_instead_of_hanging(tmp_path, tiny_config):
     """Out of memory on one GPU, say: the failing process must exit, and the launcher stop the rest (it hung
     in a barrier until the process group's 30-minute timeout)."""

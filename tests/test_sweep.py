@@ -98,6 +98,7 @@ def _states(db: Path, name="sw"):
             for state, beating, params in rows]
 
 
+@pytest.mark.multiprocess
 def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path):
     out = tmp_path / "out"
     cfg = sweep_yaml(tmp_path, rows=400, epochs=3, heartbeat=1, extra="pruner: none")
@@ -141,6 +142,7 @@ def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path):
     assert f"sw-trial-{failed.number:04d}" not in runs
 
 
+@pytest.mark.multiprocess
 def test_workers_starting_together_on_a_new_storage_all_open_it(tmp_path):
     # Two workers (or machines) started at once both create the new database's tables: without a retry one of
     # them died with "table studies already exists" / "UNIQUE constraint failed: alembic_version" (optuna's
@@ -168,6 +170,7 @@ def test_workers_starting_together_on_a_new_storage_all_open_it(tmp_path):
     assert not errors, errors
 
 
+@pytest.mark.multiprocess
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
     # optuna finds a running trial stale only by an old heartbeat; a worker killed between creating a trial and
     # recording its first heartbeat left it RUNNING for good, and every rerun then waited for it forever.
@@ -187,6 +190,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
     assert study.trials[1].params == dead.params and study.trials[1].system_attrs["failed_trial"] == dead.number
 
 
+@pytest.mark.multiprocess
 @pytest.mark.skipif(not os.environ.get("LORABENCH_TEST_POSTGRES"), reason="set LORABENCH_TEST_POSTGRES to a URL")
 def test_two_workers_share_one_study_on_postgres(tmp_path):
     import optuna

@@ -120,6 +120,7 @@ def test_cli_errors_are_one_line_exit_2_no_run_folder(tiny_config, tmp_path, cap
     assert not out.exists() and not any((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else True
 
 
+@pytest.mark.system
 def test_console_script_exit_code(tmp_path):
     import subprocess
     import sys

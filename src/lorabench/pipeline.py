@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lorabench import distributed, tracking
+from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, from_dict, to_dict
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits, load_splits, refit_splits
@@ -68,6 +68,7 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
 
 
 FINGERPRINT_FILE = "data_fingerprint.txt"  # in the partial folder: the data an unfinished run trained on
+LOG_FILE = "run.log"  # in a run folder: lorabench's lines and the libraries' output while it was built
 
 
 def stale_partial(partial: Path, cfg: ExperimentConfig, fingerprint: str) -> str | None:
@@ -123,13 +124,17 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     out_dir = Path(out_dir)
     distributed.init()
     check_parallelism(cfg)
+    tracking.check_environment(cfg.train.report_to)  # e.g. an MLflow file store: one line now, not after training
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise LorabenchError(f"output folder {out_dir} exists and is not empty; choose another --output-dir")
-    if cfg.model.kind == "transformer":  # fail on the model (name, max_length) before reading any data
+    if cfg.model.kind == "transformer":  # an unknown model name fails before any data is read (and before torch)
+        from lorabench.models.sources import check_model_name
+        check_model_name(cfg.model)
+    splits = splits or load_splits(cfg.data)
+    if cfg.model.kind == "transformer":  # then what needs the model's config.json (max_length), before training
         from lorabench.models.build import load_model_config
         with distributed.main_first():  # a model cache (tiny model, GGUF conversion) is built once
             load_model_config(cfg.model, cfg.lora)
-    splits = splits or load_splits(cfg.data)
     if cfg.train.threshold != 0.5 and splits.num_labels != 2 and distributed.is_main():
         warnings.warn(f"train.threshold: {cfg.train.threshold!r} applies to binary tasks only; this task has "
                       f"{splits.num_labels} classes, so predictions take the most probable class", LorabenchWarning,
@@ -189,6 +194,27 @@ def check_parallelism(cfg: ExperimentConfig) -> None:
 
 def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, record: dict, *,
                resume: Path | None, callbacks, keep_failed: bool, token_cache) -> dict:
+    """`_build_run_logged` with the run's log file (`run.log`: lorabench's lines and what the libraries printed,
+    logged and warned meanwhile; continued by a resumed run), written by the main process."""
+    if not distributed.is_main():
+        return _build_run_logged(cfg, splits, tmp, out_dir, record, resume=resume, callbacks=callbacks,
+                                 keep_failed=keep_failed, token_cache=token_cache)
+    title = f"{cfg.label or cfg.model.name}: " + (f"resumed after epoch {_resume_epoch(resume)}" if resume else "run")
+    with console.log_to(tmp / LOG_FILE, title):
+        return _build_run_logged(cfg, splits, tmp, out_dir, record, resume=resume, callbacks=callbacks,
+                                 keep_failed=keep_failed, token_cache=token_cache)
+
+
+def _resume_epoch(checkpoint: Path) -> str:
+    from lorabench.training.checkpoint import RESUME_FILE
+    try:
+        return f"{json.loads((checkpoint / RESUME_FILE).read_text())['epoch']:g}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _build_run_logged(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, record: dict, *,
+                      resume: Path | None, callbacks, keep_failed: bool, token_cache) -> dict:
     t0 = time.perf_counter()
     trk = tracking.Run()
     try:
@@ -213,8 +239,8 @@ def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, 
             raise
         record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
                       traceback=traceback.format_exc(limit=8))
-        for child in tmp.iterdir():  # keep only the record of a failed run (and its tracker data)
-            if child.name != LOCK_FILE and child.name not in tracking.KEEP_ON_FAILURE:
+        for child in tmp.iterdir():  # keep only the record of a failed run (its log and its tracker data too)
+            if child.name not in (LOCK_FILE, LOG_FILE) and child.name not in tracking.KEEP_ON_FAILURE:
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         _finish(record, cfg, tmp, out_dir, t0)
         raise
@@ -241,12 +267,19 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
 
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
                      resume: Path | None = None) -> dict:
+    from lorabench.models.hub_code import without_bitsandbytes
+    with without_bitsandbytes(keep_out=cfg.model.quantization == "none"):  # no Hub kernel: models.hub_code
+        return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume)
+
+
+def _train_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
+                       resume: Path | None) -> dict:
     from lorabench.models.build import build_classifier
     from lorabench.runs.predictions import save_predictions
     from lorabench.training.trainer import train
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
-                token_cache=token_cache, resume_from=resume)
+                token_cache=token_cache, resume_from=resume, label=cfg.label or cfg.model.name)
     predictions = None
     if distributed.is_main():
         built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)

@@ -1,17 +1,24 @@
-"""Library chatter (load reports, weight-loading bars, warnings of transformers/datasets/peft/optuna),
-silenced for the length of a `with quiet():` block and restored after it: library code changes no
-process-wide state of its caller."""
+"""Library chatter (load reports, weight-loading bars, warnings of transformers/datasets/peft/optuna) kept off
+the caller's screen for the length of a `with quiet():` block and restored after it: library code changes no
+process-wide state of its caller.
+
+Under the CLI (`lorabench.console.capture`) third-party output is already filed into the log and shown only with
+-v, so `quiet()` then only switches transformers' and datasets' progress bars off (they would fill the log with
+redraws) and leaves log levels and warning filters alone: what the libraries say is kept, not dropped.
+"""
 from __future__ import annotations
 
 import contextlib
 import logging
 import warnings
 
+from lorabench import console
+
 _LOGGERS = ("transformers", "datasets", "peft", "optuna", "accelerate", "bitsandbytes")
 
 
 def _silence() -> None:
-    for name in _LOGGERS:  # first: importing transformers imports bitsandbytes, which logs on import
+    for name in _LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     import datasets
     from transformers.utils import logging as tlog
@@ -23,21 +30,27 @@ def _silence() -> None:
 
 @contextlib.contextmanager
 def quiet():
-    """Silence load reports and weight-loading bars (training progress bars stay) inside the block.
+    """Silence load reports and weight-loading bars (lorabench's own progress stays) inside the block.
 
     Restored on exit, also on error: warning filters (`warnings.catch_warnings`), the level of the
     libraries' loggers and of the root logger, transformers' and datasets' progress-bar switches.
     """
+    capturing = console.capturing()
     levels = {name: logging.getLogger(name).level for name in _LOGGERS + ("",)}
-    for name in _LOGGERS:  # before the imports below: importing transformers imports bitsandbytes, which logs
-        logging.getLogger(name).setLevel(logging.ERROR)
+    if not capturing:
+        for name in _LOGGERS:  # before the imports below, which may log
+            logging.getLogger(name).setLevel(logging.ERROR)
     import datasets
     from transformers.utils import logging as tlog
     bars = tlog.is_progress_bar_enabled()
     ds_bars = datasets.is_progress_bar_enabled()
     with warnings.catch_warnings():
         try:
-            _silence()
+            if capturing:
+                tlog.disable_progress_bar()
+                datasets.disable_progress_bars()
+            else:
+                _silence()
             yield
         finally:
             for name, level in levels.items():

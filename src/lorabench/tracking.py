@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from lorabench import distributed
+from lorabench.config.schema import TRACKERS  # wandb, mlflow, tensorboard, trackio
+from lorabench.console import say
 
-TRACKERS = ("wandb", "mlflow", "tensorboard", "trackio")
 OWN_CALLBACKS = ("tensorboard", "trackio")  # attached by lorabench itself, not through the Trainer's report_to
 TRACKING_FILE = "tracking.json"             # in an unfinished run's folder: its tracker run ids, to resume them
 KEEP_ON_FAILURE = ("wandb", "tensorboard", "mlflow.db")  # a failed run's folder keeps its tracker data
@@ -46,12 +47,79 @@ GROUP_ENV = "LORABENCH_TRACKING_GROUP"      # a sweep's group, for its worker pr
 
 
 def requested(report_to: Any) -> list[str]:
-    """The integrations `train.report_to` names ("all": every installed one transformers knows)."""
+    """The trackers `train.report_to` names ("all": every installed one of lorabench's `TRACKERS`)."""
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
     if "all" in names:
-        from transformers.integrations import get_available_reporting_integrations
-        names = list(get_available_reporting_integrations())
-    return [n for n in dict.fromkeys(names) if n != "none"]
+        import importlib.util
+        names = [n for n in TRACKERS if importlib.util.find_spec(n) is not None]
+    return [n for n in dict.fromkeys(names) if n not in ("none", "all")]
+
+
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # wandb.Settings.mode (wandb 0.31)
+
+
+def check_environment(report_to: Any) -> None:
+    """Refuse, before anything trains, tracker settings in the environment that would fail the run at its start or
+    its end: one `ConfigError` line naming the variable, its value and the fix. Checked, for the trackers
+    `report_to` names: MLFLOW_TRACKING_URI pointing at MLflow's file store (a `file:` URI or a plain path), which
+    MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE=true (use an `sqlite:///` URI); WANDB_MODE outside W&B's modes;
+    WANDB_DIR, TENSORBOARD_LOGGING_DIR and TRACKIO_DIR naming a file or a folder that cannot be written."""
+    from lorabench.errors import ConfigError
+    names = requested(report_to)
+    if "mlflow" in names:
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        scheme = uri.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][\w+.-]*:", uri) else ""
+        file_store = bool(uri) and (scheme == "file" or (not scheme and not uri.startswith("databricks")))
+        allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1", "yes")
+        if file_store and not allowed and _mlflow_refuses_file_store():
+            raise ConfigError(f"MLFLOW_TRACKING_URI={uri}: MLflow {_version('mlflow')} refuses its file store; set "
+                              "MLFLOW_TRACKING_URI to a database such as sqlite:////abs/path/mlflow.db (or unset it: "
+                              "lorabench then keeps an SQLite store in the run folder), or set MLFLOW_ALLOW_FILE_STORE=true")
+    if "wandb" in names:
+        mode = os.environ.get("WANDB_MODE")
+        if mode is not None and mode.strip().lower() not in WANDB_MODES:
+            raise ConfigError(f"WANDB_MODE={mode}: not a W&B mode (one of {', '.join(WANDB_MODES)}); unset it for "
+                              "lorabench's default, offline runs in the run folder")
+    for name, var in (("wandb", "WANDB_DIR"), ("tensorboard", "TENSORBOARD_LOGGING_DIR"), ("trackio", "TRACKIO_DIR")):
+        value = os.environ.get(var)
+        if name in names and value:
+            problem = _unwritable_folder(Path(value).expanduser())
+            if problem:
+                raise ConfigError(f"{var}={value}: {problem}; point it at a folder you can write, or unset it")
+
+
+def _version(dist: str) -> str:
+    import importlib.metadata
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        try:
+            return importlib.metadata.version(f"{dist}-skinny")
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+
+def _mlflow_refuses_file_store() -> bool:
+    """Whether the installed MLflow refuses file stores by default (it has the MLFLOW_ALLOW_FILE_STORE switch)."""
+    try:
+        from mlflow import environment_variables
+    except ImportError:
+        return False
+    return hasattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE")
+
+
+def _unwritable_folder(path: Path) -> str | None:
+    """Why `path` cannot serve as a folder to write into (None if it can, or can be created)."""
+    if path.exists() and not path.is_dir():
+        return "a file, not a folder"
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
 
 
 def trainer_report_to(report_to: Any) -> list[str] | str:
@@ -220,7 +288,7 @@ def group(kind: str, name: str, folder: Path, report_to_lists: list):
                 _mlflow_client(info.mlflow_uri).set_terminated(info.mlflow_parent, status)
             _forget_mlflow_store(info.mlflow_uri)
         _teardown_wandb()
-        print(where_line(info.trackers, Path(info.folder), info.mlflow_uri), flush=True)
+        say(where_line(info.trackers, Path(info.folder), info.mlflow_uri))
 
 
 def where_line(trackers: list[str], folder: Path, mlflow_uri: str | None) -> str:
@@ -278,7 +346,7 @@ class Run:
             (self.folder / TRACKING_FILE).unlink(missing_ok=True)
         if current_group() is None and self.handles:  # a lone run: say where its data went
             _teardown_wandb()
-            print(where_line(list(self.handles), self.out_dir, uri), flush=True)
+            say(where_line(list(self.handles), self.out_dir, uri))
 
 
 def start(cfg, folder: Path, out_dir: Path, kind: str = "train") -> Run:
@@ -508,6 +576,8 @@ def _tb_dir(folder: Path) -> Path:
 
 
 def _tb_start(run: Run, ctx: _Ctx) -> None:
+    from lorabench.models.hub_code import import_peft
+    import_peft()  # transformers.integrations imports peft, peft bitsandbytes (lorabench.models.hub_code)
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
     d = _tb_dir(ctx.folder)
@@ -570,6 +640,8 @@ def _trackio_scope():
 
 
 def _trackio_callback(r):
+    from lorabench.models.hub_code import import_peft
+    import_peft()
     from transformers import TrainerCallback
     from transformers.integrations.integration_utils import rewrite_logs
 

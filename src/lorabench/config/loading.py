@@ -217,6 +217,6 @@ def field_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
             rows.append((key, "", info.description or ""))
             rows.extend(field_help(sub[0], key + "."))
             continue
-        default = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
+        default = "(required)" if info.is_required() else info.get_default(call_default_factory=True, validated_data={})
         rows.append((key, repr(default), info.description or ""))
     return rows

@@ -153,6 +153,10 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", help=(
         "Weights dtype: `auto` = float32 on CPU, bfloat16 on GPUs that support it."))
     trust_remote_code: Bool = _f(False, help="Run model code from the hub. Off unless you ask.")
+    trust_hub_kernels: Bool = _f(False, help=(
+        "Let bitsandbytes and transformers fetch and run compiled kernels from the Hugging Face Hub (the `kernels` "
+        "package: bitsandbytes' CPU 4-bit kernel, transformers' `use_kernels` layers). Off unless you ask: "
+        "bitsandbytes then uses its own code and the model its plain PyTorch layers."))
     use_safetensors: Bool = _f(True, help=(
         "Load weights from safetensors only. `false` also allows pickle (.bin) checkpoints, which can run "
         "code when loaded: only for checkpoints you trust."))
@@ -272,22 +276,26 @@ class TrainConfig:
         if self.metric_for_best_model not in ("f1", "precision", "recall", "accuracy", "loss"):
             raise _bad(f"{{key.metric_for_best_model}}: expected f1, precision, recall, accuracy or loss, "
                        f"got {self.metric_for_best_model!r}")
-        from transformers import SchedulerType
-        names = [t.value for t in SchedulerType]
-        if self.lr_scheduler not in names:
-            raise _bad(f"{{key.lr_scheduler}}: unknown scheduler {self.lr_scheduler!r} (one of {', '.join(names)})")
-        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise _bad(f"{{key.lr_scheduler}}: unknown scheduler {self.lr_scheduler!r} (one of {', '.join(LR_SCHEDULERS)})")
         for target in [self.report_to] if isinstance(self.report_to, str) else self.report_to:
-            if target not in ("none", "all") and target not in INTEGRATION_TO_CALLBACK:
-                raise _bad(f"{{key.report_to}}: unknown tracker {target!r} (lorabench's: wandb, mlflow, tensorboard, "
-                           f"trackio; also {', '.join(sorted(set(INTEGRATION_TO_CALLBACK) - set(_TRACKERS)))}; "
+            if target not in ("none", "all") and target not in TRACKERS:
+                raise _bad(f"{{key.report_to}}: unknown tracker {target!r} (lorabench's: {', '.join(TRACKERS)}; "
                            "or all, none)")
             if target not in ("none", "all") and not _installed(target):
-                raise _bad(f"{{key.report_to}}: {target!r} is not installed (pip install {target})")
+                raise _bad(f"{{key.report_to}}: {target!r} is not installed (pip install 'lorabench[tracking]', "
+                           f"or pip install {_TRACKER_PACKAGES.get(target, target)})")
         return self
 
 
-_TRACKERS = ("wandb", "mlflow", "tensorboard", "trackio")
+TRACKERS = ("wandb", "mlflow", "tensorboard", "trackio")  # lorabench.tracking has a backend for each
+_TRACKER_PACKAGES = {"mlflow": "mlflow-skinny"}
+
+# transformers' scheduler names (`transformers.SchedulerType`, 5.25), kept here so that a config is checked without
+# importing torch and transformers; tests/test_config.py fails if one of them leaves transformers.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
 
 
 def _installed(module: str) -> bool:

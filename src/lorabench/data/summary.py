@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from lorabench.console import say
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.sources import read_source
 from lorabench.data.splits import Splits, load_splits, representative
@@ -113,5 +114,5 @@ def format_summary(s: dict) -> str:
 
 def print_summary(cfg) -> dict:
     s = summarise(cfg)
-    print(format_summary(s))
+    say(format_summary(s))
     return s

@@ -2,8 +2,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lorabench import console
 from lorabench.data.sources import parse_json_rows, read_table
 from lorabench.data.splits import build_texts, template_fields
 from lorabench.errors import DataError, LorabenchError
@@ -61,7 +64,8 @@ def load_run(run_dir: str | Path, *, merge: bool = True, full_precision: bool = 
     precision = decide(model_cfg, inference=True)
     if full_precision:  # export: the GPU if there is one, weights kept in float32
         precision = dataclasses.replace(precision, weights_dtype="float32", autocast=None, grad_scaler=False)
-    with quiet():
+    from lorabench.models.hub_code import without_bitsandbytes
+    with quiet(), without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel: models.hub_code
         return _load_transformer_run(rec, run_dir, merge, precision, model_cfg)
 
 
@@ -69,6 +73,8 @@ def _load_transformer_run(rec: dict, run_dir: Path, merge: bool, precision, mode
     """The run's model in eval mode. A quantized (QLoRA) run loads its base quantized exactly as it trained;
     merged, the base is first dequantized (the NF4/int8 values it trained through, in the run's dtype)
     and LoRA is merged into those weights: a plain transformers model, no bitsandbytes needed after."""
+    from lorabench.models.hub_code import import_peft
+    import_peft()  # no bitsandbytes (and no Hub kernel) unless the run is quantized: lorabench.models.hub_code
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from lorabench.models.build import loading_kwargs
@@ -136,7 +142,6 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
     if run.is_baseline:
         return run.model.predict_proba(texts)
     import torch
-    from tqdm.auto import tqdm
 
     from lorabench.models.registry import ARCHITECTURES
     from lorabench.speedups import cpu as speed
@@ -149,13 +154,17 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
     arch = ARCHITECTURES.get(run.record["model"].get("architecture"))
     pooled_only = bool(arch and arch.first_token_layers) and speed.apply_pooled_only_last_layer(run.model)
     try:
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", disable=not progress):
+        bar = console.progress_bar(math.ceil(len(order) / batch_size), desc="predict", unit="batch") if progress \
+            else contextlib.nullcontext()
+        with torch.inference_mode(), bar:
+            for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 feats = [{k: enc[k][i] for k in keys} for i in idx]
                 batch = {k: v.to(run.device) for k, v in run.tokenizer.pad(feats, return_tensors="pt").items()}
                 logits = run.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
                 out[idx] = softmax(logits.astype(np.float64))
+                if progress:
+                    bar.update(1)
     finally:
         if pooled_only:  # same logits, less work (lorabench.speedups.cpu); the loaded model is left as it was
             speed.restore_last_layer(run.model)
@@ -226,8 +235,7 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
     fields = [build_texts(frame, f, input_path) for f in template_fields(template)]
     empty = sum(1 for row in zip(*fields) if not any(v.strip() for v in row))  # every text field blank
     if empty:
-        print(f"lorabench: warning: {empty} row(s) of {input_path} have empty text; they are predicted too",
-              file=sys.stderr)
+        console.say(f"lorabench: warning: {empty} row(s) of {input_path} have empty text; they are predicted too", err=True)
     probs = run.probs(frame, input_path, batch_size, output_path != "-")
     k = len(run.names)
     thr = threshold if threshold is not None else run.threshold
@@ -266,7 +274,7 @@ def _check_output(path: str) -> None:
 
 def _write_frame(df: pd.DataFrame, path: str) -> None:
     if path == "-":
-        sys.stdout.write(df.to_json(orient="records", lines=True))
+        console.stdout().write(df.to_json(orient="records", lines=True))
         return
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json"):

@@ -9,6 +9,7 @@ from typing import Any
 
 from lorabench.config.schema import LoraConfig, ModelConfig
 from lorabench.errors import ConfigError, ModelError
+from lorabench.models.hub_code import import_bitsandbytes, import_peft, loading_options, without_bitsandbytes
 from lorabench.models.precision import Precision, decide
 from lorabench.models.registry import Arch, arch_for, position_limit
 from lorabench.models.sources import Source, resolve_source
@@ -85,9 +86,16 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
     resolved (a cache build on a first run draws no numbers from the run: same seed, same head).
     Raises `ModelError` / `ConfigError` as `load_model_config`.
     """
+    precision = decide(cfg, full_finetune=lora is None)
+    with without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel unless asked: models.hub_code
+        return _build_classifier(cfg, lora, label_names, seed, precision)
+
+
+def _build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], seed: int | None,
+                      precision: Precision) -> Built:
+    import_peft()
     from transformers import AutoModelForSequenceClassification, set_seed
     t0 = time.perf_counter()
-    precision = decide(cfg, full_finetune=lora is None)
     source, hf_config, arch = load_model_config(cfg, lora)
     tokenizer = load_tokenizer(source.path, arch, cfg)
     hf_config.num_labels = len(label_names)
@@ -134,14 +142,16 @@ def keep_4bit_trainable_on_cpu(model) -> int:
 def loading_kwargs(cfg: ModelConfig, precision: Precision, arch: Arch) -> dict:
     """`from_pretrained` keyword arguments for the base weights: dtype, the bitsandbytes quantization of
     `precision` (the classification head kept out of it), the device map of `model.device_map` /
-    `model.max_memory` (the study's model parallel), remote code and safetensors as configured."""
+    `model.max_memory` (the study's model parallel), remote code, Hub kernels (`model.trust_hub_kernels`) and
+    safetensors as configured."""
     kw: dict = {"dtype": precision.weights_torch_dtype, "trust_remote_code": cfg.trust_remote_code,
-                "use_safetensors": cfg.use_safetensors}
+                "use_safetensors": cfg.use_safetensors, **loading_options(cfg.trust_hub_kernels)}
     if precision.quantization:
-        import importlib.util
-        if importlib.util.find_spec("bitsandbytes") is None:
+        try:  # its Hub kernel only with model.trust_hub_kernels (lorabench.models.hub_code)
+            import_bitsandbytes(cfg.trust_hub_kernels)
+        except ImportError as e:
             raise ConfigError(f"model.quantization: {cfg.quantization} needs bitsandbytes "
-                              "(pip install 'lorabench[qlora]', or pip install bitsandbytes)")
+                              "(pip install 'lorabench[qlora]', or pip install bitsandbytes)") from e
         from transformers import BitsAndBytesConfig
         q = dict(precision.quantization)
         if "bnb_4bit_compute_dtype" in q:
@@ -180,6 +190,7 @@ def _looks_decoder(hf_config) -> bool:
 def attach_lora(model, lora: LoraConfig, arch: Arch):
     """Wrap `model` in peft LoRA (SEQ_CLS): `lora.target_modules`, else the architecture's default; the
     head and `arch.head_parts` are trained in full and saved with the adapter (`modules_to_save`)."""
+    import_peft()
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
     targets = list(lora.target_modules or arch.target_modules)

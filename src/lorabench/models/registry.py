@@ -34,6 +34,8 @@ class Arch:
 
 def peft_target_modules(model_type: str) -> tuple[str, ...] | None:
     """peft's default LoRA target modules for `model_type`, or None where peft has none."""
+    from lorabench.models.hub_code import import_peft
+    import_peft()
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
     found = defaults.get(model_type)
     return tuple(found) if isinstance(found, (list, tuple)) else None  # (a str is a regex: not used here)

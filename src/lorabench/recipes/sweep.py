@@ -7,6 +7,7 @@ resumes, and a trial whose worker died is marked failed (heartbeat) and retried.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -18,13 +19,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorabench import tracking
+from lorabench import console, tracking
 from lorabench.config.loading import dump_yaml, load_config
 from lorabench.config.schema import SweepConfig
 from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
 from lorabench.errors import ConfigError, LorabenchError
 
 TRIALS_DIR = "trials"
+LOG_FILE = "sweep.log"  # in a sweep folder: the command's lines and the libraries' output
 STORAGE_ENV = "LORABENCH_SWEEP_STORAGE"
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -183,6 +185,8 @@ class _PruningCallback:
     """Reports val metrics per epoch to Optuna; stops training when the pruner says so."""
 
     def __new__(cls, trial, metric: str):
+        from lorabench.models.hub_code import import_peft
+        import_peft()
         from transformers import TrainerCallback
 
         class Impl(TrainerCallback):
@@ -207,10 +211,13 @@ def _counts(study) -> dict:
     return out
 
 
-def run_worker(p: SweepPlan, worker: int = 0) -> None:
-    """Run trials until the study holds n_trials finished (complete or pruned) trials."""
+def run_worker(p: SweepPlan, worker: int = 0, *, log: bool = False) -> None:
+    """Run trials until the study holds n_trials finished (complete or pruned) trials. With `log` (a worker
+    process of `--workers N`), its lines and the libraries' output go to `worker-<worker>.log` in the sweep folder
+    too (each trial's run folder has its own run.log)."""
     from lorabench.quiet import quiet
-    with quiet():
+    with console.log_to(p.folder / f"worker-{worker}.log", f"sweep {p.study_name} worker {worker}") if log \
+            else contextlib.nullcontext(), quiet():
         _work(p, worker)
 
 
@@ -240,14 +247,14 @@ def _work(p: SweepPlan, worker: int) -> None:
         except Exception as e:
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             trial.set_user_attr("error", msg)
-            print(f"worker {worker}: trial {trial.number} failed: {msg}", file=sys.stderr, flush=True)
+            console.say(f"worker {worker}: trial {trial.number} failed: {msg}", err=True)
             raise
         trial.set_user_attr("run_dir", str(out.resolve()))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("cpu_seconds", time.process_time() - t0)
         value = rec["metrics"]["val"][p.metric]
-        print(f"worker {worker}: trial {trial.number} {'pruned' if cb.pruned else 'done'}: "
-              f"val {p.metric} {value:.4f}  {_fmt_params(values)}", flush=True)
+        console.say(f"worker {worker}: trial {trial.number} {'pruned' if cb.pruned else 'done'}: "
+                    f"val {p.metric} {value:.4f}  {_fmt_params(values)}")
         if cb.pruned:
             _mark(out, "pruned")
             raise optuna.TrialPruned()
@@ -294,18 +301,24 @@ def _fmt_params(values: dict) -> str:
 # --------------------------------------------------------------------------- driver
 def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], output_dir: str | None,
               storage: str | None, study: str | None, trials: int | None, workers: int) -> Path:
-    from lorabench.reporting.sweep_report import build_sweep_report
     from lorabench.runs.files import write_atomic, write_json
     p = plan(cfg, output_dir=output_dir, storage=storage, study=study, trials=trials)
     write_atomic(p.folder / "sweep.yaml", dump_yaml(cfg))
     write_json(p.folder / "study.json", {"storage": _redact(p.storage),
                                          "study_name": p.study_name, "n_trials": p.n_trials,
                                          "metric": p.metric, "direction": p.direction})
+    tracking.check_environment(cfg.train.report_to)
+    with console.log_to(p.folder / LOG_FILE, f"sweep {p.study_name}"):
+        return _run_sweep(p, cfg, config_path, overrides, workers)
+
+
+def _run_sweep(p: SweepPlan, cfg: SweepConfig, config_path: str, overrides: list[str], workers: int) -> Path:
     from lorabench.quiet import quiet
+    from lorabench.reporting.sweep_report import build_sweep_report
     with quiet():
         open_study(p)  # create it (or join it) before any worker starts
-    print(f"sweep {p.study_name}: {p.n_trials} trials, {cfg.sweep.method}, pruner {cfg.sweep.pruner}, "
-          f"storage {_redact(p.storage)}, {workers} worker(s)", flush=True)
+    console.say(f"sweep {p.study_name}: {p.n_trials} trials, {cfg.sweep.method}, pruner {cfg.sweep.pruner}, "
+                f"storage {_redact(p.storage)}, {workers} worker(s)")
     # tracking (train.report_to): the trials join a group (W&B group, MLflow parent run, trackio project)
     with tracking.group("sweep", p.study_name, p.folder, [cfg.train.report_to]) as group:
         if workers <= 1:
@@ -319,6 +332,8 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
                        "--trials", str(p.n_trials), "--worker-id", str(w)]
                 for o in overrides:
                     cmd += ["--set", o]
+                if console.verbose():
+                    cmd.append("--verbose")
                 # the storage URL may hold a password: pass it in the environment, not on the command line
                 env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                        STORAGE_ENV: p.storage, **tracking.child_env()}  # tracking: the workers' trials join the group

@@ -18,6 +18,7 @@ import numpy as np
 from lorabench.config.schema import TrainConfig
 from lorabench.data.splits import Split, Splits
 from lorabench.models.build import Built
+from lorabench.models.hub_code import import_peft
 from lorabench.runs.resources import PeakMemory
 from lorabench.training.checkpoint import RESUME_FILE
 from lorabench.training.loss import WeightedCrossEntropy
@@ -44,6 +45,7 @@ def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False):
     return datasets.Dataset.from_dict(cols), order
 
 def _trainer_class():
+    import_peft()  # transformers' Trainer imports peft, and peft bitsandbytes (lorabench.models.hub_code)
     import torch
     from transformers import Trainer
 
@@ -241,7 +243,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         average_tokens_across_devices=True,  # the weighted loss is normalised over all processes' rows
         log_level_replica="passive",  # the other processes keep the caller's logging (lorabench.quiet), as the main one
         ddp_find_unused_parameters=False,  # LoRA + head train in every forward; the frozen original head holds no grads
-        disable_tqdm=False,
+        disable_tqdm=True,  # lorabench.training.progress draws one bar and prints a line per epoch
     )
 
 
@@ -276,7 +278,7 @@ def _cached(cache: dict | None, key: tuple, make):
 
 def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
           max_length: int, callbacks: list | None = None, token_cache: dict | None = None,
-          resume_from: Path | None = None) -> TrainResult:
+          resume_from: Path | None = None, label: str = "train") -> TrainResult:
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
     With no val rows (a refit, `data.splits.refit_splits`) nothing is evaluated during training: it runs
@@ -288,13 +290,15 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     exactly where it stopped: same batches, dropout masks and updates as an uninterrupted run.
     `token_cache` (a dict kept by the caller, e.g. a sweep worker) makes repeated runs on the
     same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speedups.cpu`)
-    are applied for the run and undone after it, also when it fails.
+    are applied for the run and undone after it, also when it fails. The console shows one progress bar and a
+    line per epoch, headed by `label` (`training.progress`).
     """
+    import_peft()
     from lorabench.speedups import cpu as speed
     levers: dict = {}  # filled by _train once the Trainer has placed the model
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
-                      token_cache=token_cache, levers=levers, resume_from=resume_from)
+                      token_cache=token_cache, levers=levers, resume_from=resume_from, label=label)
     finally:
         speed.restore_all(built.model, levers)
 
@@ -314,8 +318,11 @@ def _history(log_history: list[dict]) -> list[dict]:
 
 def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max_length: int,
            callbacks: list | None, token_cache: dict | None, levers: dict,
-           resume_from: Path | None = None) -> TrainResult:
+           resume_from: Path | None = None, label: str = "train") -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lorabench.training.progress import progress_callback
 
     from lorabench.speedups import cpu as speed
 
@@ -342,6 +349,9 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step) if has_val else None,
         callbacks=cbs,
     )
+    for default in (PrinterCallback, ProgressCallback):  # the Trainer's printed dicts and bars: not lorabench's
+        trainer.remove_callback(default)
+    trainer.add_callback(progress_callback(label, cfg.metric_for_best_model))
     result = TrainResult(batch=batch)
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
     result.speed = {k: v for k, v in levers.items() if not k.startswith("_") and k != "attention_registered"} or None
