@@ -33,3 +33,17 @@ train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-3, logging_steps: 5}}
 """)
         return p
     return make
+
+
+@pytest.fixture
+def broken_model(tmp_path):
+    """A model folder whose config.json is fine (every check before training passes) and whose weights are not:
+    a run of it fails at run time, when its weights load."""
+    import shutil
+
+    from lorabench.config import ModelConfig
+    from lorabench.models import resolve_source
+    folder = tmp_path / "broken-model"
+    shutil.copytree(resolve_source(ModelConfig(name="tiny-bert")).path, folder)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    return folder

@@ -63,17 +63,41 @@ def test_compare_writes_every_report_file_and_reuses_runs(tmp_path, capsys):
     assert (out / "results.csv").read_bytes() == before
 
 
-def test_failing_model_is_listed_while_the_rest_complete(tmp_path):
+def test_a_model_that_fails_at_run_time_is_listed_the_rest_complete_and_compare_exits_1(tmp_path, capsys,
+                                                                                         broken_model):
     out = tmp_path / "out"
-    extra = "  - name: tiny-bert\n    label: broken\n    lora: {target_modules: [no_such_module]}\n"
-    assert main(["compare", str(_write(tmp_path, extra)), "--output-dir", str(out), "--seeds", "2"]) == 0
+    extra = f"  - name: {broken_model}\n    label: broken\n"
+    assert main(["compare", str(_write(tmp_path, extra)), "--output-dir", str(out), "--seeds", "2"]) == 1
+    printed = capsys.readouterr()
+    failed_lines = [x for x in printed.out.splitlines() if "broken (seed 42): FAILED" in x]
+    assert len(failed_lines) == 1 and "SafetensorError" in failed_lines[0], printed.out  # the reason, not
+    assert "no record written" not in printed.out                                             # "no record"
+    last = printed.err.strip().splitlines()[-1]
+    assert last.startswith("lorabench: error: 2 run(s) failed, the others are in the report: broken-seed42: "), last
     rows = {r["label"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert rows["broken"]["failed"] == "2" and rows["broken"]["runs"] == "0"
     assert rows["tiny BERT"]["runs"] == "2" and rows["tiny BERT"]["val_f1_std"] != ""
     failed = json.loads((out / "broken-seed42" / "run.json").read_text())
-    assert failed["status"] == "failed" and "no_such_module" in failed["error"]
-    assert "no_such_module" in (out / "report.html").read_text()
+    assert failed["status"] == "failed" and "SafetensorError" in failed["error"]
+    assert "SafetensorError" in (out / "report.html").read_text()
     assert "failed" in (out / "results.md").read_text()
+
+
+def test_a_mistake_in_any_entry_stops_compare_before_anything_trains(tmp_path, capsys):
+    """An unknown model name, LoRA targets the model does not have, fp16 on a CPU: each found for every entry
+    before the first trains (the first entry is the TF-IDF baseline, which used to train first)."""
+    for extra, named in (("  - name: tiny-bret\n", "models[3] (tiny-bret): unknown model name 'tiny-bret'"),
+                         ("  - name: tiny-bert\n    label: b\n    lora: {target_modules: [no_such_module]}\n",
+                          "models[3] (b): lora.target_modules: no module named 'no_such_module'"),
+                         ("  - name: tiny-bert\n    label: h\n    model: {dtype: float16}\n",
+                          "models[3] (h): model.dtype: float16 training needs a GPU")):
+        out = tmp_path / "out"
+        capsys.readouterr()
+        assert main(["compare", str(_write(tmp_path, extra)), "--output-dir", str(out)]) == 2
+        printed = capsys.readouterr()
+        assert printed.out == "" and printed.err.strip().splitlines() == [f"lorabench: error: {named}"] or \
+            printed.err.strip().splitlines()[0].startswith(f"lorabench: error: {named}"), printed
+        assert not out.exists()
 
 
 def test_data_command_prints_the_summary(tmp_path, capsys):

@@ -1,4 +1,5 @@
 import hashlib
+import re
 import json
 from pathlib import Path
 
@@ -94,7 +95,8 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # `dump_yaml(cfg)`, and compare's reuse check compares them (another dict would re-train everything).
 # sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic; updated on purpose
 # when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch, ensemble_top, data.folds,
-# data.fold, refit; issue 21: model.trust_hub_kernels).
+# data.fold, refit; issue 21: model.trust_hub_kernels; issue 22: seeds null = [train.seed], so a comparison's
+# dump changes, not a run's).
 SNAPSHOTS = {
     "defaults": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
     "empty dict": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
@@ -103,14 +105,14 @@ SNAPSHOTS = {
     "compare": "b3ec2e9b4dae9071f1d9cec4aac10311a8c8451bd34a747e533bc274a838859b",
     "compare experiments": "7b515bbdd6df2ed48eb1f19419cff0d559e3a237fd8dad93ecb587c4c6b896da",
     "sweep base": "897b52696475dbda5014f98a93421e65edc4cf91589d0016bb4706118c65d15e",
-    "quickstart.yaml": "30f6e324abe6981d625fc375952ed7f6f728ecea67e50e5306be6549dfed30f7",
-    "study.yaml": "765ee0af1eeff5d2373e47388ca678a580d0bb945147a73b892beea5db16b9bb",
+    "quickstart.yaml": "2d23dddc3cbfbd5b55358bdb28ad67cec8ba178f1c57069630a47080ead0d69e",
+    "study.yaml": "95c208b58ed87a88dc6b589519db6b538ea7cde5cc2e3aec1dbf5851ad6a86ba",
     "built in Python": "5ca8c7f7b41a3e749863e72648af8f53d16cdb652194b4d82e323323a4c68f74",
     "dataclasses.replace": "2266bb420cdda73369b2bd259528046eacf1376dc4b6553f52f14e3c881e9167",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
-# and for issue 16's keys; issue 21: model.trust_hub_kernels)
-KEYS_SNAPSHOT = "fe59de1af9ee06078388d635cc876b0fe29ff5aaecc3e109e62dee5193696732"
+# and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults)
+KEYS_SNAPSHOT = "00d5fbbe0c3418c9ce3503d98d1a848b02f1f0999b7ed9e9023ebffdf4e6458f"
 
 TRICKY_YAML = """
 name: 7
@@ -264,12 +266,12 @@ def test_compare_errors_name_the_entry(raw, message):
     assert str(e.value).startswith(message), str(e.value)
 
 
-def test_an_entrys_own_overrides_are_checked_under_its_name():
-    for entry, message in [({"train": {"batch_size": 0}}, "models[A].train.batch_size must be >= 1, got 0"),
-                           ({"lora": {"rr": 1}}, "unknown key 'models[A].lora.rr'"),
-                           ({"model": {"dtype": "x"}}, "models[A].model.dtype: expected one of"),
+def test_an_entrys_own_overrides_are_checked_under_its_index():
+    for entry, message in [({"train": {"batch_size": 0}}, "models[0].train.batch_size must be >= 1, got 0"),
+                           ({"lora": {"rr": 1}}, "unknown key 'models[0].lora.rr'"),
+                           ({"model": {"dtype": "x"}}, "models[0].model.dtype: expected one of"),
                            ({"model": {"quantization": "8bit"}, "full_finetune": True},
-                            "models[A].model.quantization: 8bit freezes")]:
+                            "models[0].model.quantization: 8bit freezes")]:
         cfg = from_dict(CompareConfig, {"models": [{"name": "tiny-bert", "label": "A", **entry}]})
         with pytest.raises(ConfigError) as e:
             cfg.experiments()
@@ -311,3 +313,40 @@ def test_scheduler_names_are_transformers_own():
 
     from lorabench.config.schema import LR_SCHEDULERS
     assert set(LR_SCHEDULERS) <= {t.value for t in SchedulerType}
+
+
+# --------------------------------------------------------------------------- issue 22: a key written twice
+@pytest.mark.parametrize("text, named", [
+    ("name: a\ntrain:\n  epochs: 1\n  batch_size: 8\n  epochs: 3\n", "key 'train.epochs' is written twice (lines 3 and 5)"),
+    ("name: a\nname: b\n", "key 'name' is written twice (lines 1 and 2)"),
+    ("train: {epochs: 1, epochs: 3}\n", "key 'train.epochs' is written twice (lines 1 and 1)"),
+    ("models:\n  - name: tiny-bert\n  - name: tiny-llama\n    label: x\n    name: tiny-bert\n",
+     "key 'models[1].name' is written twice (lines 3 and 5)"),
+    ("sweep:\n  parameters:\n    lora_r: {values: [2]}\n    lora_r: {values: [4]}\n",
+     "key 'sweep.parameters.lora_r' is written twice (lines 3 and 4)"),
+])
+def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path, text, named):
+    from lorabench.config.loading import read_yaml
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{p}: {named}; keep one")):
+        read_yaml(p)
+
+
+def test_duplicates_are_refused_in_every_yaml_lorabench_reads(tmp_path, capsys):
+    """--set values, and files lorabench wrote that a user may edit (a comparison's compare.yaml)."""
+    from lorabench.cli import main
+    (tmp_path / "c.yaml").write_text("name: c\nmodels: [{name: tfidf-logreg}]\n")
+    assert main(["train", str(tmp_path / "c.yaml"), "--set", "train={epochs: 1, epochs: 2}"]) == 2
+    assert "--set train: key 'epochs' is written twice" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "out")]) == 0
+    (tmp_path / "out" / "compare.yaml").write_text("name: c\nname: d\nmodels: [{name: tfidf-logreg}]\n")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out")]) == 2
+    assert "compare.yaml: key 'name' is written twice (lines 1 and 2)" in capsys.readouterr().err
+
+
+def test_yaml_merge_keys_may_still_override():
+    from lorabench.config.loading import load_yaml
+    assert load_yaml("base: &b {epochs: 1, seed: 3}\ntrain:\n  <<: *b\n  epochs: 2\n", "x")["train"] == {
+        "epochs": 2, "seed": 3}

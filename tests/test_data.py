@@ -73,3 +73,62 @@ def test_bad_data_errors(tmp_path, frame, match):
 def test_missing_file():
     with pytest.raises(DataError, match="not found"):
         load_splits(DataConfig(source="/nonexistent/x.csv"))
+
+
+# ------------------------------------------------------------------- issue 22: a row with more fields than the header
+@pytest.mark.parametrize("text, line, n, more", [
+    ("id,text\n0001,fire, smoke and flames\n0002,happy music\n", 2, 3, "more"),   # one unquoted comma
+    ("id,text\n0001,fire\n0002,happy music, love and summer\n", 3, 3, "more"),    # only a later row
+    ("id,text,target\nu1,flames,1\nu2,happy\n", 3, 2, "fewer"),                  # a field missing
+    ('id,text\n0001,"a quoted, comma"\n0002,fire, smoke\n', 3, 3, "more"),        # quoted is fine, the next is not
+])
+def test_a_row_whose_field_count_differs_from_the_header_is_one_error_naming_the_line(tmp_path, text, line, n, more):
+    from lorabench.data.sources import read_table
+    p = tmp_path / "rows.csv"
+    p.write_text(text)
+    with pytest.raises(DataError, match=rf"rows\.csv: line {line} has {n} fields, {more} than the header's \d; a "
+                                        r"text holding the delimiter \(','\) must be quoted"):
+        read_table(p)
+
+
+def test_the_same_holds_for_tabs_and_semicolons(tmp_path):
+    from lorabench.data.sources import read_table
+    (tmp_path / "t.tsv").write_text("id\ttext\n1\tfire\tsmoke\n")
+    with pytest.raises(DataError, match=r"line 2 has 3 fields.*\(tab\)"):
+        read_table(tmp_path / "t.tsv")
+    (tmp_path / "s.csv").write_text("id;text;target\n1;fire;1\n2;happy; music;0\n")
+    with pytest.raises(DataError, match=r"line 3 has 4 fields.*\(';'\)"):
+        read_table(tmp_path / "s.csv", delimiter=";")
+
+
+def test_a_trailing_delimiter_on_every_row_is_accepted_and_said(tmp_path):
+    from lorabench.data.sources import read_table
+    from lorabench.errors import DataWarning
+    (tmp_path / "t.csv").write_text("id,text,target\n0001,fire,1,\n0002,happy,0,\n")
+    with pytest.warns(DataWarning, match="one more, empty field"):
+        frame = read_table(tmp_path / "t.csv")
+    assert frame.to_dict("list") == {"id": ["0001", "0002"], "text": ["fire", "happy"], "target": ["1", "0"]}
+    (tmp_path / "u.csv").write_text("id,text,target\n0001,fire,1,\n0002,happy,0,x\n")  # not empty everywhere
+    with pytest.raises(DataError, match="line 2 has 4 fields"):
+        read_table(tmp_path / "u.csv")
+
+
+def test_predict_and_train_never_take_ids_from_the_text(tmp_path, capsys):
+    from lorabench.cli import main
+    rows = pd.DataFrame({"id": [f"{i:04d}" for i in range(40)], "text": ["fire smoke", "happy music"] * 20,
+                         "target": [1, 0] * 20})
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "c.yaml").write_text("name: c\ndata: {source: train.csv}\nmodel: {name: tfidf-logreg}\n")
+    assert main(["train", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "run")]) == 0
+    (tmp_path / "new.csv").write_text("id,text\n0001,fire, smoke and flames near the river\n0002,happy music\n")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "new.csv"),
+                 "--output", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lorabench: error: {tmp_path / 'new.csv'}: line 2 has 3 fields, more than the header's 2; a text "
+                   "holding the delimiter (',') must be quoted, e.g. \"fire, smoke and flames\""]
+    assert not (tmp_path / "p.csv").exists()
+    (tmp_path / "bad.csv").write_text("id,text,target\nu0,explosion, flames,1\nu1,happy,0\n")
+    assert main(["train", str(tmp_path / "c.yaml"), "--set", "data.source=bad.csv", "--output-dir",
+                 str(tmp_path / "run2")]) == 2
+    assert "bad.csv: line 2 has 4 fields" in capsys.readouterr().err

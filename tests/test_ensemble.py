@@ -153,12 +153,12 @@ def test_top_n_is_settable_and_zero_turns_the_ensemble_off(compared, tmp_path, c
     assert "Ensemble" not in (copy / "results.md").read_text()
 
 
-def test_fewer_than_two_usable_models_give_no_ensemble_and_say_why(tmp_path, capsys):
-    extra = "  - name: tiny-bert\n    label: broken\n    lora: {target_modules: [no_such_module]}\n"
+def test_fewer_than_two_usable_models_give_no_ensemble_and_say_why(tmp_path, capsys, broken_model):
+    extra = f"  - name: {broken_model}\n    label: broken\n"
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: few\ndata: {max_train_samples: 160, max_eval_samples: 80}\n"
                    "models:\n  - name: tfidf-logreg\n" + extra)
-    assert main(["compare", str(cfg), "--output-dir", str(tmp_path / "out")]) == 0
+    assert main(["compare", str(cfg), "--output-dir", str(tmp_path / "out")]) == 1  # one model failed at run time
     printed = capsys.readouterr().out
     assert "no ensemble row: 1 model has completed runs with saved val predictions (tfidf-logreg)" in printed
     assert not (tmp_path / "out" / "ensemble").exists()

@@ -136,3 +136,28 @@ def test_bert_predictions_with_the_pooled_only_last_layer_equal_plain_transforme
         enc = run.tokenizer(texts, padding=True, return_tensors="pt")
         plain = torch.softmax(run.model(**enc).logits, -1).numpy()
     assert np.abs(ours - plain).max() < 1e-5
+
+
+def test_every_output_format_writes_the_same_exact_numbers_and_ids(run_dir, tmp_path, capsys):
+    """JSON lines (a file or stdout) and Parquet keep the probabilities CSV has, to the last bit (pandas' to_json
+    rounded them to 10 decimals), and the ids as written."""
+    import io
+    p, df = _input(tmp_path)
+    outs = {}
+    for suffix in ("csv", "jsonl", "parquet"):
+        assert main(["predict", str(run_dir), "--input", str(p), "--output", str(tmp_path / f"o.{suffix}"),
+                     "--probabilities"]) == 0
+    outs["csv"] = pd.read_csv(tmp_path / "o.csv", dtype={"id": str})
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    outs["jsonl"] = pd.DataFrame(rows)
+    outs["parquet"] = pd.read_parquet(tmp_path / "o.parquet")
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), "--input", str(p), "--output", "-", "--probabilities"]) == 0
+    outs["stdout"] = pd.DataFrame([json.loads(x) for x in io.StringIO(capsys.readouterr().out)])
+    from lorabench.inference.predict import load_run, predict_probs
+    from lorabench.data import build_texts
+    exact = predict_probs(load_run(run_dir), build_texts(pd.read_csv(p, dtype=str), "{keyword} | {text}", "x"),
+                          progress=False)
+    for name, frame in outs.items():
+        assert frame["id"].astype(str).tolist() == df["id"].astype(str).tolist(), name
+        assert frame["prob_disaster"].tolist() == exact[:, 1].tolist(), name  # bit for bit

@@ -60,9 +60,9 @@ def uninterrupted(work):
     return json.loads((work / "full" / "run.json").read_text())
 
 
-def killed_run(work, when, n, out="R"):
+def killed_run(work, when, n, out="R", extra=()):
     p = subprocess.run([sys.executable, "-c", KILLER, when, str(n), "train", str(work / "c.yaml"),
-                        "--output-dir", str(work / out)], cwd=work, capture_output=True, text=True)
+                        "--output-dir", str(work / out), *extra], cwd=work, capture_output=True, text=True)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     assert not (work / out).exists() and (work / f".{out}-partial").is_dir()
 
@@ -146,3 +146,79 @@ def test_compare_sets_aside_an_unfinished_run_of_an_older_config(work, capsys):
     assert rec["config"]["train"]["learning_rate"] == 0.01
     kept = list((work / "cmp").glob("tiny-llama-seed42.unfinished-config-changed-*"))
     assert len(kept) == 1 and (kept[0] / "checkpoints").is_dir()
+
+
+# ----------------------------------------------------------------------------- issue 22: callback state
+def adapters_equal(a, b) -> bool:
+    x, y = load_file(str(a / "adapter_model.safetensors")), load_file(str(b / "adapter_model.safetensors"))
+    return x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("metric", ["loss", "f1"])
+def test_a_resumed_run_stops_after_the_same_epoch_as_an_uninterrupted_one(work, metric):
+    """Early stopping's patience counter lives in its callback: a run killed one epoch after its best one, then
+    resumed, must stop after the same epoch (it trained one epoch more: the counter restarted at 0)."""
+    args = ["--set", "train.early_stopping_patience=2", "--set", "train.epochs=12",
+            "--set", f"train.metric_for_best_model={metric}"]
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "full"), *args]) == 0
+    full = json.loads((work / "full" / "run.json").read_text())
+    stopped, best = full["epochs_run"], int(full["best_epoch"])
+    assert stopped == best + 2 < 12, (stopped, best)  # early stopping ended it, two epochs after its best
+    killed_run(work, "after", best + 1, extra=args)  # one epoch without improvement counted, then kill -9
+    assert main(["train", str(work / "c.yaml"), "--output-dir", str(work / "R"), *args]) == 0
+    resumed = json.loads((work / "R" / "run.json").read_text())
+    assert resumed["resumed_from"] == best + 1
+    assert (resumed["epochs_run"], resumed["best_epoch"]) == (stopped, full["best_epoch"])
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    assert adapters_equal(work / "full", work / "R")
+
+
+STATEFUL = """
+import json, os, signal, sys
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+import lorabench.runs.files as records
+from lorabench.config import ExperimentConfig, load_config
+from lorabench.pipeline import run_experiment
+
+class StopAfterEvaluations(TrainerCallback, ExportableState):
+    # decides what happens next from what it counted: stops training after `n` evaluations
+    def __init__(self, n=3):
+        self.n, self.seen = n, 0
+    def on_evaluate(self, args, state, control, **kw):
+        self.seen += 1
+        if self.seen >= self.n:
+            control.should_training_stop = True
+    def state(self):
+        return {"args": {"n": self.n}, "attributes": {"seen": self.seen}}
+
+kill_at, out = int(sys.argv[1]), sys.argv[2]
+orig, seen = records.write_json, []
+def write_json(path, obj):
+    result = orig(path, obj)
+    if path.name == "lorabench_resume.json":
+        seen.append(path)
+        if len(seen) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return result
+records.write_json = write_json
+rec = run_experiment(load_config(ExperimentConfig, "c.yaml", ["train.epochs=6"]), out,
+                     callbacks=[StopAfterEvaluations(3)])
+print(json.dumps({"epochs_run": rec["epochs_run"]}))
+"""
+
+
+@pytest.mark.system
+def test_any_stateful_callback_is_resumed_with_its_state(work):
+    """The kind, not only early stopping: a callback of the caller's that keeps state (transformers'
+    ExportableState) gets it back on resume, so it decides as it would have without the kill."""
+    def run(kill_at, out):
+        return subprocess.run([sys.executable, "-c", STATEFUL, str(kill_at), out], cwd=work, capture_output=True,
+                              text=True)
+    full = run(0, "full")
+    assert full.returncode == 0 and json.loads(full.stdout.splitlines()[-1])["epochs_run"] == 3, full.stderr[-2000:]
+    assert run(2, "R").returncode == -signal.SIGKILL
+    again = run(0, "R")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout.splitlines()[-1])["epochs_run"] == 3  # not 2 + 3 = 5

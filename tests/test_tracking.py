@@ -231,23 +231,22 @@ lora: {r: 4}
 models:
   - name: tfidf-logreg
   - name: tiny-bert
-  - name: tiny-bert
+  - name: {broken}
     label: broken
-    lora: {target_modules: [no_such_module]}
 """
 
 
-def test_compare_groups_its_runs_and_logs_the_comparison_table(tmp_path, trackio_dir):
-    (tmp_path / "cmp.yaml").write_text(COMPARE)
+def test_compare_groups_its_runs_and_logs_the_comparison_table(tmp_path, trackio_dir, broken_model):
+    (tmp_path / "cmp.yaml").write_text(COMPARE.replace("{broken}", str(broken_model)))
     out = tmp_path / "out"
-    assert main(["compare", str(tmp_path / "cmp.yaml"), "--output-dir", str(out)]) == 0
+    assert main(["compare", str(tmp_path / "cmp.yaml"), "--output-dir", str(out)]) == 1  # the broken one failed
     runs = {"tfidf-logreg-seed42": "FINISHED", "tiny-bert-seed42": "FINISHED", "broken-seed42": "FAILED"}
     labels = {"tfidf-logreg", "tiny-bert", "broken", "Ensemble: mean of top 2"}  # + the ensemble row of the two that ran
 
     for name, status in runs.items():  # W&B: one group
         wb = wandb_run(out / name)
         assert (wb["run"].run_group, wb["run"].job_type, wb["exit_code"]) == ("trk-cmp", "train", status == "FAILED")
-        assert ("no_such_module" in wb["summary"].get("error", "")) == (status == "FAILED")
+        assert ("SafetensorError" in wb["summary"].get("error", "")) == (status == "FAILED")
     wb = wandb_run(out)
     assert (wb["run"].run_group, wb["run"].job_type, wb["run"].display_name) == ("trk-cmp", "compare", "trk-cmp-compare")
     assert any(h.get("compare/_type") == "table-file" and h.get("compare/nrows") == 4 for h in wb["history"])

@@ -307,6 +307,21 @@ def test_data_counts_duplicates_conflicts_and_warns(tmp_path, capsys):
     assert "absent from val: fake," in text  # and 'real' (the 5 rows of the case-variant label)
 
 
+def test_duplicates_within_train_get_a_warning_line_in_every_command(tmp_path, capsys):
+    """README lists duplicated texts within train among the warnings (issue 22: they had none)."""
+    rows = make_rows(100, 10)
+    rows.loc[90:95, "text"] = rows.loc[0:5, "text"].values  # 6 repeats within train
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    make_rows(30, 11).to_csv(tmp_path / "val.csv", index=False)
+    (tmp_path / "c.yaml").write_text("name: d\ndata: {source: train.csv, val: val.csv}\nmodel: {name: tfidf-logreg}\n")
+    line = "6 of 100 train rows repeat a text that occurs earlier in train"
+    assert main(["data", str(tmp_path / "c.yaml")]) == 0
+    assert f"  warning: {line}" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "R")]) == 0
+    assert f"lorabench: warning: {line}" in capsys.readouterr().err
+    assert line in " ".join(json.loads((tmp_path / "R" / "run.json").read_text())["data"]["checks"]["warnings"])
+
+
 def test_threshold_tune_on_a_multiclass_task_warns(tmp_path, capsys):
     rows = make_rows(90, 12)
     rows["target"] = [i % 3 for i in range(90)]

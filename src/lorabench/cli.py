@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="train several models on one split and write the comparison report")
     _common(p)
-    p.add_argument("--seeds", type=int, metavar="N", help="repeat each model with seeds 42, 43, ... (N of them)")
+    p.add_argument("--seeds", type=int, metavar="N", help="repeat each model with N seeds: train.seed (42 unless set), "
+                   "train.seed + 1, ... (sets seeds)")
     p.add_argument("--force", action="store_true", help="re-run models whose finished runs exist")
     p.add_argument("--folds", type=int, metavar="K", help="k-fold estimates: train each model on K stratified folds "
                    "(sets data.folds)")
@@ -178,7 +179,7 @@ def _train_folds(cfg, out: Path, *, refit: bool) -> int:
         f"{row['val_precision']:.4f}, recall {row['val_recall']:.4f}, accuracy {row['val_accuracy']:.4f}; mean ± sample "
         f"std over {row['runs']} runs) -> {out}")
     say(f"report: {report}")
-    return 0
+    return _runs_failed(report.parent)
 
 
 def cmd_compare(args) -> int:
@@ -186,18 +187,31 @@ def cmd_compare(args) -> int:
     from lorabench.config.schema import CompareConfig
     from lorabench.recipes.compare import run_compare
     overrides = list(args.overrides)
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise LorabenchError(f"--seeds must be >= 1, got {args.seeds}")
-        overrides.append(f"seeds=[{', '.join(str(42 + i) for i in range(args.seeds))}]")
+    if args.seeds is not None and args.seeds < 1:
+        raise LorabenchError(f"--seeds must be >= 1, got {args.seeds}")
     if args.folds is not None:
         overrides.append(f"data.folds={args.folds}")
     if args.refit:
         overrides.append("refit=true")
     cfg = load_config(CompareConfig, args.config, overrides)
+    if args.seeds is not None:  # train.seed, train.seed + 1, ...
+        import dataclasses
+        cfg = dataclasses.replace(cfg, seeds=[cfg.train.seed + i for i in range(args.seeds)])
     warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
     report = run_compare(cfg, output_dir=args.output_dir, force=args.force)
     say(f"report: {report}")
+    return _runs_failed(report.parent)
+
+
+def _runs_failed(root: Path) -> int:
+    """Exit status 1, with one line, when some runs of a comparison failed at run time (the others finished and
+    are in its report); 0 otherwise."""
+    from lorabench.recipes.compare import failed_runs
+    failed = failed_runs(root)
+    if failed:
+        more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+        _say(f"lorabench: error: {len(failed)} run(s) failed, the others are in the report: {failed[0]}{more}")
+        return 1
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lorabench import console, distributed, tracking
-from lorabench.config.loading import dump_yaml, from_dict, to_dict
+from lorabench.config.loading import dump_yaml, from_dict, load_yaml, to_dict
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits, load_splits, refit_splits
 from lorabench.errors import ConfigError, DataError, LorabenchError, LorabenchWarning
@@ -77,8 +77,7 @@ def stale_partial(partial: Path, cfg: ExperimentConfig, fingerprint: str) -> str
     saved = partial / "config.yaml"
     if not saved.is_file():
         return None
-    import yaml
-    before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    before = load_yaml(saved.read_text(encoding="utf-8"), str(saved)) or {}
     now_cfg = json.loads(json.dumps(to_dict(cfg)))
     key = first_difference(before, now_cfg)
     if key:

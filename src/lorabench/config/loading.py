@@ -1,4 +1,4 @@
-"""Reading configs: YAML (`yaml.safe_load`) plus `--set key.sub=value` overrides, relative paths
+"""Reading configs: YAML (`yaml.safe_load`, a key written twice refused: `load_yaml`) plus `--set key.sub=value` overrides, relative paths
 resolved against the config file, validated by pydantic into the dataclasses of `config.schema`.
 """
 from __future__ import annotations
@@ -107,7 +107,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, text = item.split("=", 1)
         try:
             # a lone YAML indicator (`|`, `>`, `&`, ...) is meant literally, e.g. data.delimiter=|
-            value = yaml.safe_load(text) if text.strip() and not (len(text) == 1 and not text.isalnum()) else text
+            value = load_yaml(text, f"--set {key}") if text.strip() and not (len(text) == 1 and not text.isalnum()) \
+                else text
         except yaml.YAMLError:
             value = text
         node = raw
@@ -124,6 +125,36 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def load_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load(text)` that refuses a key written twice in one mapping (PyYAML keeps the last without a
+    word): `ConfigError` "<where>: key 'train.epochs' is written twice (lines 8 and 10); keep one". Every YAML
+    lorabench reads goes through here: configs, sweep files, `--set` values, the config.yaml of runs and
+    comparisons. Raises `yaml.YAMLError` for text that is not YAML."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is not None:
+        _unique_keys(node, "", where)
+    return yaml.safe_load(text)
+
+
+def _unique_keys(node: yaml.Node, path: str, where: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple, int] = {}
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden, as YAML says
+                _unique_keys(value, path, where)
+                continue
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            full = f"{path}.{name}" if path else str(name)
+            ident, line = (key.tag, name), key.start_mark.line + 1
+            if ident in seen:
+                raise ConfigError(f"{where}: key '{full}' is written twice (lines {seen[ident]} and {line}); keep one")
+            seen[ident] = line
+            _unique_keys(value, full, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _unique_keys(item, f"{path}[{i}]", where)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -131,7 +162,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, dataclass_transform
 
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
@@ -84,6 +85,9 @@ def _config(key: str = ""):
 
 
 # --------------------------------------------------------------------------- steps
+_DEFAULT_TRAIN_SIZE, _DEFAULT_SPLIT_SEED = 0.8, 42  # the study's split (data.train_size, data.split_seed)
+
+
 @_config("data")
 class DataConfig:
     source: Str = _f("disaster_tweets", help=(
@@ -95,8 +99,10 @@ class DataConfig:
     label_names: list[Str] | None = _f(None, help="Names for the label ids, in id order (optional).")
     val: Str | None = _f(None, help="Explicit validation file; default: the study's 80/20 split of `source`.")
     test: Str | None = _f(None, help="Explicit test file; scored when it has labels.")
-    train_size: Float = _f(0.8, help="Share of `source` rows kept for training when `val` is not given.")
-    split_seed: Int = _f(42, help="Seed of the train/val split (the study used 42) and of the k-fold split.")
+    train_size: Float = _f(_DEFAULT_TRAIN_SIZE, help=(
+        "Share of `source` rows kept for training when `val` is not given."))
+    split_seed: Int = _f(_DEFAULT_SPLIT_SEED, help=(
+        "Seed of the train/val split (the study used 42) and of the k-fold split."))
     folds: Int | None = _f(None, help=(
         "k-fold estimates: split the labelled rows of `source` (file order) into this many stratified folds "
         "(scikit-learn StratifiedKFold, shuffled with split_seed), identical for every model; each fold is val "
@@ -142,6 +148,14 @@ class DataConfig:
         if self.folds is not None and self.val:
             raise _bad("{key.folds} splits the rows of {key.source} into folds and cannot be combined with "
                        "{key.val}; put the val rows into the source file")
+        unused = ("{key.val} is given" if self.val else "{key.folds} puts every row in a fold") \
+            if self.val or self.folds else None
+        if unused and self.train_size != _DEFAULT_TRAIN_SIZE:
+            raise _bad(f"{{key.train_size}} splits {{key.source}} into train and val; {unused}, so "
+                       f"{self.train_size} would not be used: leave it out")
+        if self.val and self.split_seed != _DEFAULT_SPLIT_SEED:
+            raise _bad(f"{{key.split_seed}} seeds the train/val split of {{key.source}} (and its folds); {{key.val}} is "
+                       f"given, so {self.split_seed} would not be used: leave it out")
         return self
 
 
@@ -161,8 +175,9 @@ class ModelConfig:
         "Load weights from safetensors only. `false` also allows pickle (.bin) checkpoints, which can run "
         "code when loaded: only for checkpoints you trust."))
     gguf_file: Str | None = _f(None, help="GGUF file name inside the `name` folder (optional).")
-    kind: Literal["transformer", "tfidf-logreg"] = _f("transformer", validate_default=True, help=(
-        "`transformer`, or the scikit-learn baseline `tfidf-logreg` (set automatically by that name)."))
+    kind: Literal["transformer", "tfidf-logreg"] | None = _f(None, validate_default=True, help=(
+        "`transformer`, or the scikit-learn baseline `tfidf-logreg`; set from model.name (null: tfidf-logreg for "
+        "that name, transformer for any other)."))
     quantization: Literal["none", "4bit", "8bit"] = _f("none", help=(
         "QLoRA: load the frozen weights through bitsandbytes, `4bit` (NF4, double quantization, compute in "
         "the run's precision) or `8bit` (LLM.int8); the head and LoRA stay full precision. LoRA only."))
@@ -175,13 +190,20 @@ class ModelConfig:
 
     @field_validator("kind")
     @classmethod
-    def _baseline_by_name(cls, kind: str, info: Any) -> str:
-        return "tfidf-logreg" if info.data.get("name") == "tfidf-logreg" else kind
+    def _baseline_by_name(cls, kind: str | None, info: Any) -> str:
+        by_name = "tfidf-logreg" if info.data.get("name") == "tfidf-logreg" else "transformer"
+        if kind is not None and kind != by_name:
+            raise _bad(f"{{key}}: {kind!r} contradicts model.name {info.data.get('name')!r} (a {by_name}); "
+                       "model.name decides it: leave model.kind out")
+        return by_name
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.max_length < 2:
             raise _bad(f"{{key.max_length}} must be >= 2, got {self.max_length}")
+        if self.gguf_file and not Path(self.name).expanduser().is_dir():
+            raise _bad(f"{{key.gguf_file}} names a file inside the {{key.name}} folder, but {self.name!r} is not a "
+                       "folder; set model.name to the folder holding it, or to the .gguf file itself")
         if self.max_memory is not None and self.device_map is None:
             raise _bad("{key.max_memory} applies with {key.device_map} only; set {key.device_map}: auto")
         if self.max_memory is not None:
@@ -346,7 +368,8 @@ class CompareConfig:
     lora: LoraConfig | None = _f(LoraConfig(), help="Shared LoRA settings.")
     train: Section[TrainConfig] = _f(TrainConfig(), help="Shared Trainer settings.")
     models: list[ModelEntry] = _f([], help="The models to compare.")
-    seeds: list[Int] = _f([42], help="Each model is trained once per seed; the report shows mean ± std.")
+    seeds: list[Int] | None = _f(None, help=(
+        "Each model is trained once per seed; the report shows mean ± std. Default: one run with train.seed."))
     refit: Bool = _f(False, help=(
         "After the comparison, retrain the model with the best mean val F1 on all train + val rows, for the "
         "(lower median) best epoch its runs picked, into <output>/refit-<label>."))
@@ -367,11 +390,33 @@ class CompareConfig:
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise _bad(f"{{key.models}}: duplicate label {dup[0]!r}; give each entry a distinct `label`")
-        if not self.seeds:
+        if self.seeds is not None and not self.seeds:
             raise _bad("{key.seeds}: give at least one seed")
+        if self.seeds is not None and self.train.seed != TrainConfig().seed and self.train.seed not in self.seeds:
+            raise _bad(f"{{key.train.seed}}: {self.train.seed} would not be used: a comparison trains every model with "
+                       f"each of seeds {self.seeds}; put {self.train.seed} in seeds (seeds: [{self.train.seed}]), "
+                       "or leave train.seed out")
         if self.data.fold is not None:
             raise _bad("{key.data.fold}: compare runs every fold of data.folds; leave data.fold out")
+        if "name" in self.model:
+            raise _bad("{key.model.name}: in a comparison each entry names its model (models[].name); leave "
+                       "model.name out")
+        for i, entry in enumerate(self.models):
+            if "name" in (entry.model or {}):
+                raise _bad(f"{{key.models}}[{i}].model.name: the entry's own `name` is its model; leave model.name out")
+            if "seed" in (entry.train or {}):
+                raise _bad(f"{{key.models}}[{i}].train.seed: a comparison trains every model with each of `seeds`; "
+                           f"set seeds: [{entry.train['seed']}] (for every model) instead")
+            if entry.lora and (entry.full_finetune or self.lora is None):
+                why = "full_finetune: true" if entry.full_finetune else "the shared lora: null"
+                raise _bad(f"{{key.models}}[{i}].lora: {why} trains without LoRA, so these settings would not be "
+                           "used; drop them or the full fine-tuning")
         return self
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds every model is trained with: `seeds`, else [train.seed]."""
+        return list(self.seeds) if self.seeds is not None else [self.train.seed]
 
     def experiments(self) -> list[ExperimentConfig]:
         """The resolved experiment of every (model, seed), and with `data.folds` of every (model, seed, fold),
@@ -379,7 +424,7 @@ class CompareConfig:
         folds = range(1, self.data.folds + 1) if self.data.folds else [None]
         out = []
         for entry in self.models:
-            for seed in self.seeds:
+            for seed in self.run_seeds:
                 out.extend(self.experiment(entry, seed, fold) for fold in folds)
         return out
 
@@ -387,12 +432,13 @@ class CompareConfig:
     def from_experiment(cls, cfg: ExperimentConfig) -> CompareConfig:
         """A comparison of the one model of `cfg` (what `lorabench train` runs for `data.folds`): its
         experiments are `cfg` with data.fold = 1..folds."""
-        return cls(name=cfg.name, data=dataclasses.replace(cfg.data, fold=None), model=to_dict(cfg.model),
-                   lora=cfg.lora, train=cfg.train, seeds=[cfg.train.seed],
+        model = {k: v for k, v in to_dict(cfg.model).items() if k != "name"}
+        return cls(name=cfg.name, data=dataclasses.replace(cfg.data, fold=None), model=model,
+                   lora=cfg.lora, train=cfg.train, seeds=None,
                    models=[ModelEntry(name=cfg.model.name, label=cfg.label, full_finetune=cfg.lora is None)])
 
     def experiment(self, entry: ModelEntry, seed: int, fold: int | None = None) -> ExperimentConfig:
-        where = f"models[{entry.label or entry.name}]"
+        where = f"models[{next(i for i, e in enumerate(self.models) if e is entry)}]"
         model = {**self.model, **(entry.model or {}), "name": entry.name}
         train = {**dataclasses.asdict(self.train), **(entry.train or {}), "seed": seed}
         if entry.full_finetune or self.lora is None:

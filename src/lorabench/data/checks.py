@@ -32,6 +32,9 @@ def data_checks(splits: Splits) -> dict:
                 labels_of.setdefault(t.strip(), set()).add(y)
     conflicting = sum(1 for ys in labels_of.values() if len(ys) > 1)
     out: list[str] = []
+    if dups["train"]:
+        out.append(f"{dups['train']} of {len(tr)} train rows repeat a text that occurs earlier in train: those texts "
+                   "weigh more in training")
     if dups["val_in_train"]:
         out.append(f"{dups['val_in_train']} of {len(va)} val rows have a text that is also in train: "
                    "val scores overstate quality on new text")

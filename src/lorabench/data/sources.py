@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from lorabench.config.schema import DataConfig
-from lorabench.errors import DataError
+from lorabench.errors import DataError, DataWarning
 
 BUNDLED = "disaster_tweets"
 BUNDLED_LABEL_NAMES = ["not_disaster", "disaster"]
@@ -108,14 +108,48 @@ def _decode_error_place(p: Path, encoding: str, e: UnicodeDecodeError) -> str:
 
 
 def _read_csv(p: Path, sep: str, encoding: str) -> pd.DataFrame:
-    frame = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding=encoding)
+    """A CSV/TSV file as string cells. Every row must have as many fields as the header (`_field_counts`); pandas
+    never takes a column as the index (`index_col=False`: with one field too many in every row it would, and
+    every column would shift)."""
+    trailing = _field_counts(p, sep, encoding)
+    import warnings
+    with warnings.catch_warnings():  # trailing: pandas drops the empty last field, and says so as a ParserWarning
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        frame = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding=encoding,
+                            index_col=False)
+    if trailing:
+        warnings.warn(f"{p}: every row ends with one more, empty field than the header (a trailing {sep!r}, as some "
+                      "spreadsheet exports write); that field is ignored", DataWarning, stacklevel=3)
+    return frame
+
+
+def _field_counts(p: Path, sep: str, encoding: str) -> bool:
+    """Check that every row of a CSV has the header's number of fields (read as pandas does: `"` quotes a field).
+    Raises `DataError` naming the file and the first row that differs: a text holding the delimiter unquoted cuts
+    it in two and shifts the columns after it. Returns True when every row has exactly one more field than the
+    header and that field is empty in all of them (a trailing delimiter on every line: accepted)."""
     import csv
     with open(p, encoding=encoding, newline="") as f:
-        header = next(csv.reader(f, delimiter=sep), [])
-    dup = sorted({c for c in header if header.count(c) > 1})
-    if dup:  # pandas would rename the second one 'text.1' and train on the first
-        raise DataError(f"{p}: column {dup[0]!r} appears more than once in the header")
-    return frame
+        reader = csv.reader(f, delimiter=sep)
+        header = next(reader, [])
+        dup = sorted({c for c in header if header.count(c) > 1})
+        if dup:  # pandas would rename the second one 'text.1' and train on the first
+            raise DataError(f"{p}: column {dup[0]!r} appears more than once in the header")
+        width, start, rows, trailing, first_bad = len(header), reader.line_num + 1, 0, True, None
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row:  # a blank line: skipped, as pandas does
+                continue
+            rows += 1
+            trailing = trailing and len(row) == width + 1 and row[-1] == ""
+            if len(row) != width and first_bad is None:
+                first_bad = (line, len(row))
+    if first_bad is None or (trailing and rows):
+        return bool(first_bad)
+    line, n = first_bad
+    delimiter = "tab" if sep == "\t" else repr(sep)
+    raise DataError(f"{p}: line {line} has {n} fields, {'more' if n > width else 'fewer'} than the header's {width}; "
+                    f"a text holding the delimiter ({delimiter}) must be quoted, e.g. \"fire, smoke and flames\"")
 
 
 def _read_saved_dataset(p: Path) -> pd.DataFrame:

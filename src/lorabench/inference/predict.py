@@ -272,13 +272,28 @@ def _check_output(path: str) -> None:
         raise LorabenchError(f"--output {path} is a folder")
 
 
+def json_lines(df: pd.DataFrame) -> str:
+    """One JSON object per row, numbers written exactly (Python's shortest round-trip repr, as CSV has them; pandas'
+    `to_json` rounds floats to 10 decimals), missing values as null, ids as they were read."""
+    import json
+    import math
+
+    def plain(v):
+        if hasattr(v, "item"):  # numpy scalars
+            v = v.item()
+        return None if isinstance(v, float) and math.isnan(v) else v
+    rows = (json.dumps({k: plain(v) for k, v in row.items()}, ensure_ascii=False, default=str)
+            for row in df.to_dict("records"))
+    return "".join(r + "\n" for r in rows)
+
+
 def _write_frame(df: pd.DataFrame, path: str) -> None:
     if path == "-":
-        console.stdout().write(df.to_json(orient="records", lines=True))
+        console.stdout().write(json_lines(df))
         return
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json"):
-        write_atomic(path, df.to_json(orient="records", lines=True))
+        write_atomic(path, json_lines(df))
     elif suffix == ".parquet":
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)

@@ -164,9 +164,9 @@ def resolve_source(cfg: ModelConfig, *, build: bool = True) -> Source:
     hub offline and no cached copy. With `build=False` nothing is built, converted or loaded (no torch, no
     transformers): the same checks, and `path` is where the cache folder would be (`check_model_name`)."""
     name = cfg.name
+    p = Path(name).expanduser()
     if name in BUILTINS:
         return _resolve_builtin(BUILTINS[name], build)
-    p = Path(name).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelError(f"model.name: GGUF file not found: {p}")

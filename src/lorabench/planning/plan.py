@@ -166,7 +166,7 @@ def load_plan_config(path: str | Path, overrides: list[str] | None = None):
 def _experiments(cfg) -> list[ExperimentConfig]:
     """One experiment per model label (seeds do not change a plan; k-fold: fold 1 stands for every fold)."""
     if isinstance(cfg, CompareConfig):
-        return [cfg.experiment(e, cfg.seeds[0], 1 if cfg.data.folds else None) for e in cfg.models]
+        return [cfg.experiment(e, cfg.run_seeds[0], 1 if cfg.data.folds else None) for e in cfg.models]
     if isinstance(cfg, SweepConfig):
         return [cfg.base()]
     if cfg.data.folds and cfg.data.fold is None:

@@ -14,7 +14,7 @@ from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import fold_ids, load_splits, representative
-from lorabench.errors import ConfigError
+from lorabench.errors import ConfigError, LorabenchError
 from lorabench.pipeline import check_parallelism, refit_line, reusable_run, run_experiment, stale_partial
 from lorabench.quiet import quiet
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
@@ -75,6 +75,24 @@ def _replacing(run_dir: Path, reason: str):
                 aside.rename(run_dir)
 
 
+def _failed_record(exp: ExperimentConfig, run_dir: Path, e: BaseException) -> dict:
+    """The record of a run that failed before it wrote one (its folder holds only this run.json): the report lists
+    it as failed, with the reason, as every other failed run."""
+    from lorabench.runs.record import SCHEMA_VERSION
+    rec = {"schema_version": SCHEMA_VERSION, "status": "failed", "name": exp.name, "label": exp.label or exp.model.name,
+           "model": {"name": exp.model.name, "kind": exp.model.kind}, "data": {}, "seed": exp.train.seed,
+           "config": to_dict(exp), "error": _reason(e), "run_dir": str(run_dir)}
+    if not run_dir.exists():
+        run_dir.mkdir(parents=True)
+        write_json(run_dir / "run.json", rec)
+    return rec
+
+
+def _reason(e: BaseException) -> str:
+    """One line for a run that failed before it wrote its record (as run.json's `error`)."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+
+
 def _line(rec: dict) -> str:
     if rec.get("status") != "completed":
         return f"FAILED: {rec.get('error', 'unknown error')}"
@@ -83,23 +101,61 @@ def _line(rec: dict) -> str:
             f"peak {rec['peak_memory_mb']:.0f} MB  trainable {rec['params']['trainable_pct']:.3g}%")
 
 
-def check_experiments(exps: list[ExperimentConfig]) -> None:
-    """Fail before anything trains on a setting that would crash a run (model.max_length over a model's
-    position limit). Models that cannot be found are left to their own run, which records the failure."""
-    from lorabench.errors import ModelError
-    from lorabench.models.build import load_model_config
-    seen = set()
+def _entries(cfg: CompareConfig, exps: list[ExperimentConfig]) -> list[tuple[int, ExperimentConfig]]:
+    """(entry index, its first experiment) for every `models:` entry: seeds and folds do not change what a model
+    needs."""
+    labels = [e.label or e.name for e in cfg.models]
+    first: dict[int, ExperimentConfig] = {}
     for exp in exps:
-        key = json.dumps(to_dict(exp.model), sort_keys=True)
-        if exp.model.kind != "transformer" or key in seen:
+        first.setdefault(labels.index(exp.label), exp)
+    return sorted(first.items())
+
+
+def _named(i: int, exp: ExperimentConfig, e: LorabenchError) -> ConfigError:
+    return ConfigError(f"models[{i}] ({exp.label}): {e}")
+
+
+def check_model_names(cfg: CompareConfig, exps: list[ExperimentConfig]) -> None:
+    """Before any data is read or torch imported: every entry's model name resolves (a built-in, a folder, a .gguf
+    file, a hub id reachable or cached). Raises `ConfigError` naming `models[i]`."""
+    from lorabench.models.sources import check_model_name
+    for i, exp in _entries(cfg, exps):
+        if exp.model.kind == "transformer":
+            try:
+                check_model_name(exp.model)
+            except LorabenchError as e:
+                raise _named(i, exp, e) from e
+
+
+def check_experiments(cfg: CompareConfig, exps: list[ExperimentConfig], num_labels: int) -> None:
+    """Before anything trains: what `plan` checks without weights, for every entry. Its config.json is read (a
+    tiny model or GGUF conversion built into the cache), its precision decided on this machine (fp16 needs a GPU),
+    model.max_length checked against its position limit, and the classifier built on the meta device with LoRA
+    attached (target modules that exist, a head it can find). Raises `ConfigError` naming `models[i]`; a run
+    that fails later, at run time, is recorded as failed and the others go on."""
+    from lorabench.models.hub_code import without_bitsandbytes
+    from lorabench.models.precision import decide
+    from lorabench.planning.plan import inventory
+    for i, exp in _entries(cfg, exps):
+        if exp.model.kind != "transformer":
             continue
-        seen.add(key)
         try:
-            load_model_config(exp.model, exp.lora)
-        except ModelError:
-            pass
-        except ConfigError as e:
-            raise ConfigError(f"models[{exp.label}]: {e}") from e
+            decide(exp.model, full_finetune=exp.lora is None)
+            with without_bitsandbytes(keep_out=exp.model.quantization == "none"):
+                inventory(exp, num_labels)
+        except LorabenchError as e:
+            raise _named(i, exp, e) from e
+
+
+def failed_runs(root: Path) -> list[str]:
+    """`<run folder>: <error>` of every failed run of the comparison in `root` (its current runs, not those kept
+    aside), for the command's exit status."""
+    out = []
+    for run_dir in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        rec = read_run(run_dir)
+        if rec is not None and rec.get("status") == "failed":
+            out.append(f"{run_dir.name}: {rec.get('error') or 'unknown error'}")
+    return out
 
 
 def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: bool = False) -> Path:
@@ -111,15 +167,16 @@ def run_compare(cfg: CompareConfig, *, output_dir: str | None = None, force: boo
     Raises `ConfigError` / `DataError` before anything trains when the config or data is unusable.
     """
     root = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
-    exps = cfg.experiments()  # validates every entry before anything trains
+    exps = cfg.experiments()  # validates every entry's settings before anything trains
     distributed.init()
     for exp in exps:
         check_parallelism(exp)
         tracking.check_environment(exp.train.report_to)
+    check_model_names(cfg, exps)
     with quiet():
         splits = load_splits(representative(cfg.data))  # k-fold: fold 1's split stands for the data summary
         with distributed.main_first():  # model caches are built by one process
-            check_experiments(exps)
+            check_experiments(cfg, exps, splits.num_labels)
         # data parallel: every process trains every model; the main one alone decides, writes and reports
         with folder_lock(root) if distributed.is_main() else contextlib.nullcontext():
             # tracking (train.report_to): the runs join a group (W&B group, MLflow parent run, trackio project)
@@ -163,13 +220,13 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         with replacing:
             try:
                 rec = run_experiment(exp, run_dir, splits=by_data[key], keep_failed=True)
-            except Exception:
+            except Exception as e:
                 if distributed.world_size() > 1:
                     # data parallel: the processes cannot agree to go on (a failure may be one process's
                     # alone, e.g. out of memory on one GPU); stop here. The failure is recorded, finished
                     # runs are kept and reused when the comparison runs again.
                     raise
-                rec = read_run(run_dir) or {"status": "failed", "error": "no record written"}
+                rec = read_run(run_dir) or _failed_record(exp, run_dir, e)
         if main:
             say(f"{tag}: {_line(rec)}")
         gc.collect()
@@ -242,9 +299,9 @@ def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, fo
     with replacing:
         try:
             rec = run_experiment(plan.cfg, out, splits=plan.splits, extra={"refit": plan.info}, keep_failed=True)
-        except Exception:
+        except Exception as e:
             if distributed.world_size() > 1:
                 raise
-            rec = read_run(out) or {"status": "failed", "error": "no record written"}
+            rec = read_run(out) or {"status": "failed", "error": _reason(e)}
     if distributed.is_main():
         say(f"{tag}: {refit_line(rec) if rec.get('status') == 'completed' else _line(rec)}")

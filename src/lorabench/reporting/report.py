@@ -44,8 +44,8 @@ def _order(folder: Path, labels: list[str]) -> list[str]:
     cfg = folder / "compare.yaml"
     order: list[str] = []
     if cfg.is_file():
-        import yaml
-        raw = yaml.safe_load(cfg.read_text()) or {}
+        from lorabench.config.loading import load_yaml
+        raw = load_yaml(cfg.read_text(), str(cfg)) or {}
         order = [m.get("label") or m.get("name") for m in raw.get("models", [])]
     return [x for x in order if x in labels] + [x for x in labels if x not in order]
 
@@ -455,13 +455,13 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
         return None, None
-    import yaml
+    from lorabench.config.loading import load_yaml
 
     from lorabench.config.loading import from_dict
     from lorabench.config.schema import CompareConfig
     from lorabench.ensemble import (CHOSEN_BY, DECISION, ENSEMBLE_DIR, OPTIMISTIC, RULE, choose_members, compare_groups,
                                     read_ensemble)
-    cfg = from_dict(CompareConfig, yaml.safe_load(cfg_file.read_text()))
+    cfg = from_dict(CompareConfig, load_yaml(cfg_file.read_text(), str(cfg_file)))
     if not cfg.ensemble_top:
         return None, None
     members, reason = choose_members(compare_groups(folder, cfg), cfg.ensemble_top)
@@ -520,8 +520,8 @@ def _refit(folder: Path, rows: list[dict], order: list[str]) -> dict | None:
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
         return None
-    import yaml
-    if not (yaml.safe_load(cfg_file.read_text()) or {}).get("refit"):
+    from lorabench.config.loading import load_yaml
+    if not (load_yaml(cfg_file.read_text(), str(cfg_file)) or {}).get("refit"):
         return None
     from lorabench.runs.files import read_run
     from lorabench.runs.layout import refit_dir_for
@@ -552,12 +552,12 @@ def _current_runs(folder: Path) -> list[tuple[Path, RunRecord]]:
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
         return runs
-    import yaml
+    from lorabench.config.loading import load_yaml
 
     from lorabench.config.loading import from_dict
     from lorabench.config.schema import CompareConfig
     from lorabench.runs.layout import run_dir_for
-    cfg = from_dict(CompareConfig, yaml.safe_load(cfg_file.read_text()))
+    cfg = from_dict(CompareConfig, load_yaml(cfg_file.read_text(), str(cfg_file)))
     wanted = {run_dir_for(folder, e).resolve() for e in cfg.experiments()}
     return [(p, r) for p, r in runs if p.resolve() in wanted]
 
@@ -566,8 +566,8 @@ def _notes(rows: list[dict], data: dict | None, folder: Path) -> list[str]:
     notes = []
     cfg = folder / "compare.yaml"
     if cfg.is_file():
-        import yaml
-        text = (yaml.safe_load(cfg.read_text()) or {}).get("notes")
+        from lorabench.config.loading import load_yaml
+        text = (load_yaml(cfg.read_text(), str(cfg)) or {}).get("notes")
         if text:
             notes.append(text.strip())
     for r in rows:

@@ -40,12 +40,12 @@ def _trials_csv(study) -> str:
 
 
 def _best_yaml(folder: Path, best) -> str:
-    import yaml
+    from lorabench.config.loading import load_yaml
 
     from lorabench.config.loading import dump_yaml, from_dict
     from lorabench.config.schema import SweepConfig
     from lorabench.config.space import trial_config
-    raw = yaml.safe_load((folder / "sweep.yaml").read_text())
+    raw = load_yaml((folder / "sweep.yaml").read_text(), str(folder / "sweep.yaml"))
     cfg = from_dict(SweepConfig, raw)
     from lorabench.config.space import to_distributions
     _, fixed = to_distributions(cfg.sweep.parameters)

@@ -240,6 +240,9 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         dataloader_num_workers=cfg.dataloader_num_workers,
         torch_compile=cfg.torch_compile,
         save_only_model=False,  # optimizer, scheduler, scaler and RNG states too: a killed run resumes exactly
+        # and the state of every stateful callback (early stopping's patience counter, the caller's callbacks that
+        # implement transformers' ExportableState): a resumed run decides what to do next as the uninterrupted one
+        restore_callback_states_from_checkpoint=True,
         average_tokens_across_devices=True,  # the weighted loss is normalised over all processes' rows
         log_level_replica="passive",  # the other processes keep the caller's logging (lorabench.quiet), as the main one
         ddp_find_unused_parameters=False,  # LoRA + head train in every forward; the frozen original head holds no grads
