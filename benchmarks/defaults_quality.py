@@ -34,7 +34,7 @@ TOLERANCE = 0.005  # the issue's: (b) within 0.005 F1 of (a), 3 seeds
 
 
 def run_b(cfg, splits, tmp: Path) -> dict:
-    from lorabench.pipeline import run_experiment
+    from lorabench.pipeline.run import run_experiment
     t0 = time.perf_counter()
     rec = run_experiment(cfg, tmp / "b", splits=splits)
     return {"train_s": rec["pure_train_seconds"], "wall_s": time.perf_counter() - t0, "f1": rec["history"][-1]["f1"],

@@ -37,7 +37,7 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from lorabench.training.metrics import classification_metrics, predict_labels, softmax
+    from lorabench.evaluation.metrics import classification_metrics, predict_labels, softmax
     from lorabench.models import build_classifier
     from lorabench.runs.resources import PeakMemory
     from lorabench.training import WeightedCrossEntropy, tokenize
@@ -102,7 +102,7 @@ def lorabench_defaults(cfg, splits, tmp: Path, lengths: list[int]) -> dict:
     """(b) `lorabench train` as a user runs it; `lengths`: the train rows' token counts (same tokenizer as (a))."""
     import numpy as np
 
-    from lorabench.pipeline import run_experiment
+    from lorabench.pipeline.run import run_experiment
     from lorabench.training import length_buckets
     with Timer() as tm:
         rec = run_experiment(cfg, tmp / "b", splits=splits)

@@ -147,7 +147,7 @@ def test_tracker_environment_mistakes_are_one_line_before_training(tmp_path, mon
     if importlib.util.find_spec(tracker) is None:  # (not imported: trackio reads its folder once, at import)
         pytest.skip(f"{tracker} is not installed")
     from lorabench import tracking
-    if tracker == "mlflow" and not tracking._mlflow_refuses_file_store():
+    if tracker == "mlflow" and not tracking.BACKENDS["mlflow"].refuses_file_store():
         pytest.skip("this MLflow still writes file stores: nothing to refuse")
     (tmp_path / "afile").write_text("x")
     for k, v in env.items():

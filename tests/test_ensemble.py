@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from lorabench.cli import main
-from lorabench.training.metrics import classification_metrics
+from lorabench.evaluation.metrics import classification_metrics
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "lorabench" / "datasets" / "disaster_tweets" / "train.csv"
 CONFIG = """
@@ -205,7 +205,7 @@ def test_bad_ensemble_folders_and_settings_are_one_line_errors(compared, tmp_pat
 
 
 def test_members_of_other_val_rows_are_never_averaged(compared, tmp_path):
-    from lorabench.ensemble import Member, build_ensemble
+    from lorabench.runs.ensemble import Member, build_ensemble
     from lorabench.errors import LorabenchError
     out, _ = compared
     root = tmp_path / "runs"
@@ -221,7 +221,7 @@ def test_members_of_other_val_rows_are_never_averaged(compared, tmp_path):
 def test_each_model_is_averaged_over_its_seeds_then_the_models_weighted_equally(tmp_path):
     """The rule on made-up run folders: model A with two seeds, model B with one."""
     from lorabench.data.splits import Split, Splits
-    from lorabench.ensemble import Member, build_ensemble
+    from lorabench.runs.ensemble import Member, build_ensemble
     from lorabench.runs.predictions import save_predictions
     rng = np.random.default_rng(0)
     val = Split(texts=["x"] * 30, labels=rng.integers(0, 3, 30).tolist(), ids=[f"{i:04d}" for i in range(30)])

@@ -374,8 +374,8 @@ def test_ctrl_c_during_training_exits_130_and_leaves_nothing(work, tmp_path):
 
 
 @pytest.mark.parametrize("where", [
-    "lorabench.pipeline.machine",
-    "lorabench.models.build.build_classifier", "lorabench.training.trainer.train", "lorabench.pipeline.write_json"])
+    "lorabench.pipeline.run.machine",
+    "lorabench.models.build.build_classifier", "lorabench.training.trainer.train", "lorabench.pipeline.run.write_json"])
 def test_ctrl_c_at_each_stage_of_a_run_leaves_no_temp_folder(work, tmp_path, monkeypatch, capsys, where):
     """Ctrl-C (KeyboardInterrupt) at a chosen point of `lorabench train`, deterministically, in-process:
     recording the machine, building the model, training, writing run.json."""

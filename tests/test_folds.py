@@ -102,7 +102,7 @@ def test_compare_folds_same_folds_for_every_model_mean_std_reuse_and_refit(tmp_p
     import lorabench
     from lorabench.config.loading import from_dict
     from lorabench.config.schema import ExperimentConfig
-    from lorabench.pipeline import plan_refit
+    from lorabench.pipeline.refit import plan_refit
     from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS
     frame = tweets(150)
     frame.to_csv(tmp_path / "d.csv", index=False)
@@ -229,14 +229,16 @@ def test_train_with_folds_runs_every_fold_and_prints_mean_and_std(tmp_path, caps
            for i in (1, 2, 3)]
     assert f"3-fold val F1 {np.mean(f1s):.4f} ± {np.std(f1s, ddof=1):.4f}" in printed
     assert (out / "folds.json").is_file() and (out / "report.html").is_file()
-    with pytest.raises(ConfigError, match="one run per fold"):
-        lorabench.train(str(tmp_path / "t.yaml"), tmp_path / "api")
+    result = lorabench.train(str(tmp_path / "t.yaml"), tmp_path / "api")  # the API does what the command does
+    assert isinstance(result, lorabench.Comparison) and len(result.records) == 3
+    row = result.table.iloc[0]
+    assert (row["val_f1"], row["val_f1_std"]) == pytest.approx((np.mean(f1s), np.std(f1s, ddof=1)))
 
 
 def test_a_record_from_before_the_fold_keys_is_still_reused(tmp_path):
     """Adding data.folds/data.fold must not re-train every finished run: a record without them counts as null."""
     from lorabench.config import ExperimentConfig, to_dict
-    from lorabench.pipeline import reusable_run
+    from lorabench.pipeline.run import reusable_run
     cfg = ExperimentConfig()
     old = to_dict(cfg)
     for key in ("folds", "fold"):

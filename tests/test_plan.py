@@ -58,7 +58,7 @@ def test_config_only_folder_gives_no_tokenizer_lengths(tmp_path):
 
 def test_tiny_model_uses_its_tokenizer(tiny_config):
     from lorabench.data.splits import load_splits
-    from lorabench.data.summary import token_lengths
+    from lorabench.models.build import token_lengths
     cfg = load_config(ExperimentConfig, tiny_config("tiny-llama"))
     m = plan(cfg).models[0]
     train = load_splits(cfg.data).train.texts

@@ -50,7 +50,10 @@ def test_full_finetuning_keeps_every_weight_in_float32_and_uses_autocast():
 
 def test_training_arguments_follow_the_decision_not_the_first_parameter(monkeypatch, tmp_path):
     """Under 4-bit weights the first parameter is uint8: guessing from it switched mixed precision off."""
+    from lorabench.models.hub_code import import_peft
+    import_peft()  # transformers.training_args imports peft: without bitsandbytes' Hub kernel
     import transformers
+    import transformers.training_args  # noqa: F401  (loaded first: a lazy submodule's first load resets the names)
 
     from lorabench.config import TrainConfig
     from lorabench.models.build import Built
@@ -63,7 +66,7 @@ def test_training_arguments_follow_the_decision_not_the_first_parameter(monkeypa
     built = Built(model, None, None, "llama", ARCHITECTURES["llama"], {}, 0.0,
                   Precision(device="cuda", weights_dtype="bfloat16", autocast="bf16"))
     assert next(model.parameters()).dtype == torch.uint8
-    _training_args(TrainConfig(), tmp_path, built, has_eval=True)
+    _training_args(TrainConfig(), tmp_path, built, has_eval=True, report_to="none")
     assert seen["bf16"] is True and seen["fp16"] is False and seen["use_cpu"] is False
 
 
@@ -80,3 +83,42 @@ def test_runs_record_their_precision_and_predict_uses_its_device(tmp_path):
     run = load_run(tmp_path / "r")
     assert run.device == want["device"] and next(run.model.parameters()).device.type == want["device"]
     assert next(run.model.parameters()).dtype == getattr(torch, want["weights_dtype"])
+
+
+def _count_decisions(monkeypatch) -> list:
+    """Every call of `models.precision.decide`, wherever a module bound it by name."""
+    import sys
+
+    from lorabench.models import precision as module
+    real, calls = module.decide, []
+
+    def spy(*a, **k):
+        calls.append(a[0].name if a else "?")
+        return real(*a, **k)
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("lorabench") and getattr(mod, "decide", None) is real:
+            monkeypatch.setattr(mod, "decide", spy)
+    return calls
+
+
+def test_a_run_decides_its_precision_once_and_hands_it_down(tmp_path, monkeypatch, tiny_config):
+    """Issue 23: one precision-and-device decision per run, used by the build, the Trainer, predict and export."""
+    import lorabench.inference.export  # noqa: F401  (bound before counting)
+    import lorabench.pipeline.comparison  # noqa: F401
+    from lorabench.cli import main
+    calls = _count_decisions(monkeypatch)
+    cfg = tiny_config("tiny-bert")
+    assert main(["train", str(cfg), "--output-dir", str(tmp_path / "run")]) == 0
+    assert calls == ["tiny-bert"]
+    rows = tmp_path / "rows.csv"
+    rows.write_text("id,text\n1,fire\n")
+    for argv in (["predict", str(tmp_path / "run"), "--input", str(rows), "--output", str(tmp_path / "p.csv")],
+                 ["export", str(tmp_path / "run"), str(tmp_path / "exp"), "--merge"]):
+        calls.clear()
+        assert main(argv) == 0
+        assert calls == ["tiny-bert"], argv
+    (tmp_path / "c.yaml").write_text("name: c\ndata: {max_train_samples: 64, max_eval_samples: 32}\nmodel: {max_length: 32}"
+                                     "\ntrain: {epochs: 1, batch_size: 16}\nmodels: [{name: tiny-bert}, {name: tfidf-logreg}]\n")
+    calls.clear()
+    assert main(["compare", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "cmp")]) == 0
+    assert calls == ["tiny-bert"]  # checked before anything trains, with the decision its run then uses

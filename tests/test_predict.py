@@ -7,7 +7,7 @@ import torch
 
 from lorabench.cli import main
 from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-from lorabench.pipeline import run_experiment
+from lorabench.pipeline.run import run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from sklearn.metrics import (average_precision_score, classification_report, con
 
 from lorabench.cli import main
 from lorabench.data.sources import bundled_path, read_table
-from lorabench.training.metrics import tune_threshold
+from lorabench.evaluation.metrics import tune_threshold
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -180,7 +180,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 import lorabench.runs.files as records
 from lorabench.config import ExperimentConfig, load_config
-from lorabench.pipeline import run_experiment
+from lorabench.pipeline.run import run_experiment
 
 class StopAfterEvaluations(TrainerCallback, ExportableState):
     # decides what happens next from what it counted: stops training after `n` evaluations

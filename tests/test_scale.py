@@ -135,7 +135,7 @@ def test_ddp_val_metrics_are_over_exactly_the_val_rows(ddp_and_single, label):
     from lorabench.config import CompareConfig, load_config
     from lorabench.data.splits import load_splits
     from lorabench.inference.predict import load_run, predict_probs
-    from lorabench.training.metrics import classification_metrics, predict_labels
+    from lorabench.evaluation.metrics import classification_metrics, predict_labels
     ddp, _, _ = ddp_and_single
     rec = _record(ddp, label)
     assert rec["data"]["val_rows"] == 77
@@ -256,7 +256,7 @@ def test_settings_that_cannot_run_fail_in_one_line(tiny_config, tmp_path, monkey
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun; refused before any process group is needed
     from lorabench.config import ExperimentConfig, ModelConfig
     from lorabench.errors import ConfigError
-    from lorabench.pipeline import check_parallelism
+    from lorabench.pipeline.run import check_parallelism
     with pytest.raises(ConfigError, match="cannot be combined with data parallel"):
         check_parallelism(ExperimentConfig(model=ModelConfig(name="tiny-llama", device_map="auto")))
     monkeypatch.setenv("WORLD_SIZE", "1")
@@ -310,7 +310,7 @@ def test_fsdp_on_cpu_is_refused_not_silently_turned_into_something_else(monkeypa
     loaded on one process (a hang here). lorabench refuses it in one line."""
     from lorabench.config import ExperimentConfig
     from lorabench.errors import ConfigError
-    from lorabench.pipeline import check_parallelism
+    from lorabench.pipeline.run import check_parallelism
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="FSDP .* needs GPUs"):

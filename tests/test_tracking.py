@@ -16,8 +16,9 @@ import pytest
 from lorabench import tracking
 from lorabench.cli import main
 from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
+from lorabench.tracking.base import metric_key
 from lorabench.config.loading import to_dict
-from lorabench.pipeline import run_experiment
+from lorabench.pipeline.run import run_experiment
 
 ALL = ["wandb", "mlflow", "tensorboard", "trackio"]
 pytestmark = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ALL),
@@ -181,7 +182,7 @@ def test_every_tracker_gets_config_epochs_and_final_metrics_of_a_run(tmp_path, t
     assert mr.data.params["model.name"] == "tiny-llama" and mr.data.params["lora.r"] == "4"
     got = [(m.step, m.value) for m in client.get_metric_history(mr.info.run_id, "eval_f1")]
     assert [s for s, _ in got] == [s for s, _ in epochs] and all(close(a, b) for (_, a), (_, b) in zip(got, epochs))
-    assert all(close(mr.data.metrics[tracking._metric_key(k)], v) for k, v in final.items())
+    assert all(close(mr.data.metrics[metric_key(k)], v) for k, v in final.items())
 
     ea = tb_events(run / "tensorboard")
     assert json.loads(tb_text(ea, "lorabench/config/text_summary").strip("`\n")) == config
@@ -217,7 +218,7 @@ def test_a_run_redone_at_the_same_path_in_the_same_process_gets_a_fresh_mlflow_s
         client = mlflow_client(tmp_path / "run" / "mlflow.db")
         ids.append([r.info.run_id for r in client.search_runs([client.get_experiment_by_name("trk-again").experiment_id])])
         assert ids[-1] == [rec["tracking"]["mlflow"]["run_id"]]
-        tracking._forget_mlflow_store(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")  # this reader's cache too
+        tracking.BACKENDS["mlflow"].forget_store(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")  # this reader's cache too
         shutil.rmtree(tmp_path / "run")
     assert ids[0] != ids[1]
 

@@ -6,7 +6,7 @@ import torch
 
 from lorabench.cli import main
 from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-from lorabench.pipeline import run_experiment
+from lorabench.pipeline.run import run_experiment
 from lorabench.training import WeightedCrossEntropy
 
 RECORD_KEYS = {"status", "model", "data", "metrics", "history", "train_seconds", "peak_memory_mb", "params",

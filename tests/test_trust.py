@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from lorabench.cli import main
-from lorabench.training.metrics import classification_metrics, tune_threshold
+from lorabench.evaluation.metrics import classification_metrics, tune_threshold
 
 POS = "fire blaze burned burning flames smoke explosion emergency".split()
 NEG = "happy good beautiful summer love music fun great".split()
@@ -209,9 +209,9 @@ sweep:
     # bounds that are values, not exponents, of W&B's log_uniform: runs, but warns
     (tmp_path / "sw.yaml").write_text(base + "    learning_rate: {distribution: log_uniform, min: 0.00001, max: 0.001}\n")
     from lorabench.errors import LorabenchWarning
-    from lorabench.recipes.sweep import load_sweep_config
+    from lorabench.recipes.sweep import check_sweep, load_sweep_config
     with pytest.warns(LorabenchWarning, match="log_uniform_values"):
-        load_sweep_config(tmp_path / "sw.yaml", [])
+        check_sweep(load_sweep_config(tmp_path / "sw.yaml", []))
 
 
 # 9 ---------------------------------------------------------------------------------------------

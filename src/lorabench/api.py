@@ -10,14 +10,19 @@ registry) and raises `lorabench.errors` exceptions that keep their cause.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from lorabench.errors import ConfigError
+from lorabench.pipeline.comparison import Comparison
+from lorabench.quiet import quiet
+from lorabench.recipes.sweep import SweepResult
 from lorabench.runs.record import RunRecord
+
+__all__ = ["Comparison", "EnsembleRun", "Run", "SweepResult", "compare", "load_config", "load_run", "refit", "sweep",
+           "train"]
 
 ConfigLike = Any  # a YAML path (str or Path), a dict of sections, or a config object
 
@@ -39,101 +44,54 @@ def load_config(config: ConfigLike, kind: type | None = None, overrides: list[st
     raise ConfigError(f"config: expected a YAML path, a dict or a {kind.__name__}, got {type(config).__name__}")
 
 
-def train(config: ConfigLike, output_dir: str | Path | None = None) -> RunRecord:
+def train(config: ConfigLike, output_dir: str | Path | None = None) -> RunRecord | Comparison:
     """Fine-tune one model (`lorabench train`): returns its record; the run folder is `record.run_dir`
-    (default `runs/<name>/<label>-<time>`). Re-running with the same `output_dir` after a crash resumes."""
+    (default `runs/<name>/<label>-<time>`). Re-running with the same `output_dir` after a crash resumes. With
+    `data.folds` (and no `data.fold`) every fold trains, as `lorabench train` does: returns the k-fold
+    `Comparison` of this one model (its row: the mean ± sample std over the folds)."""
     from lorabench.config import ExperimentConfig
-    from lorabench.pipeline import run_experiment
-    from lorabench.quiet import quiet
-    from lorabench.runs.layout import default_run_dir
+    from lorabench.recipes.experiment import train as run
     cfg = load_config(config, ExperimentConfig)
-    if cfg.data.folds and cfg.data.fold is None:
-        raise ConfigError(f"data.folds: {cfg.data.folds} trains one run per fold: use lorabench.compare (a `models:` "
-                          "list), `lorabench train` on the command line, or set data.fold for one fold")
-    out = Path(output_dir) if output_dir is not None else default_run_dir(cfg)
     with quiet():
-        return RunRecord.from_dict(run_experiment(cfg, out))
+        result = run(cfg, output_dir)
+    return result.folds if result.folds is not None else result.record
 
 
 def refit(run_dir: str | Path, output_dir: str | Path | None = None) -> RunRecord:
     """Retrain the finished run `run_dir` on its train + val rows with its settings, for the epoch count its
     val evaluation picked (`best_epoch`; a tuned threshold is kept), as `lorabench refit`: returns the refit's
-    record (default folder `<run_dir>-refit`). It has no val metrics of its own: `record.extra["refit"]` holds
+    record (default folder `<run_dir>-refit`). It has no val metrics of its own: `record.refit` holds
     `from`, `epochs`, `chosen_by` (the source's val metrics), `train_rows`. Raises `LorabenchError` for a
     folder that is not a finished run, `DataError` when its data changed."""
-    from lorabench.pipeline import run_refit
-    from lorabench.quiet import quiet
-    from lorabench.runs.layout import default_refit_dir
-    out = Path(output_dir) if output_dir is not None else default_refit_dir(Path(run_dir))
+    from lorabench.recipes.refit import refit as run
     with quiet():
-        return RunRecord.from_dict(run_refit(run_dir, out))
-
-
-@dataclass
-class Comparison:
-    """What `compare` returns. `table`: one row per model (the report's columns: val F1 mean and std over
-    seeds, precision, recall, accuracy, test F1, training seconds, peak MB, trainable params...), then the
-    ensemble row when there is one (`kind` "ensemble", the others "model"; see `lorabench.ensemble`);
-    `records`: every run of the current config; `report_path`: report.html."""
-    table: pd.DataFrame
-    records: list[RunRecord]
-    report_path: Path
-    folder: Path
+        return run(run_dir, output_dir)[0]
 
 
 def compare(config: ConfigLike, output_dir: str | Path | None = None, *, force: bool = False) -> Comparison:
     """Train several models on one split and build the report (`lorabench compare`). With `data.folds` every
     model trains on each fold and `table` adds FOLD_COLUMNS (folds, sample std of each metric); with
-    `refit: true` the best model is then refit on train + val (`<folder>/refit-<label>`)."""
-    import json
-
+    `refit: true` the best model is then refit on train + val (`<folder>/refit-<label>`). Runs that fail at run
+    time are in `Comparison.failed` (and the table's `failed` column); the others finish."""
     from lorabench.config import CompareConfig
-    from lorabench.quiet import quiet
-    from lorabench.recipes.compare import run_compare
-    from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS
+    from lorabench.recipes.compare import compare as run
     cfg = load_config(config, CompareConfig)
     with quiet():
-        report = run_compare(cfg, output_dir=str(output_dir) if output_dir is not None else None, force=force)
-    folder = report.parent
-    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    table = pd.DataFrame(results["models"])
-    table = table[CSV_COLUMNS + [c for c in FOLD_COLUMNS if c in table.columns]]  # k-fold: + folds and the stds
-    records = [RunRecord.read(folder / r["run_dir"]) for r in results["runs"]]
-    return Comparison(table=table, records=records, report_path=report, folder=folder)
-
-
-@dataclass
-class SweepResult:
-    """What `sweep` returns: every trial (`trials`, one row each: number, state, value, params), the best
-    trial's ready-to-train config (`best_config`, a path) and the report."""
-    trials: pd.DataFrame
-    best_config: Path | None
-    report_path: Path
-    folder: Path
+        return run(cfg, output_dir, force=force)
 
 
 def sweep(config: ConfigLike, output_dir: str | Path | None = None, *, trials: int | None = None,
           storage: str | None = None, workers: int = 1) -> SweepResult:
     """Hyperparameter search with Optuna (`lorabench sweep`; W&B sweep sections accepted)."""
     from lorabench.config import SweepConfig
-    from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
-    from lorabench.quiet import quiet
     from lorabench.recipes.sweep import run_sweep
     cfg = load_config(config, SweepConfig)
-    dists, fixed = to_distributions(cfg.sweep.parameters)
-    metric_key(cfg.sweep.metric.name)
-    trial_config(cfg.base(), fixed)
-    validate_space(cfg.base(), dists, fixed)
     if workers != 1 and not isinstance(config, (str, Path)):
         raise ConfigError("sweep: workers > 1 start `lorabench sweep` processes and need the config as a YAML path")
     with quiet():
-        report = run_sweep(cfg, config_path=str(config) if isinstance(config, (str, Path)) else "",
-                           overrides=[], output_dir=str(output_dir) if output_dir is not None else None,
-                           storage=storage, study=None, trials=trials, workers=workers)
-    folder = report.parent
-    table = pd.read_csv(folder / "trials.csv") if (folder / "trials.csv").is_file() else pd.DataFrame()
-    best = folder / "best.yaml"
-    return SweepResult(trials=table, best_config=best if best.is_file() else None, report_path=report, folder=folder)
+        return run_sweep(cfg, config_path=str(config) if isinstance(config, (str, Path)) else "", overrides=[],
+                         output_dir=str(output_dir) if output_dir is not None else None, storage=storage,
+                         study=None, trials=trials, workers=workers)
 
 
 class Run:
@@ -161,7 +119,7 @@ class Run:
 class EnsembleRun:
     """A saved ensemble folder (`<comparison>/ensemble/`, written by `compare`), loaded for prediction with
     `lorabench.load_run(path)`: every member run is held in memory; `predict` averages their probabilities by
-    the ensemble's rule (each model's runs first, then the models equally: `lorabench.ensemble.combine`)."""
+    the ensemble's rule (each model's runs first, then the models equally: `lorabench.runs.ensemble.combine`)."""
 
     def __init__(self, spec, loaded: dict) -> None:
         self.spec, self._loaded = spec, loaded
@@ -180,7 +138,7 @@ class EnsembleRun:
     def predict(self, texts: list[str] | str, *, threshold: float | None = None, batch_size: int = 64) -> pd.DataFrame:
         """As `Run.predict`, with the ensemble's probabilities; the decision is the most probable class unless
         `threshold` (binary tasks) is given."""
-        from lorabench.ensemble import ensemble_probs
+        from lorabench.runs.ensemble import ensemble_probs
         from lorabench.inference.predict import predict_probs
 
         def probs(t: list[str]):
@@ -196,7 +154,7 @@ def _predict(probs_of, texts: list[str] | str, names: list[str], values: list | 
 
     from lorabench.errors import LorabenchError
     from lorabench.quiet import quiet
-    from lorabench.training.metrics import predict_labels
+    from lorabench.evaluation.metrics import predict_labels
     texts = [texts] if isinstance(texts, str) else list(texts)
     thr = threshold if threshold is not None else own_threshold
     if threshold is not None and len(names) != 2:
@@ -217,7 +175,7 @@ def load_run(path: str | Path, *, merge: bool = True) -> Run | EnsembleRun:
     """Load a finished run folder (base weights + adapter + head, merged by default) for `.predict`; an
     ensemble folder (`ensemble.json`) gives an `EnsembleRun` with every member loaded. Raises `LorabenchError`
     for a folder that is neither, or an ensemble whose members are missing or of other label sets."""
-    from lorabench.ensemble import is_ensemble, read_ensemble
+    from lorabench.runs.ensemble import is_ensemble, read_ensemble
     from lorabench.inference.predict import load_run as _load
     from lorabench.quiet import quiet
     with quiet():

@@ -136,56 +136,41 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from lorabench.config.loading import load_config
     from lorabench.config.schema import ExperimentConfig
-    from lorabench.pipeline import run_experiment
-    from lorabench.runs.layout import default_run_dir
+    from lorabench.recipes.experiment import train
+    from lorabench.runs.record import refit_line
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
-    out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg)
-    if cfg.data.folds and cfg.data.fold is None:  # k-fold: one run per fold, as a comparison of this one model
-        return _train_folds(cfg, out, refit=args.refit)
-    rec = None
-    if args.refit:  # the same `train --refit` again: the finished validated run is reused, the refit resumes
-        from lorabench.data.splits import load_splits
-        from lorabench.pipeline import reusable_run
-        rec = reusable_run(out, cfg, load_splits(cfg.data).fingerprint)
-    rec = rec or run_experiment(cfg, out)
-    m = rec["metrics"]["val"]
-    say(f"{rec['label']}: val F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
-        f"accuracy {m['accuracy']:.4f}) in {rec['train_seconds']:.0f} s -> {out}")
-    if args.refit:
-        from lorabench.pipeline import plan_refit, refit_line, reusable_refit
-        from lorabench.runs.layout import default_refit_dir
-        target, plan = default_refit_dir(out), plan_refit([out])
-        refit = reusable_refit(target, plan) or run_experiment(plan.cfg, target, splits=plan.splits,
-                                                               extra={"refit": plan.info})
-        say(f"{rec['label']}: {refit_line(refit)} -> {target}")
+    if cfg.data.folds and cfg.data.fold is None:
+        warnings.simplefilter("ignore", DataWarning)  # the data summary a k-fold run prints holds them
+    result = train(cfg, args.output_dir, refit=args.refit)
+    if result.folds is not None:
+        return _folds_line(cfg, result.folds)
+    rec, m = result.record, result.record.metrics["val"]
+    say(f"{rec.label}: val F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
+        f"accuracy {m['accuracy']:.4f}) in {rec.train_seconds:.0f} s -> {result.folder}")
+    if result.refit is not None:
+        say(f"{rec.label}: {refit_line(result.refit.to_dict())} -> {result.refit_folder}")
     return 0
 
 
-def _train_folds(cfg, out: Path, *, refit: bool) -> int:
-    """`train` with data.folds: every fold as an ordinary run folder under `out` (a comparison of this one
-    model: folds.json, results, report), then mean ± std."""
-    import dataclasses
-    import json
-
-    from lorabench.config.schema import CompareConfig
-    from lorabench.recipes.compare import run_compare
-    cmp = dataclasses.replace(CompareConfig.from_experiment(cfg), refit=refit)
-    warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
-    report = run_compare(cmp, output_dir=str(out))
-    row = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))["models"][0]
-    if row["val_f1"] is None:
-        raise LorabenchError(f"{row['label']}: every fold failed ({row['errors'][0] if row['errors'] else ''}); see {out}")
+def _folds_line(cfg, folds) -> int:
+    """`train` with data.folds: mean ± std over the folds, the report, and the runs that failed."""
+    from lorabench import distributed
+    if not distributed.is_main():  # data parallel: the main process reads the results and reports
+        return 0
+    row = folds.table.iloc[0]
     say(f"{row['label']}: {cfg.data.folds}-fold val F1 {row['val_f1']:.4f} ± {row['val_f1_std']:.4f} (precision "
         f"{row['val_precision']:.4f}, recall {row['val_recall']:.4f}, accuracy {row['val_accuracy']:.4f}; mean ± sample "
-        f"std over {row['runs']} runs) -> {out}")
-    say(f"report: {report}")
-    return _runs_failed(report.parent)
+        f"std over {row['runs']} runs) -> {folds.folder}")
+    say(f"report: {folds.report_path}")
+    return _runs_failed(folds.failed)
 
 
 def cmd_compare(args) -> int:
+    import dataclasses
+
     from lorabench.config.loading import load_config
     from lorabench.config.schema import CompareConfig
-    from lorabench.recipes.compare import run_compare
+    from lorabench.recipes.compare import compare
     overrides = list(args.overrides)
     if args.seeds is not None and args.seeds < 1:
         raise LorabenchError(f"--seeds must be >= 1, got {args.seeds}")
@@ -195,19 +180,16 @@ def cmd_compare(args) -> int:
         overrides.append("refit=true")
     cfg = load_config(CompareConfig, args.config, overrides)
     if args.seeds is not None:  # train.seed, train.seed + 1, ...
-        import dataclasses
         cfg = dataclasses.replace(cfg, seeds=[cfg.train.seed + i for i in range(args.seeds)])
     warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
-    report = run_compare(cfg, output_dir=args.output_dir, force=args.force)
-    say(f"report: {report}")
-    return _runs_failed(report.parent)
+    result = compare(cfg, args.output_dir, force=args.force)
+    say(f"report: {result.report_path}")
+    return _runs_failed(result.failed)
 
 
-def _runs_failed(root: Path) -> int:
+def _runs_failed(failed: list[str]) -> int:
     """Exit status 1, with one line, when some runs of a comparison failed at run time (the others finished and
     are in its report); 0 otherwise."""
-    from lorabench.recipes.compare import failed_runs
-    failed = failed_runs(root)
     if failed:
         more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
         _say(f"lorabench: error: {len(failed)} run(s) failed, the others are in the report: {failed[0]}{more}")
@@ -216,11 +198,10 @@ def _runs_failed(root: Path) -> int:
 
 
 def cmd_refit(args) -> int:
-    from lorabench.pipeline import refit_line, run_refit
-    from lorabench.runs.layout import default_refit_dir
-    out = Path(args.output_dir) if args.output_dir else default_refit_dir(Path(args.run_dir))
-    rec = run_refit(args.run_dir, out)
-    say(f"{rec['label']}: {refit_line(rec)} -> {out}")
+    from lorabench.recipes.refit import refit
+    from lorabench.runs.record import refit_line
+    rec, out = refit(args.run_dir, args.output_dir)
+    say(f"{rec.label}: {refit_line(rec.to_dict())} -> {out}")
     return 0
 
 
@@ -233,9 +214,9 @@ def cmd_sweep(args) -> int:
         return 0
     if args.workers < 1:
         raise LorabenchError(f"--workers must be >= 1, got {args.workers}")
-    report = run_sweep(cfg, config_path=args.config, overrides=args.overrides, output_dir=args.output_dir,
+    result = run_sweep(cfg, config_path=args.config, overrides=args.overrides, output_dir=args.output_dir,
                        storage=args.storage, study=args.study, trials=args.trials, workers=args.workers)
-    say(f"report: {report}")
+    say(f"report: {result.report_path}")
     return 0
 
 
@@ -270,7 +251,7 @@ def cmd_report(args) -> int:
 def cmd_data(args) -> int:
     from lorabench.config.loading import load_config, read_yaml
     from lorabench.config.schema import CompareConfig, ExperimentConfig, SweepConfig
-    from lorabench.data.summary import print_summary
+    from lorabench.reporting.data_summary import print_summary
     warnings.simplefilter("ignore", DataWarning)  # the summary prints each data warning itself
     raw = read_yaml(args.config)
     if "sweep" in raw:

@@ -98,28 +98,19 @@ def _exp_bounds(where: str, lo: float, hi: float) -> tuple[float, float]:
     return math.exp(lo), math.exp(hi)
 
 
-def validate_space(base: ExperimentConfig, dists: dict, fixed: dict) -> None:
+def validate_space(base: ExperimentConfig, dists: dict, fixed: dict) -> list[tuple[str, Any, ExperimentConfig]]:
     """Check the whole space before any trial runs: every distribution's low and high end (and every
-    categorical choice) must make a valid experiment config. Raises `ConfigError` naming the parameter."""
-    from lorabench.errors import ModelError
-    from lorabench.models.build import load_model_config
-    start = trial_config(base, fixed)
-    if start.model.kind == "transformer":
-        try:
-            load_model_config(start.model, start.lora)
-        except ModelError:
-            pass
+    categorical choice) must make a valid experiment config. Raises `ConfigError` naming the parameter.
+    Returns (parameter, value, trial config) of every end, for the checks that need the model
+    (`recipes.sweep.check_sweep`)."""
+    ends = []
     for key, dist in dists.items():
-        ends = list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
-        for value in ends:
+        for value in list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]:
             try:
-                trial = trial_config(base, {**fixed, key: value})
-                if key.startswith("model.") and trial.model.kind == "transformer":
-                    load_model_config(trial.model, trial.lora)  # e.g. max_length over the position limit
+                ends.append((key, value, trial_config(base, {**fixed, key: value})))
             except ConfigError as e:
                 raise ConfigError(f"sweep.parameters ({key} = {value!r}): {e}") from e
-            except ModelError:
-                pass  # a model that cannot be found fails in its trial, as in a plain run
+    return ends
 
 
 def trial_config(base: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:

@@ -1,5 +1,5 @@
-"""data: read rows (sources), build texts, labels, splits and class weights (splits), check them (checks),
-summarise them (summary)."""
+"""data: read rows (sources), build texts, labels, splits and class weights (splits), check them (checks); the
+types the other steps receive (types)."""
 from lorabench.data.checks import data_checks
 from lorabench.data.sources import BUNDLED, bundled_path, parse_json_rows, read_source, read_table
 from lorabench.data.splits import (Split, Splits, build_texts, class_weights, fingerprint, label_vocabulary,

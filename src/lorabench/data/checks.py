@@ -3,10 +3,7 @@ case, classes absent from val.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # annotations only: splits imports this module
-    from lorabench.data.splits import Split, Splits
+from lorabench.data.types import Split, Splits
 
 
 def data_checks(splits: Splits) -> dict:

@@ -24,7 +24,7 @@ def model_card(rec: dict, merged: bool) -> str:
             "peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)")
     note = f"\n> Note: {rec['model']['note']}\n" if rec["model"].get("note") else ""
     if rec.get("refit"):
-        from lorabench.pipeline import refit_line
+        from lorabench.runs.record import refit_line
         note += f"\n> Refit: {refit_line(rec)}.\n"
     return f"""# {rec.get('label')} — text classifier fine-tuned with lorabench
 

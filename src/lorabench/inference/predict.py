@@ -19,7 +19,7 @@ from lorabench.data.sources import parse_json_rows, read_table
 from lorabench.data.splits import build_texts, template_fields
 from lorabench.errors import DataError, LorabenchError
 from lorabench.runs.files import not_a_run, read_run, write_atomic
-from lorabench.training.metrics import predict_labels, softmax
+from lorabench.evaluation.metrics import predict_labels, softmax
 
 
 @dataclass
@@ -191,7 +191,7 @@ def _run_probs(run: LoadedRun, frame: pd.DataFrame, input_path: str, batch_size:
 def _predictor(run_dir: str, merge: bool) -> _Predictor:
     """A run folder, or an ensemble folder (ensemble.json: each member run predicts in turn, loaded one at a
     time, and their probabilities are combined by the ensemble's rule, `ensemble.combine`)."""
-    from lorabench.ensemble import ensemble_probs, is_ensemble, read_ensemble
+    from lorabench.runs.ensemble import ensemble_probs, is_ensemble, read_ensemble
     if not is_ensemble(run_dir):
         run = load_run(run_dir, merge=merge)
         return _Predictor(run.label_names, run.record["data"].get("label_values") or list(range(len(run.label_names))),
@@ -211,7 +211,7 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
     """Predict every row of `input_path` and write `output_path` (CSV, JSON lines, Parquet, or - for stdout).
 
     `run_dir`: a run folder, or an ensemble folder (`ensemble.json`, written by `compare`): then every member
-    run predicts and the probabilities are averaged by the ensemble's rule (`lorabench.ensemble`).
+    run predicts and the probabilities are averaged by the ensemble's rule (`lorabench.runs.ensemble`).
     Columns written: `id` (when the input has one, exactly as written), `label` (the predicted label
     value, as in the training data), `label_name`, `probability` (of that label), and with
     `probabilities` one `prob_<name>` per class. `encoding`: of the input file (default: the run's

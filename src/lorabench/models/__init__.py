@@ -8,7 +8,7 @@ import importlib
 
 _NAMES = {
     "lorabench.models.build": ("Built", "attach_lora", "build_classifier", "count_params", "load_model_config",
-                               "load_tokenizer", "torch_dtype"),
+                               "load_tokenizer", "token_lengths"),
     "lorabench.models.registry": ("ARCHITECTURES", "Arch", "arch_for", "position_limit"),
     "lorabench.models.sources": ("BUILTINS", "Builtin", "Source", "builtin_available", "builtin_status", "cache_dir",
                                  "check_model_name", "install_builtin", "resolve_source"),

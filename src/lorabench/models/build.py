@@ -27,11 +27,6 @@ class Built:
     precision: Precision | None = None   # the run's one precision-and-device decision
 
 
-def torch_dtype(cfg: ModelConfig):
-    """The frozen weights' torch dtype on this machine (`precision.decide`)."""
-    return decide(cfg).weights_torch_dtype
-
-
 def load_tokenizer(path: str, arch: Arch, cfg: ModelConfig):
     from transformers import AutoTokenizer
     kw: dict = {"trust_remote_code": cfg.trust_remote_code}
@@ -78,15 +73,25 @@ def load_model_config(cfg: ModelConfig, lora: LoraConfig | None = None) -> tuple
     return source, hf_config, arch
 
 
+def token_lengths(texts: list[str], model_cfg: ModelConfig) -> list[int]:
+    """Tokens per text (no truncation) with the model's tokenizer. Raises `ConfigError` when
+    `model.max_length` exceeds the model's position limit, `ModelError` when the model cannot be found."""
+    src, _, arch = load_model_config(model_cfg)
+    tok = load_tokenizer(src.path, arch, model_cfg)
+    return [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
+
+
 def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], *,
-                     seed: int | None = None) -> Built:
+                     seed: int | None = None, precision: Precision | None = None) -> Built:
     """Load the pretrained backbone with a fresh head for `label_names`, then attach LoRA.
 
-    With `seed`, the global RNGs are seeded right before the model is created, after the source was
-    resolved (a cache build on a first run draws no numbers from the run: same seed, same head).
-    Raises `ModelError` / `ConfigError` as `load_model_config`.
+    `precision`: the run's one precision-and-device decision (`models.precision.decide`, made by the pipeline
+    before anything is built); decided here only for a caller that builds a model on its own. With `seed`, the
+    global RNGs are seeded right before the model is created, after the source was resolved (a cache build on a
+    first run draws no numbers from the run: same seed, same head). Raises `ModelError` / `ConfigError` as
+    `load_model_config`.
     """
-    precision = decide(cfg, full_finetune=lora is None)
+    precision = precision or decide(cfg, full_finetune=lora is None)
     with without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel unless asked: models.hub_code
         return _build_classifier(cfg, lora, label_names, seed, precision)
 

@@ -9,6 +9,7 @@ Everything else in an entry is lorabench's own.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from lorabench.config.schema import LoraConfig
@@ -18,8 +19,7 @@ from lorabench.errors import ModelError
 @dataclass(frozen=True)
 class Arch:
     """What lorabench must know about one transformers `model_type`."""
-    target_modules: tuple[str, ...]   # LoRA default: peft's for the model_type where it has one (the study's
-                                      # query/value and q_proj/v_proj are peft's), else the table's own
+    model_type: str
     head: str                         # classification head module, trained and saved with the adapter
     decoder: bool                     # decoders classify from the last real token; need a pad token
     add_prefix_space: bool = False    # byte-level BPE tokenizers that accept it (the study set it)
@@ -30,8 +30,17 @@ class Arch:
     head_parts: tuple[str, ...] = ()  # more modules between the backbone and `head` that pretrained checkpoints
                                       # lack (newly initialised at every load): trained and saved with the head,
                                       # else they stay random and a reloaded run gets other random ones (peft#2171)
+    own_targets: tuple[str, ...] | None = None  # LoRA targets lorabench states itself; None: peft's default
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        """LoRA's default targets: the table's own where stated, else peft's for the model_type (the study's
+        query/value and q_proj/v_proj are peft's); () where peft has none (`attach_lora` then asks for
+        lora.target_modules). peft is imported on first use, not with this module."""
+        return self.own_targets or peft_target_modules(self.model_type) or ()
 
 
+@functools.cache
 def peft_target_modules(model_type: str) -> tuple[str, ...] | None:
     """peft's default LoRA target modules for `model_type`, or None where peft has none."""
     from lorabench.models.hub_code import import_peft
@@ -55,10 +64,8 @@ OWN_TARGETS: dict[str, tuple[str, ...]] = {
 
 
 def _arch(model_type: str, head: str, decoder: bool, **own) -> Arch:
-    """An entry whose LoRA targets are lorabench's own where stated, else peft's default for `model_type` (an
-    empty tuple if peft dropped it: `attach_lora` then asks for lora.target_modules)."""
-    targets = OWN_TARGETS.get(model_type) or peft_target_modules(model_type) or ()
-    return Arch(targets, head, decoder, **own)
+    """An entry whose LoRA targets are lorabench's own where stated (`OWN_TARGETS`), else peft's default."""
+    return Arch(model_type, head, decoder, own_targets=OWN_TARGETS.get(model_type), **own)
 
 
 _BERT = dict(head="classifier", decoder=False, first_token_layers=True)   # the head reads the first token
@@ -102,7 +109,8 @@ def arch_for(model_type: str, lora: LoraConfig | None = None, *, is_decoder: boo
     if lora is not None and not lora.target_modules:
         raise ModelError(f"architecture {model_type!r} is not in lorabench's table (known: "
                          f"{', '.join(sorted(ARCHITECTURES))}); set lora.target_modules")
-    return Arch(tuple(lora.target_modules) if lora else (), "score" if is_decoder else "classifier", is_decoder)
+    return Arch(model_type, "score" if is_decoder else "classifier", is_decoder,
+                own_targets=tuple(lora.target_modules) if lora else ())
 
 def position_limit(hf_config, arch: Arch) -> int | None:
     """Most tokens the model can embed: max_position_embeddings (GPT-2: n_positions) minus the

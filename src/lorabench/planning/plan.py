@@ -268,7 +268,7 @@ def lengths_for(exp: ExperimentConfig, texts: list[str], inv: _Inventory) -> tup
     Without one (a folder holding only config.json; transformers would build an empty tokenizer there
     that counts special tokens only): ceil(characters / CHARS_PER_TOKEN) + the special tokens (BOS for
     decoders, CLS + SEP for encoders)."""
-    from lorabench.data.summary import token_lengths
+    from lorabench.models.build import token_lengths
     folder = Path(inv.path)
     if not folder.is_dir() or any((folder / f).is_file() for f in TOKENIZER_FILES):
         try:

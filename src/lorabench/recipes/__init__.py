@@ -1,2 +1,5 @@
-"""recipes: what the multi-run commands run — a comparison, a sweep — on top of the pipeline (`lorabench.pipeline`,
-one experiment). They import the library, never each other."""
+"""recipes: the workflows the command line and the Python API run, each returning a typed result — one experiment
+and its k-fold estimate (experiment: `train`, `kfold`), the refit of a finished run on train + val (refit), a
+comparison of several models with its ensemble row (compare), a hyperparameter sweep (sweep). They drive the
+library (`lorabench.pipeline` and below) and import it, never each other; `lorabench.cli` and `lorabench.api`
+only parse, dispatch and print or wrap."""

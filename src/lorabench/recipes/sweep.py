@@ -19,11 +19,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from lorabench import console, tracking
 from lorabench.config.loading import dump_yaml, load_config
 from lorabench.config.schema import SweepConfig
 from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
-from lorabench.errors import ConfigError, LorabenchError
+from lorabench.errors import ConfigError, LorabenchError, ModelError
+from lorabench.models.build import load_model_config
 
 TRIALS_DIR = "trials"
 LOG_FILE = "sweep.log"  # in a sweep folder: the command's lines and the libraries' output
@@ -43,13 +46,46 @@ class SweepPlan:
     fixed: dict
 
 
+@dataclass
+class SweepResult:
+    """What a sweep produced: every trial (`trials`, one row each: number, state, value, params), the best
+    trial's ready-to-train config (`best_config`, a path) and the report."""
+    trials: pd.DataFrame
+    best_config: Path | None
+    report_path: Path
+    folder: Path
+
+    @classmethod
+    def read(cls, folder: Path) -> SweepResult:
+        table = pd.read_csv(folder / "trials.csv") if (folder / "trials.csv").is_file() else pd.DataFrame()
+        best = folder / "best.yaml"
+        return cls(trials=table, best_config=best if best.is_file() else None, report_path=folder / "report.html",
+                   folder=folder)
+
+
 def load_sweep_config(path: str | Path, overrides: list[str]) -> SweepConfig:
-    cfg = load_config(SweepConfig, path, overrides)
-    dists, fixed = to_distributions(cfg.sweep.parameters)  # validate the whole space now
+    """The sweep config at `path` (`run_sweep` checks its whole space, `check_sweep`). Raises `ConfigError`."""
+    return load_config(SweepConfig, path, overrides)
+
+
+def check_sweep(cfg: SweepConfig) -> None:
+    """Check the whole search space before any trial runs: the metric, every parameter's ends as configs, and for
+    `model.*` parameters what the model allows (max_length within its position limit). A model that cannot be
+    found fails in its trial, as in a plain run. Raises `ConfigError` naming the parameter."""
+    dists, fixed = to_distributions(cfg.sweep.parameters)
     metric_key(cfg.sweep.metric.name)
-    trial_config(cfg.base(), fixed)
-    validate_space(cfg.base(), dists, fixed)
-    return cfg
+    start = trial_config(cfg.base(), fixed)
+    ends = validate_space(cfg.base(), dists, fixed)
+    checks = [(None, None, start)] + [(k, v, t) for k, v, t in ends if k.startswith("model.")]
+    for key, value, trial in checks:
+        if trial.model.kind != "transformer":
+            continue
+        try:
+            load_model_config(trial.model, trial.lora)
+        except ModelError:
+            pass
+        except ConfigError as e:
+            raise ConfigError(f"sweep.parameters ({key} = {value!r}): {e}" if key else str(e)) from e
 
 
 def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study: str | None,
@@ -226,7 +262,7 @@ def _work(p: SweepPlan, worker: int) -> None:
     from optuna.trial import TrialState
 
     from lorabench.data.splits import load_splits
-    from lorabench.pipeline import run_experiment
+    from lorabench.pipeline.run import run_experiment
     from lorabench.runs.layout import safe_name
     study = open_study(p)
     splits = load_splits(p.cfg.data)           # data loaded once per worker ...
@@ -300,8 +336,12 @@ def _fmt_params(values: dict) -> str:
 
 # --------------------------------------------------------------------------- driver
 def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], output_dir: str | None,
-              storage: str | None, study: str | None, trials: int | None, workers: int) -> Path:
+              storage: str | None, study: str | None, trials: int | None, workers: int) -> SweepResult:
+    """Run the sweep `cfg` (its space checked first, `check_sweep`): trials in this process, or in `workers`
+    processes of `lorabench sweep <config_path> --worker-only`, until `trials` finished. Returns the
+    `SweepResult`. Raises `ConfigError` before any trial runs, `LorabenchError` when workers fail."""
     from lorabench.runs.files import write_atomic, write_json
+    check_sweep(cfg)
     p = plan(cfg, output_dir=output_dir, storage=storage, study=study, trials=trials)
     write_atomic(p.folder / "sweep.yaml", dump_yaml(cfg))
     write_json(p.folder / "study.json", {"storage": _redact(p.storage),
@@ -309,7 +349,8 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
                                          "metric": p.metric, "direction": p.direction})
     tracking.check_environment(cfg.train.report_to)
     with console.log_to(p.folder / LOG_FILE, f"sweep {p.study_name}"):
-        return _run_sweep(p, cfg, config_path, overrides, workers)
+        _run_sweep(p, cfg, config_path, overrides, workers)
+    return SweepResult.read(p.folder)
 
 
 def _run_sweep(p: SweepPlan, cfg: SweepConfig, config_path: str, overrides: list[str], workers: int) -> Path:

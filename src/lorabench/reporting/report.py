@@ -15,6 +15,7 @@ from typing import Any
 
 from lorabench.errors import LorabenchError
 from lorabench.reporting.html import _html, _img
+from lorabench.reporting.tables import markdown
 from lorabench.runs.files import find_runs, write_atomic, write_json
 from lorabench.runs.record import RunRecord, RunStatus
 
@@ -23,7 +24,7 @@ DETAIL_KEYS = ("macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc")
 CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
                "val_accuracy", "val_macro_f1", "val_weighted_f1", "val_mcc", "val_roc_auc", "val_pr_auc", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
                "trainable_pct", "compute_precision", "quantization", "world_size", "train_samples_per_second", "train_rows", "epochs",
-               "kind"]  # kind: model, or ensemble (the mean of the top models' probabilities, lorabench.ensemble)
+               "kind"]  # kind: model, or ensemble (the mean of the top models' probabilities, lorabench.runs.ensemble)
 # k-fold comparisons only, after CSV_COLUMNS (whose values are then means over every (seed, fold) run): the
 # number of folds and the sample standard deviation (ddof=1) of each number over those runs
 FOLD_COLUMNS = ["folds", "val_precision_std", "val_recall_std", "val_accuracy_std", "val_macro_f1_std",
@@ -218,13 +219,6 @@ def per_class_table(detail: dict):
     return pd.DataFrame(rows)
 
 
-def _markdown(df) -> str:
-    head = list(df.columns)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def _html_frame(df) -> str:
     return f"<div class='scroll'>{df.to_html(index=False, escape=True, border=0)}</div>"
 
@@ -391,13 +385,13 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     table = results_table(rows, has_test, binary)
     notes = (_notes(rows, data, folder) + _fold_notes(rows) + ([ensemble_note] if ensemble_note else [])
              + ([refit["note"]] if refit else []))
-    md = [f"# {folder.name}: comparison", "", _markdown(table), ""]
+    md = [f"# {folder.name}: comparison", "", markdown(table), ""]
     md += [f"- {n}" for n in notes]
     detailed = [r for r in rows if r["detail"]]
     if detailed:
         md += ["", "## Per-class results (val)"]
         for r in detailed:
-            md += ["", f"### {r['label']} ({_whose(r)})", "", _markdown(per_class_table(r["detail"])),
+            md += ["", f"### {r['label']} ({_whose(r)})", "", markdown(per_class_table(r["detail"])),
                    "", f"Confusion matrix (rows: true, columns: predicted; {', '.join(r['detail']['labels'])}): "
                        f"{r['detail']['confusion_matrix']}"]
     write_atomic(folder / "results.md", "\n".join(md) + "\n")
@@ -412,7 +406,7 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
                      f"{'; k-fold estimates (' + str(max(r.get('folds') or 0 for r in rows)) + ' folds)' if any(r.get('folds') for r in rows) else ''}"
                      "</p>")]
     if data:
-        from lorabench.data.summary import format_summary
+        from lorabench.reporting.data_summary import format_summary
         sections.append(("Data", f"<pre>{html.escape(format_summary(data))}</pre>" +
                          (_img(plots["lengths.png"], "text lengths") if "lengths.png" in plots else "")))
     sections.append(("Results", _html_frame(table) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
@@ -450,7 +444,7 @@ def _whose(row: dict) -> str:
 
 
 def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
-    """The comparison's ensemble row from `ensemble/ensemble.json` (lorabench.ensemble), and a note: how it was
+    """The comparison's ensemble row from `ensemble/ensemble.json` (lorabench.runs.ensemble), and a note: how it was
     made, or why there is none. Shown only when it was built from the runs the config picks now."""
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
@@ -459,7 +453,7 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
 
     from lorabench.config.loading import from_dict
     from lorabench.config.schema import CompareConfig
-    from lorabench.ensemble import (CHOSEN_BY, DECISION, ENSEMBLE_DIR, OPTIMISTIC, RULE, choose_members, compare_groups,
+    from lorabench.runs.ensemble import (CHOSEN_BY, DECISION, ENSEMBLE_DIR, OPTIMISTIC, RULE, choose_members, compare_groups,
                                     read_ensemble)
     cfg = from_dict(CompareConfig, load_yaml(cfg_file.read_text(), str(cfg_file)))
     if not cfg.ensemble_top:

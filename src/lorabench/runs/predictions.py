@@ -37,7 +37,7 @@ def predictions_csv(ids: list[Any], labels: list[int] | np.ndarray | None, probs
     P(label id 1) (None: the most probable class). Raises `LorabenchError` on mismatched shapes."""
     import pandas as pd
 
-    from lorabench.training.metrics import predict_labels
+    from lorabench.evaluation.metrics import predict_labels
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != (len(ids), len(label_names)):
         raise LorabenchError(f"predictions: probabilities of shape {probs.shape} for {len(ids)} rows and "

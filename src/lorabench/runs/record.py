@@ -29,7 +29,7 @@ class RunRecord:
     with per-epoch evaluation (seconds); `peak_memory_mb` the process's peak RSS on CPU or max
     allocated per GPU (MB); `params` {trainable, total, trainable_pct}; `history` one dict per
     evaluation (epoch, step, val metrics, loss); `evaluation` maps `val`/`test` to the detail a reader
-    needs beyond F1 (`training.metrics.evaluation_detail`: per-class precision/recall/F1/support, confusion
+    needs beyond F1 (`evaluation.metrics.evaluation_detail`: per-class precision/recall/F1/support, confusion
     matrix, macro and weighted F1, MCC, ROC-AUC/PR-AUC and curves for binary tasks; absent in runs from
     before schema 3); `resumed_from` the epoch a resumed run continued after; `extra["predictions"]` names the
     per-row val/test probability files (`runs.predictions`, schema 4). A refit (schema 4, `pipeline.run_refit`) has
@@ -88,3 +88,14 @@ class RunRecord:
 
     def __getitem__(self, key: str) -> Any:  # record["metrics"], as the run.json dict reads
         return self.to_dict()[key]
+
+
+def refit_line(rec: dict) -> str:
+    """One line about a finished refit: rows, epochs, time, and the val score it was chosen by (not its own)."""
+    r = rec["refit"]
+    c = r["chosen_by"]
+    spread = f" ± {c['f1_std']:.4f} over {c['runs']} runs" if c.get("f1_std") is not None else ""
+    epochs = f" for {r['epochs']:g} epoch(s)" if r.get("epochs") is not None else ""
+    test = rec.get("metrics", {}).get("test")
+    return (f"refit on {r['train_rows']} rows (train + val){epochs} in {rec.get('train_seconds', 0):.0f} s; no validation "
+            f"score of its own; chosen by val F1 {c['f1']:.4f}{spread}" + (f"; test F1 {test['f1']:.4f}" if test else ""))

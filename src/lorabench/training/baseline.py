@@ -11,7 +11,7 @@ from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits
 from lorabench.runs.predictions import save_predictions
 from lorabench.runs.resources import PeakMemory
-from lorabench.training.metrics import classification_metrics, predict_labels, split_evaluation, tune_threshold
+from lorabench.evaluation.metrics import classification_metrics, predict_labels, split_evaluation, tune_threshold
 
 VECTORIZER = dict(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
 WEIGHTS_FILE = "tfidf_logreg.safetensors"   # idf (n_features,), coef (1 or k, n_features), intercept, classes

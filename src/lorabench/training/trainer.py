@@ -22,7 +22,7 @@ from lorabench.models.hub_code import import_peft
 from lorabench.runs.resources import PeakMemory
 from lorabench.training.checkpoint import RESUME_FILE
 from lorabench.training.loss import WeightedCrossEntropy
-from lorabench.training.metrics import (METRICS, classification_metrics, predict_labels, softmax, split_evaluation,
+from lorabench.evaluation.metrics import (METRICS, classification_metrics, predict_labels, softmax, split_evaluation,
                                         tune_threshold)
 from lorabench.training.sampler import length_buckets
 
@@ -204,15 +204,13 @@ class _KeepLogits:
         return Impl()
 
 
-def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
-    from transformers import TrainingArguments
-
-    from lorabench import tracking
-    from lorabench.config.schema import ModelConfig
-    from lorabench.models.precision import decide
-    precision = built.precision or decide(ModelConfig())  # a Built made by hand: this machine's default
-    return TrainingArguments(
-        **precision.training_arguments(),  # device and mixed precision: decided once, never guessed here
+def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool, report_to: list[str] | str):
+    import transformers
+    if built.precision is None:
+        raise ValueError("Built.precision is None: build the model with models.build.build_classifier, which records "
+                         "the run's precision decision")
+    return transformers.TrainingArguments(
+        **built.precision.training_arguments(),  # device and mixed precision: decided once, never guessed here
         output_dir=str(out),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
@@ -233,7 +231,7 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool):
         metric_for_best_model=cfg.metric_for_best_model,
         greater_is_better=cfg.metric_for_best_model != "loss",
         logging_steps=cfg.logging_steps,
-        report_to=tracking.trainer_report_to(cfg.report_to),  # lorabench.tracking attaches tensorboard and trackio
+        report_to=report_to,  # the integrations the Trainer runs itself (the pipeline attaches the others as callbacks)
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
@@ -281,7 +279,7 @@ def _cached(cache: dict | None, key: tuple, make):
 
 def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
           max_length: int, callbacks: list | None = None, token_cache: dict | None = None,
-          resume_from: Path | None = None, label: str = "train") -> TrainResult:
+          resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none") -> TrainResult:
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
     With no val rows (a refit, `data.splits.refit_splits`) nothing is evaluated during training: it runs
@@ -294,14 +292,16 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     `token_cache` (a dict kept by the caller, e.g. a sweep worker) makes repeated runs on the
     same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speedups.cpu`)
     are applied for the run and undone after it, also when it fails. The console shows one progress bar and a
-    line per epoch, headed by `label` (`training.progress`).
+    line per epoch, headed by `label` (`training.progress`). `report_to`: the experiment-tracker integrations the
+    Trainer itself runs (its `report_to`; `lorabench.tracking.trainer_report_to` picks them).
     """
     import_peft()
     from lorabench.speedups import cpu as speed
     levers: dict = {}  # filled by _train once the Trainer has placed the model
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
-                      token_cache=token_cache, levers=levers, resume_from=resume_from, label=label)
+                      token_cache=token_cache, levers=levers, resume_from=resume_from, label=label,
+                      report_to=report_to)
     finally:
         speed.restore_all(built.model, levers)
 
@@ -321,7 +321,7 @@ def _history(log_history: list[dict]) -> list[dict]:
 
 def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max_length: int,
            callbacks: list | None, token_cache: dict | None, levers: dict,
-           resume_from: Path | None = None, label: str = "train") -> TrainResult:
+           resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none") -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -339,7 +339,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     val_ds, val_order = _cached(token_cache, key + ("val",), lambda: tokenize(splits.val, tok, max_length, sort=True)) \
         if has_val else (None, None)
     ckpt = out_dir / "checkpoints"
-    args = _training_args(cfg, ckpt, built, has_eval=has_val)
+    args = _training_args(cfg, ckpt, built, has_eval=has_val, report_to=report_to)
     timer = _Timer()
     logits_by_step: dict = {}
     cbs = [timer, _KeepLogits(logits_by_step)] + list(callbacks or [])

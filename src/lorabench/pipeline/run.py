@@ -2,11 +2,9 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
-import statistics
 import time
 import traceback
 import warnings
@@ -16,9 +14,13 @@ from typing import Any
 from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, from_dict, load_yaml, to_dict
 from lorabench.config.schema import ExperimentConfig
-from lorabench.data.splits import Splits, load_splits, refit_splits
-from lorabench.errors import ConfigError, DataError, LorabenchError, LorabenchWarning
-from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, not_a_run, read_run, write_atomic, write_json
+from lorabench.data.splits import load_splits
+from lorabench.data.types import Splits
+from lorabench.errors import ConfigError, LorabenchError, LorabenchWarning
+from lorabench.models.build import load_model_config
+from lorabench.models.precision import Precision, decide
+from lorabench.models.sources import check_model_name
+from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import now, partial_dir
 from lorabench.runs.record import SCHEMA_VERSION
 from lorabench.runs.resources import machine, versions
@@ -110,30 +112,31 @@ def _get(tree: dict, dotted: str) -> Any:
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits | None = None,
                    callbacks: list | None = None, keep_failed: bool = False, token_cache: dict | None = None,
-                   extra: dict | None = None) -> dict:
+                   extra: dict | None = None, precision: Precision | None = None) -> dict:
     """Train and evaluate one model; write the run folder atomically; return its record.
 
     The run is built in `.<out_dir>-partial` beside `out_dir` (its config first, then a checkpoint per
     epoch) and renamed to `out_dir` when finished. If the process is killed, the same call (same config,
     same `out_dir`) resumes from the last complete checkpoint; the record then has `resumed_from` (the
-    epoch it continued after). A Python error or Ctrl-C removes the unfinished run. With `keep_failed`,
+    epoch it continued after). A Python error or Ctrl-C removes the unfinished run. The precision-and-device
+    decision (`models.precision.decide`) is made here, once, and handed down to the model build and the Trainer
+    (`precision`: one the caller made, e.g. a comparison that checked every entry with it). With `keep_failed`,
     a failure is recorded as a run folder with `status: failed` (what `compare` wants) and re-raised.
     Raises `LorabenchError` when `out_dir` is a finished run or another config's unfinished one.
     """
     out_dir = Path(out_dir)
     distributed.init()
-    check_parallelism(cfg)
     tracking.check_environment(cfg.train.report_to)  # e.g. an MLflow file store: one line now, not after training
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise LorabenchError(f"output folder {out_dir} exists and is not empty; choose another --output-dir")
     if cfg.model.kind == "transformer":  # an unknown model name fails before any data is read (and before torch)
-        from lorabench.models.sources import check_model_name
         check_model_name(cfg.model)
     splits = splits or load_splits(cfg.data)
-    if cfg.model.kind == "transformer":  # then what needs the model's config.json (max_length), before training
-        from lorabench.models.build import load_model_config
+    if cfg.model.kind == "transformer":  # then what needs torch and the model's config.json, before training
+        precision = precision or decide(cfg.model, full_finetune=cfg.lora is None)  # the run's only decision
         with distributed.main_first():  # a model cache (tiny model, GGUF conversion) is built once
-            load_model_config(cfg.model, cfg.lora)
+            load_model_config(cfg.model, cfg.lora)  # model.max_length within the model's position limit
+    check_parallelism(cfg, precision)
     if cfg.train.threshold != 0.5 and splits.num_labels != 2 and distributed.is_main():
         warnings.warn(f"train.threshold: {cfg.train.threshold!r} applies to binary tasks only; this task has "
                       f"{splits.num_labels} classes, so predictions take the most probable class", LorabenchWarning,
@@ -145,7 +148,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
         if isinstance(resume, BaseException):
             raise resume
         record = _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
-                            keep_failed=keep_failed, token_cache=token_cache)
+                            keep_failed=keep_failed, token_cache=token_cache, precision=precision)
         distributed.barrier()  # the main process has renamed the run into place (on an error: no barrier, the
         return record          # process exits and the launcher stops the others, instead of a hang)
     with folder_lock(partial, "train"):
@@ -160,14 +163,15 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
             write_atomic(partial / FINGERPRINT_FILE, splits.fingerprint)
         distributed.broadcast(resume)
         record = _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
-                            keep_failed=keep_failed, token_cache=token_cache)
+                            keep_failed=keep_failed, token_cache=token_cache, precision=precision)
         distributed.barrier()
         return record
 
 
-def check_parallelism(cfg: ExperimentConfig) -> None:
+def check_parallelism(cfg: ExperimentConfig, precision: Precision | None = None) -> None:
     """Refuse settings that cannot run under this launcher: a device map (one model spread over this machine's
-    GPUs) inside data parallel (a copy of the model per process). Raises `ConfigError`."""
+    GPUs) inside data parallel (a copy of the model per process), an accelerate launch whose mixed precision
+    differs from the run's `precision` (decided from the config when not given). Raises `ConfigError`."""
     if distributed.fsdp_requested():
         import torch
         if not torch.cuda.is_available():
@@ -179,8 +183,7 @@ def check_parallelism(cfg: ExperimentConfig) -> None:
                       LorabenchWarning, stacklevel=2)
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     if launched not in ("no", "") and cfg.model.kind == "transformer":
-        from lorabench.models.precision import decide
-        ours = decide(cfg.model, full_finetune=cfg.lora is None).autocast or "no"
+        ours = (precision or decide(cfg.model, full_finetune=cfg.lora is None)).autocast or "no"
         if launched != ours:
             raise ConfigError(f"accelerate launch --mixed_precision {launched} (or its config file) differs from this "
                               f"run's precision ({ours}, from model.dtype {cfg.model.dtype!r} on this machine); "
@@ -192,16 +195,16 @@ def check_parallelism(cfg: ExperimentConfig) -> None:
 
 
 def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, record: dict, *,
-               resume: Path | None, callbacks, keep_failed: bool, token_cache) -> dict:
+               resume: Path | None, callbacks, keep_failed: bool, token_cache, precision: Precision | None) -> dict:
     """`_build_run_logged` with the run's log file (`run.log`: lorabench's lines and what the libraries printed,
     logged and warned meanwhile; continued by a resumed run), written by the main process."""
     if not distributed.is_main():
         return _build_run_logged(cfg, splits, tmp, out_dir, record, resume=resume, callbacks=callbacks,
-                                 keep_failed=keep_failed, token_cache=token_cache)
+                                 keep_failed=keep_failed, token_cache=token_cache, precision=precision)
     title = f"{cfg.label or cfg.model.name}: " + (f"resumed after epoch {_resume_epoch(resume)}" if resume else "run")
     with console.log_to(tmp / LOG_FILE, title):
         return _build_run_logged(cfg, splits, tmp, out_dir, record, resume=resume, callbacks=callbacks,
-                                 keep_failed=keep_failed, token_cache=token_cache)
+                                 keep_failed=keep_failed, token_cache=token_cache, precision=precision)
 
 
 def _resume_epoch(checkpoint: Path) -> str:
@@ -213,7 +216,8 @@ def _resume_epoch(checkpoint: Path) -> str:
 
 
 def _build_run_logged(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, record: dict, *,
-                      resume: Path | None, callbacks, keep_failed: bool, token_cache) -> dict:
+                      resume: Path | None, callbacks, keep_failed: bool, token_cache,
+                      precision: Precision | None) -> dict:
     t0 = time.perf_counter()
     trk = tracking.Run()
     try:
@@ -224,7 +228,7 @@ def _build_run_logged(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir:
                 return record
             record.update(run_tfidf_logreg(cfg, splits, tmp))
         else:
-            record.update(_run_transformer(cfg, splits, tmp, trk.callbacks(callbacks), token_cache, resume))
+            record.update(_run_transformer(cfg, splits, tmp, trk.callbacks(callbacks), token_cache, resume, precision))
         record["status"] = "completed"
         trk.finish(record)  # tracking: final metrics, params, timings, peak memory; close the tracker runs
         if not distributed.is_main():
@@ -265,20 +269,21 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
 
 
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
-                     resume: Path | None = None) -> dict:
+                     resume: Path | None, precision: Precision) -> dict:
     from lorabench.models.hub_code import without_bitsandbytes
-    with without_bitsandbytes(keep_out=cfg.model.quantization == "none"):  # no Hub kernel: models.hub_code
-        return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume)
+    with without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel: models.hub_code
+        return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume, precision)
 
 
 def _train_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
-                       resume: Path | None) -> dict:
+                       resume: Path | None, precision: Precision) -> dict:
     from lorabench.models.build import build_classifier
     from lorabench.runs.predictions import save_predictions
     from lorabench.training.trainer import train
-    built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed)
+    built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed, precision=precision)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
-                token_cache=token_cache, resume_from=resume, label=cfg.label or cfg.model.name)
+                token_cache=token_cache, resume_from=resume, label=cfg.label or cfg.model.name,
+                report_to=tracking.trainer_report_to(cfg.train.report_to))
     predictions = None
     if distributed.is_main():
         built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
@@ -338,127 +343,3 @@ def _device_map(model, requested) -> dict | None:
         return {str(k): str(v) for k, v in found.items()}
     devices = sorted({str(p.device) for p in model.parameters()})
     return {"": devices[0]} if len(devices) == 1 else {"": ", ".join(devices)}
-
-
-# --------------------------------------------------------------------------- refit on train + val
-@dataclasses.dataclass
-class RefitPlan:
-    """What a refit trains: `cfg` (the source's config with train.epochs = the chosen epoch count, no early
-    stopping, max_steps null and a tuned threshold fixed to its value), `splits` (train = the source's train +
-    val rows, no val) and `info` (the record's `refit` block)."""
-    cfg: ExperimentConfig
-    splits: Splits
-    info: dict
-
-
-def plan_refit(sources: list[str | Path]) -> RefitPlan:
-    """The refit of the finished run(s) `sources` (one run, or every seed/fold run of one model): its config
-    is the first run's. Epochs: the run's `best_epoch`, for several runs the lower median of theirs (an epoch
-    count some run picked); a TF-IDF baseline has none. A run that tuned its threshold (`train.threshold:
-    tune`) passes it on (several: the median). Raises `LorabenchError` for a folder that is not a finished
-    run (or is itself a refit), runs of different settings, and `DataError` when the data changed since."""
-    recs = [(Path(d), _finished_source(Path(d))) for d in sources]
-    if not recs:
-        raise LorabenchError("refit: no run to refit")
-    first_dir, first = recs[0]
-    cfg = from_dict(ExperimentConfig, first["config"], "config")
-    same = _without_seed_and_fold(first["config"])
-    for d, rec in recs[1:]:
-        key = first_difference(same, _without_seed_and_fold(rec["config"]))
-        if key:
-            raise LorabenchError(f"refit: {d} differs from {first_dir} in {key}; refit runs of one model's settings")
-    splits = load_splits(cfg.data)
-    if splits.fingerprint != first["data"].get("fingerprint"):
-        raise DataError(f"refit: the data of {first_dir} changed since it ran (fingerprint {first['data'].get('fingerprint')} "
-                        f"then, {splits.fingerprint} now); the refit would not train on the rows it was chosen on")
-    train = {"early_stopping_patience": None, "max_steps": None}
-    epochs, best = None, [rec.get("best_epoch") for _, rec in recs]
-    if cfg.model.kind == "transformer":
-        missing = [d for (d, _), b in zip(recs, best) if b is None]
-        if missing:
-            raise LorabenchError(f"refit: {missing[0]} records no best_epoch (no val evaluation to pick an epoch count)")
-        epochs = statistics.median_low(best)
-        train["epochs"] = epochs
-    used = first.get("batch")  # train.batch_size auto: the batch and learning rate the chosen run trained with,
-    kept_batch = None
-    if cfg.train.batch_size == "auto" and used:  # not the ones auto would pick for the larger refit split
-        train.update(batch_size=used["batch_size"], learning_rate=used["learning_rate"])
-        kept_batch = {"batch_size": used["batch_size"], "learning_rate": used["learning_rate"],
-                      "rule": f"kept from {first_dir.name} (train.batch_size auto there: {used.get('rule')})"}
-    tuned = [rec["threshold"] for _, rec in recs if rec.get("threshold") is not None]
-    threshold = None
-    if cfg.train.threshold == "tune" and tuned:
-        threshold = statistics.median(tuned)
-        train["threshold"] = threshold
-    elif cfg.train.threshold != "tune":
-        threshold = cfg.train.threshold if cfg.train.threshold != 0.5 else None
-    refit_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
-    data = refit_splits(splits, cfg.data)
-    vals = [rec["metrics"]["val"] for _, rec in recs]
-    chosen = {"split": "val", "runs": len(vals),
-              **{k: statistics.fmean(v[k] for v in vals) for k in ("f1", "precision", "recall", "accuracy")}}
-    if len(vals) > 1:
-        chosen["f1_std"] = statistics.stdev(v["f1"] for v in vals)  # sample std (ddof=1)
-    rule = (None if epochs is None else "the run's best epoch" if len(recs) == 1 else
-            f"the lower median of the best epochs of {len(recs)} runs")
-    info = {"from": str(first_dir), "runs": [str(d) for d, _ in recs], "epochs": epochs, "epochs_rule": rule,
-            "best_epochs": best if epochs is not None else None,
-            "epoch_metric": cfg.train.metric_for_best_model if epochs is not None else None,
-            "chosen_by": chosen, "train_rows": len(data.train), "source_train_rows": len(splits.train),
-            "source_val_rows": len(splits.val),
-            "threshold": None if threshold is None else {
-                "value": threshold, "from": "tuned on val by the source run(s)" if cfg.train.threshold == "tune"
-                else "train.threshold"}}
-    if kept_batch:
-        info["batch"] = kept_batch
-    return RefitPlan(refit_cfg, data, info)
-
-
-def _finished_source(run_dir: Path) -> dict:
-    rec = read_run(run_dir)
-    if rec is None:
-        raise LorabenchError(f"refit: {not_a_run(run_dir)}")
-    if rec.get("refit"):
-        raise LorabenchError(f"refit: {run_dir} is itself a refit (of {rec['refit'].get('from')}); refit that run instead")
-    if rec.get("status") != "completed":
-        raise LorabenchError(f"refit: {run_dir} has status {rec.get('status')!r}, not completed; only a finished run "
-                             "can be refit")
-    if not (rec.get("metrics") or {}).get("val"):
-        raise LorabenchError(f"refit: {run_dir} has no val metrics to be chosen by")
-    return rec
-
-
-def _without_seed_and_fold(config: dict) -> dict:
-    out = json.loads(json.dumps(config))
-    out.get("train", {}).pop("seed", None)
-    out.get("data", {}).pop("fold", None)
-    return out
-
-
-def reusable_refit(out_dir: Path, plan: RefitPlan) -> dict | None:
-    """The record of a finished refit in `out_dir` of exactly `plan` (config, data and the runs it was chosen
-    from), else None."""
-    rec = reusable_run(out_dir, plan.cfg, plan.splits.fingerprint)
-    return rec if rec is not None and rec.get("refit") == json.loads(json.dumps(plan.info)) else None
-
-
-def run_refit(sources: str | Path | list[str | Path], out_dir: str | Path, *, keep_failed: bool = False) -> dict:
-    """Refit (`plan_refit`) and train it in `out_dir` as an ordinary run folder (resumable, atomic): returns its
-    record, which has no val metrics of its own and a `refit` block: `from` (the run whose config it is),
-    `runs`, `epochs` (None for the TF-IDF baseline), `epochs_rule`, `best_epochs`, `chosen_by` (split "val",
-    the runs' mean val f1/precision/recall/accuracy, `f1_std` over several), `train_rows` (= the source's
-    train + val rows), `threshold`. Test metrics when the test split is labelled. Raises as `plan_refit`
-    and `run_experiment`."""
-    plan = plan_refit(list(sources) if isinstance(sources, (list, tuple)) else [sources])
-    return run_experiment(plan.cfg, out_dir, splits=plan.splits, extra={"refit": plan.info}, keep_failed=keep_failed)
-
-
-def refit_line(rec: dict) -> str:
-    """One line about a finished refit: rows, epochs, time, and the val score it was chosen by (not its own)."""
-    r = rec["refit"]
-    c = r["chosen_by"]
-    spread = f" ± {c['f1_std']:.4f} over {c['runs']} runs" if c.get("f1_std") is not None else ""
-    epochs = f" for {r['epochs']:g} epoch(s)" if r.get("epochs") is not None else ""
-    test = rec.get("metrics", {}).get("test")
-    return (f"refit on {r['train_rows']} rows (train + val){epochs} in {rec.get('train_seconds', 0):.0f} s; no validation "
-            f"score of its own; chosen by val F1 {c['f1']:.4f}{spread}" + (f"; test F1 {test['f1']:.4f}" if test else ""))

@@ -33,15 +33,6 @@ def _model_settings(cfg: ExperimentConfig | CompareConfig) -> list[tuple[str, An
     return out
 
 
-def token_lengths(texts: list[str], model_cfg) -> list[int]:
-    """Tokens per text (no truncation) with the model's tokenizer. Raises `ConfigError` when
-    `model.max_length` exceeds the model's position limit, `ModelError` when the model cannot be found."""
-    from lorabench.models.build import load_model_config, load_tokenizer
-    src, _, arch = load_model_config(model_cfg)
-    tok = load_tokenizer(src.path, arch, model_cfg)
-    return [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
-
-
 def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = None) -> dict:
     """The data summary `lorabench data` prints and `compare` writes to data.json (see `format_summary`)."""
     splits = splits or load_splits(representative(cfg.data))  # k-fold: fold 1 stands for the folds
@@ -58,6 +49,7 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
     tokens = {}
     for label, mcfg in _model_settings(cfg):
         try:
+            from lorabench.models.build import token_lengths  # torch and the tokenizers only when there are models
             lens = token_lengths(texts, mcfg)
         except ConfigError as e:  # a setting the run would fail on: say it here too
             tokens[label] = {"problem": str(e)}

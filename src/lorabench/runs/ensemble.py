@@ -23,7 +23,9 @@ from typing import Callable
 import numpy as np
 
 from lorabench.errors import LorabenchError
+from lorabench.evaluation.metrics import classification_metrics, predict_labels, split_evaluation
 from lorabench.runs.files import read_run, write_atomic, write_json
+from lorabench.runs.layout import now, run_dir_for
 from lorabench.runs.predictions import PREDICTION_FILES, SplitPredictions, predictions_csv, read_predictions
 
 ENSEMBLE_DIR = "ensemble"
@@ -108,7 +110,6 @@ def build_ensemble(members: list[Member]) -> Ensemble:
     the functions every run uses. Raises `LorabenchError` naming the run when a member run is not usable, has
     other label names, or was scored on other rows (`data.val_fingerprint` / `test_fingerprint`, ids, labels):
     runs on different rows are never averaged."""
-    from lorabench.training.metrics import classification_metrics, predict_labels, split_evaluation
     if len(members) < 1 or any(not m.run_dirs for m in members):
         raise LorabenchError("ensemble: give at least one member with at least one run folder")
     recs = {}
@@ -170,7 +171,6 @@ def _swap_in(tmp: Path, folder: Path) -> Path:
 
 def _record(ens: Ensemble, folder: Path, files: dict[str, str], top: int | None) -> dict:
     """ensemble.json's content for `ens`, its member run folders relative to `folder` (where the file will be)."""
-    from lorabench.runs.layout import now
     return {
         "kind": "ensemble",
         "label": ens.label,
@@ -220,7 +220,6 @@ def remove_ensemble(folder: Path) -> None:
 def compare_groups(root: Path, cfg) -> dict[str, list[Path]]:
     """{model label: its run folders (one per seed)} of comparison `cfg` (a CompareConfig) under `root`, in
     config order."""
-    from lorabench.runs.layout import run_dir_for
     groups: dict[str, list[Path]] = {}
     for exp in cfg.experiments():
         groups.setdefault(exp.label or exp.model.name, []).append(run_dir_for(Path(root), exp))
