@@ -78,7 +78,7 @@ def test_refit_command_on_a_baseline_keeps_the_tuned_threshold_and_scores_a_labe
     assert ref["threshold"] == src["threshold"] and ref["refit"]["threshold"]["value"] == src["threshold"]
     assert set(ref["metrics"]) == {"test", "test_at_threshold"} and ref["data"]["test_rows"] == 30
     rec = lorabench.refit(tmp_path / "run", tmp_path / "api-refit")  # the Python API: the same refit
-    assert rec.extra["refit"]["train_rows"] == 90 and rec.val == {}
+    assert rec.refit["train_rows"] == 90 and rec.val == {}
 
 
 def test_bad_refits_are_one_line_errors(tmp_path, monkeypatch, capsys):

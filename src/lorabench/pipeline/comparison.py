@@ -26,7 +26,7 @@ from lorabench.pipeline.run import check_parallelism, reusable_run, run_experime
 from lorabench.quiet import quiet
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import partial_dir, refit_dir_for, run_dir_for, safe_name
-from lorabench.runs.record import RunRecord, refit_line
+from lorabench.runs.record import RunRecord, RunStatus, refit_line
 
 say = console.say
 LOG_FILE = "compare.log"  # in a comparison folder: the command's lines and the libraries' output, every run
@@ -86,14 +86,13 @@ def _replacing(run_dir: Path, reason: str):
 def _failed_record(exp: ExperimentConfig, run_dir: Path, e: BaseException) -> dict:
     """The record of a run that failed before it wrote one (its folder holds only this run.json): the report lists
     it as failed, with the reason, as every other failed run."""
-    from lorabench.runs.record import SCHEMA_VERSION
-    rec = {"schema_version": SCHEMA_VERSION, "status": "failed", "name": exp.name, "label": exp.label or exp.model.name,
-           "model": {"name": exp.model.name, "kind": exp.model.kind}, "data": {}, "seed": exp.train.seed,
-           "config": to_dict(exp), "error": _reason(e), "run_dir": str(run_dir)}
+    rec = RunRecord(status=RunStatus.FAILED, name=exp.name, label=exp.label or exp.model.name,
+                    model={"name": exp.model.name, "kind": exp.model.kind}, data={}, config=to_dict(exp),
+                    seed=exp.train.seed, error=_reason(e), run_dir=str(run_dir))
     if not run_dir.exists():
         run_dir.mkdir(parents=True)
-        write_json(run_dir / "run.json", rec)
-    return rec
+        rec.write(run_dir)
+    return rec.to_dict()
 
 
 def _reason(e: BaseException) -> str:
@@ -312,7 +311,6 @@ def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, fo
     """Refit the model with the best mean val F1 (the report's rule, `reporting.report.winner`) on train + val,
     from all its finished runs, into `refit-<label>`; reused when its config and data are unchanged."""
     from lorabench.reporting.report import aggregate, winner
-    from lorabench.runs.record import RunRecord
     dirs = [run_dir_for(root, e) for e in exps]
     label = None
     if distributed.is_main():

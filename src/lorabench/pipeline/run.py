@@ -22,7 +22,7 @@ from lorabench.models.precision import Precision, decide
 from lorabench.models.sources import check_model_name
 from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import now, partial_dir
-from lorabench.runs.record import SCHEMA_VERSION
+from lorabench.runs.record import SCHEMA_VERSION, RunRecord
 from lorabench.runs.resources import machine, versions
 
 
@@ -260,7 +260,7 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
     record["wall_seconds"] = round(time.perf_counter() - t0, 2)
     record["run_dir"] = str(out_dir)
     write_atomic(tmp / "config.yaml", dump_yaml(cfg))
-    write_json(tmp / RUN_FILE, record)
+    RunRecord.from_dict(record).write(tmp)  # every field of the typed record (runs.record)
     (tmp / LOCK_FILE).unlink(missing_ok=True)  # still held by our open descriptor until the `with` ends
     (tmp / FINGERPRINT_FILE).unlink(missing_ok=True)  # run.json has it (data.fingerprint)
     if out_dir.exists():

@@ -27,6 +27,8 @@ from lorabench.config.schema import SweepConfig
 from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
 from lorabench.errors import ConfigError, LorabenchError, ModelError
 from lorabench.models.build import load_model_config
+from lorabench.runs.files import read_run
+from lorabench.runs.record import RunRecord, RunStatus
 
 TRIALS_DIR = "trials"
 LOG_FILE = "sweep.log"  # in a sweep folder: the command's lines and the libraries' output
@@ -322,11 +324,11 @@ def _last_error(study) -> str:
 
 
 def _mark(run_dir: Path, status: str) -> None:
-    from lorabench.runs.files import read_run, write_json
-    rec = read_run(run_dir)
-    if rec is not None:
-        rec["status"] = status
-        write_json(run_dir / "run.json", rec)
+    """Set the status of the trial run in `run_dir` (a pruned trial finished early but is not a completed run)."""
+    if read_run(run_dir) is not None:
+        rec = RunRecord.read(run_dir)
+        rec.status = RunStatus(status)
+        rec.write(run_dir)
 
 
 def _fmt_params(values: dict) -> str:

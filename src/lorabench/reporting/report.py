@@ -57,7 +57,7 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
     number in FOLD_COLUMNS. Refit runs (no val score of their own) are left out."""
     by: dict[str, list[RunRecord]] = {}
     for r in records:
-        if "refit" not in r.extra:
+        if r.refit is None:
             by.setdefault(r.label or r.model["name"], []).append(r)
     rows = []
     for label, recs in by.items():
@@ -121,13 +121,13 @@ def winner(rows: list[dict], order: list[str] | None = None) -> str | None:
 def _setup(r: RunRecord) -> dict:
     """How a run computed: `compute_precision` (e.g. "bf16", "fp32", "fp32 + bf16 autocast"), `quantization`
     ("none", "4bit", "8bit") and `world_size` (processes), from its record (absent before schema 3)."""
-    p = r.extra.get("precision") or {}
+    p = r.precision or {}
     short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
     text = short.get(p.get("weights_dtype"), p.get("weights_dtype") or "")
     if p.get("autocast") and p.get("autocast") != text:
         text = f"{text} + {p['autocast']} autocast" if text else f"{p['autocast']} autocast"
-    par = r.extra.get("parallel") or {}
-    return {"compute_precision": text or None, "quantization": r.extra.get("quantization") or "none",
+    par = r.parallel or {}
+    return {"compute_precision": text or None, "quantization": r.quantization or "none",
             "world_size": par.get("world_size", 1)}
 
 
@@ -428,8 +428,8 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
         sections.append(("Failed runs", "<ul>" + "".join(
             f"<li class='fail'>{html.escape(l)}: {html.escape(e)}</li>" for l, e in failed) + "</ul>"))
     sections.append(("Runs", _runs_table(runs, folder)))
-    v = records[0].extra.get("versions", {})
-    sections.append(("Environment", f"<pre>{html.escape(json.dumps({'versions': v, 'machine': records[0].extra.get('machine')}, indent=1))}</pre>"))
+    v = records[0].versions
+    sections.append(("Environment", f"<pre>{html.escape(json.dumps({'versions': v, 'machine': records[0].machine}, indent=1))}</pre>"))
     return write_atomic(folder / "report.html", _html(f"{folder.name} — lorabench", sections))
 
 
