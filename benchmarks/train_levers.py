@@ -46,8 +46,8 @@ COMPILE = ("defaults - fast dropout + torch.compile (inductor; compile time incl
 def rung(args) -> dict:
     """One training run in this process; prints its measurements as JSON."""
     from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-    from lorabench.quiet import quiet_libraries
     from lorabench.pipeline.run import run_experiment
+    from lorabench.quiet import quiet_libraries
     quiet_libraries()
     settings = json.loads(args.settings)
     lr = args.lr * settings["batch_size"] / 8

@@ -75,8 +75,8 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
 
 def counted_flops(cfg, splits, *, levers: bool) -> float:
     """Matmul FLOPs per real token of the recipe's model, on a fresh build after its run (no RNG drawn before it)."""
-    from lorabench.speedups import cpu as speed
     from lorabench.models import build_classifier
+    from lorabench.speedups import cpu as speed
     from lorabench.training import tokenize
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
     rows, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)

@@ -1,6 +1,6 @@
 import hashlib
-import re
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,7 +96,7 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic; updated on purpose
 # when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch, ensemble_top, data.folds,
 # data.fold, refit; issue 21: model.trust_hub_kernels; issue 22: seeds null = [train.seed], so a comparison's
-# dump changes, not a run's).
+# dump changes, not a run's; issue 23: study.yaml trains with `constant`, as the study did: no warmup).
 SNAPSHOTS = {
     "defaults": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
     "empty dict": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
@@ -106,13 +106,13 @@ SNAPSHOTS = {
     "compare experiments": "7b515bbdd6df2ed48eb1f19419cff0d559e3a237fd8dad93ecb587c4c6b896da",
     "sweep base": "897b52696475dbda5014f98a93421e65edc4cf91589d0016bb4706118c65d15e",
     "quickstart.yaml": "2d23dddc3cbfbd5b55358bdb28ad67cec8ba178f1c57069630a47080ead0d69e",
-    "study.yaml": "95c208b58ed87a88dc6b589519db6b538ea7cde5cc2e3aec1dbf5851ad6a86ba",
+    "study.yaml": "5c16b40338cf2fd9f2e4b96be23a93e558f744b6288e8b1071ab095495b8d56b",
     "built in Python": "5ca8c7f7b41a3e749863e72648af8f53d16cdb652194b4d82e323323a4c68f74",
     "dataclasses.replace": "2266bb420cdda73369b2bd259528046eacf1376dc4b6553f52f14e3c881e9167",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
-# and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults)
-KEYS_SNAPSHOT = "00d5fbbe0c3418c9ce3503d98d1a848b02f1f0999b7ed9e9023ebffdf4e6458f"
+# and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults; issue 23: lr_scheduler, warmup_ratio)
+KEYS_SNAPSHOT = "706eb9056c1e3209a53023ef0987ef1cc7ce58e2f99262f7f5c1ef26c256d280"
 
 TRICKY_YAML = """
 name: 7
@@ -350,3 +350,15 @@ def test_yaml_merge_keys_may_still_override():
     from lorabench.config.loading import load_yaml
     assert load_yaml("base: &b {epochs: 1, seed: 3}\ntrain:\n  <<: *b\n  epochs: 2\n", "x")["train"] == {
         "epochs": 2, "seed": 3}
+
+
+def test_a_warmup_the_schedule_would_not_use_is_refused_and_the_default_follows_the_schedule():
+    """transformers' `constant` schedule has no warmup: the study's code asked for constant with warmup_ratio 0.1 and
+    trained without one (issue 23). A warmup ratio with such a schedule is refused; the default is 0 there."""
+    from lorabench.config import TrainConfig
+    assert TrainConfig().warmup_ratio == 0.1 and TrainConfig(lr_scheduler="constant").warmup_ratio == 0.0
+    assert TrainConfig(lr_scheduler="linear").warmup_ratio == 0.1
+    with pytest.raises(ConfigError, match=r"train.warmup_ratio: transformers' 'constant' schedule has no warmup"):
+        TrainConfig(lr_scheduler="constant", warmup_ratio=0.1)
+    study = load_config(CompareConfig, Path(__file__).resolve().parents[1] / "examples" / "study.yaml")
+    assert (study.train.lr_scheduler, study.train.warmup_ratio) == ("constant", 0.0)

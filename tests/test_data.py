@@ -86,8 +86,10 @@ def test_a_row_whose_field_count_differs_from_the_header_is_one_error_naming_the
     from lorabench.data.sources import read_table
     p = tmp_path / "rows.csv"
     p.write_text(text)
-    with pytest.raises(DataError, match=rf"rows\.csv: line {line} has {n} fields, {more} than the header's \d; a "
-                                        r"text holding the delimiter \(','\) must be quoted"):
+    match = (rf"rows\.csv: line {line} has {n} fields, more than the header's \d; a text holding the delimiter "
+             r"\(','\) must be quoted, e.g. \"fire, smoke and flames\"") if more == "more" else \
+        rf"rows\.csv: line {line} has {n} fields, fewer than the header's \d; every row needs a value"
+    with pytest.raises(DataError, match=match):
         read_table(p)
 
 
@@ -103,9 +105,9 @@ def test_the_same_holds_for_tabs_and_semicolons(tmp_path):
 
 def test_a_trailing_delimiter_on_every_row_is_accepted_and_said(tmp_path):
     from lorabench.data.sources import read_table
-    from lorabench.errors import DataWarning
+    from lorabench.errors import LorabenchWarning
     (tmp_path / "t.csv").write_text("id,text,target\n0001,fire,1,\n0002,happy,0,\n")
-    with pytest.warns(DataWarning, match="one more, empty field"):
+    with pytest.warns(LorabenchWarning, match="one more, empty field"):
         frame = read_table(tmp_path / "t.csv")
     assert frame.to_dict("list") == {"id": ["0001", "0002"], "text": ["fire", "happy"], "target": ["1", "0"]}
     (tmp_path / "u.csv").write_text("id,text,target\n0001,fire,1,\n0002,happy,0,x\n")  # not empty everywhere

@@ -205,8 +205,8 @@ def test_bad_ensemble_folders_and_settings_are_one_line_errors(compared, tmp_pat
 
 
 def test_members_of_other_val_rows_are_never_averaged(compared, tmp_path):
-    from lorabench.runs.ensemble import Member, build_ensemble
     from lorabench.errors import LorabenchError
+    from lorabench.runs.ensemble import Member, build_ensemble
     out, _ = compared
     root = tmp_path / "runs"
     shutil.copytree(out, root)

@@ -74,3 +74,87 @@ def test_every_module_imports_on_its_own():
               "    except Exception as e:\n        bad.append(f'{name}: {e!r}')\nprint(bad)\n") % names
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------- issue 23: layers
+# Bottom to top; a package imports packages of its own layer or below, never above (counting imports inside
+# functions). The library is every layer below `tracking`; recipes drive it, the CLI and the API wrap the recipes.
+LAYERS = [
+    {"_lazy", "errors", "console", "distributed", "quiet"},
+    {"config"},
+    {"data", "evaluation"},
+    {"models", "speedups"},
+    {"runs"},
+    {"training", "planning"},
+    {"inference", "reporting"},
+    {"tracking"},
+    {"pipeline"},
+    {"recipes"},
+    {"api", "cli", "__main__"},
+]
+LIBRARY = set().union(*LAYERS[:LAYERS.index({"tracking"})])
+BACKENDS = {f"lorabench.tracking.{b}" for b in ("wandb", "mlflow", "tensorboard", "trackio")}
+
+
+def package(module: str) -> str:
+    return module.split(".")[1] if module != "lorabench" else ""
+
+
+def package_graph() -> dict[str, set[str]]:
+    mods = modules()
+    graph: dict[str, set[str]] = {}
+    for m, p in mods.items():
+        for target in imports(p, set(mods)):
+            if package(m) != package(target) and package(target) and package(m):  # (lorabench/__init__: lazy)
+                graph.setdefault(package(m), set()).add(package(target))
+    return graph
+
+
+def test_every_package_sits_in_one_layer():
+    listed = set().union(*LAYERS)
+    assert {package(m) for m in modules()} - {""} == listed
+
+
+def test_no_package_level_import_cycle_counting_imports_inside_functions():
+    graph = package_graph()
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+    assert sorted((a, b) for a in graph for b in graph[a] if a in reachable(b)) == []
+
+
+def test_packages_import_their_own_layer_or_below():
+    layer = {pkg: i for i, pkgs in enumerate(LAYERS) for pkg in pkgs}
+    upward = sorted((a, b) for a, bs in package_graph().items() for b in bs if layer[b] > layer[a])
+    assert upward == [], "a package imports one of a higher layer: " + ", ".join(f"{a} -> {b}" for a, b in upward)
+
+
+def test_the_library_never_imports_recipes_tracking_backends_or_the_cli():
+    mods = modules()
+    for m, p in mods.items():
+        found = imports(p, set(mods))
+        if package(m) in LIBRARY:
+            assert not {t for t in found if package(t) in {"recipes", "tracking", "pipeline", "cli", "api"}}, m
+        if not m.startswith("lorabench.tracking"):
+            assert not found & BACKENDS, m  # a tracker backend is the tracking package's own business
+
+
+def test_internal_imports_sit_at_the_top_of_modules():
+    """The dependency graph is visible at the top of each module; imports inside functions only in the CLI (which
+    loads a command's recipe only once its config is read) and for `speedups.cpu` (it imports torch)."""
+    inside = []
+    for m, p in modules().items():
+        tree = ast.parse(p.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.ImportFrom) and sub.level == 0 and (sub.module or "").startswith("lorabench"):
+                        if m != "lorabench.cli" and sub.module != "lorabench.speedups":
+                            inside.append(f"{m}:{sub.lineno} {sub.module}")
+    assert inside == []

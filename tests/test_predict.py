@@ -116,8 +116,8 @@ def test_predict_errors(run_dir, tmp_path, capsys, args, match):
 
 
 def test_bert_predictions_with_the_pooled_only_last_layer_equal_plain_transformers(tmp_path):
-    from lorabench.speedups import cpu as speed
     from lorabench.inference.predict import load_run, predict_probs
+    from lorabench.speedups import cpu as speed
     d = tmp_path / "bert"
     cfg = ExperimentConfig(name="b", data=DataConfig(max_train_samples=64, max_eval_samples=32),
                            model=ModelConfig(name="tiny-bert", max_length=32),
@@ -154,8 +154,8 @@ def test_every_output_format_writes_the_same_exact_numbers_and_ids(run_dir, tmp_
     capsys.readouterr()
     assert main(["predict", str(run_dir), "--input", str(p), "--output", "-", "--probabilities"]) == 0
     outs["stdout"] = pd.DataFrame([json.loads(x) for x in io.StringIO(capsys.readouterr().out)])
-    from lorabench.inference.predict import load_run, predict_probs
     from lorabench.data import build_texts
+    from lorabench.inference.predict import load_run, predict_probs
     exact = predict_probs(load_run(run_dir), build_texts(pd.read_csv(p, dtype=str), "{keyword} | {text}", "x"),
                           progress=False)
     for name, frame in outs.items():

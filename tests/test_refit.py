@@ -1,4 +1,5 @@
 import pytest
+
 """Refit for the final model (issue 16): `train --refit`, `lorabench refit RUN_DIR`, `lorabench.refit`: train on
 train + val rows for the epoch count val picked; the record carries the val score it was chosen by, none of its own."""
 import json

@@ -5,8 +5,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import (average_precision_score, classification_report, confusion_matrix, f1_score,
-                             matthews_corrcoef, roc_auc_score)
+from sklearn.metrics import (
+    average_precision_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    matthews_corrcoef,
+    roc_auc_score,
+)
 
 from lorabench.cli import main
 from lorabench.data.sources import bundled_path, read_table

@@ -134,8 +134,8 @@ def test_ddp_val_metrics_are_over_exactly_the_val_rows(ddp_and_single, label):
     metrics must be those of the 77 rows, each once, in order (recomputed here from the saved model)."""
     from lorabench.config import CompareConfig, load_config
     from lorabench.data.splits import load_splits
-    from lorabench.inference.predict import load_run, predict_probs
     from lorabench.evaluation.metrics import classification_metrics, predict_labels
+    from lorabench.inference.predict import load_run, predict_probs
     ddp, _, _ = ddp_and_single
     rec = _record(ddp, label)
     assert rec["data"]["val_rows"] == 77

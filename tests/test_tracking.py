@@ -16,9 +16,9 @@ import pytest
 from lorabench import tracking
 from lorabench.cli import main
 from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
-from lorabench.tracking.base import metric_key
 from lorabench.config.loading import to_dict
 from lorabench.pipeline.run import run_experiment
+from lorabench.tracking.base import metric_key
 
 ALL = ["wandb", "mlflow", "tensorboard", "trackio"]
 pytestmark = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ALL),

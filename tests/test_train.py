@@ -77,8 +77,9 @@ def test_save_then_reload_gives_identical_logits(tmp_path, model):
         a, b = m1(**enc).logits, m2(**enc).logits
     assert torch.equal(a, b)
     # and they are the trained model's logits: the head was saved (a fresh head would differ per load)
-    from lorabench.models import build_classifier
     from transformers import set_seed
+
+    from lorabench.models import build_classifier
     set_seed(123)
     fresh = build_classifier(cfg.model, cfg.lora, ["not_disaster", "disaster"]).model.eval()
     with torch.no_grad():

@@ -15,10 +15,27 @@ from typing import Any
 
 import pandas as pd
 
-from lorabench.errors import ConfigError
+from lorabench.config import (
+    CompareConfig,
+    ExperimentConfig,
+    SweepConfig,
+    apply_overrides,
+    from_dict,
+    resolve_paths,
+    to_dict,
+)
+from lorabench.config import load_config as load_yaml_config
+from lorabench.errors import ConfigError, LorabenchError
+from lorabench.evaluation.metrics import predict_labels
+from lorabench.inference.predict import load_run as _load
+from lorabench.inference.predict import predict_probs
 from lorabench.pipeline.comparison import Comparison
 from lorabench.quiet import quiet
-from lorabench.recipes.sweep import SweepResult
+from lorabench.recipes import compare as _compare
+from lorabench.recipes import experiment as _experiment
+from lorabench.recipes import refit as _refit
+from lorabench.recipes.sweep import SweepResult, run_sweep
+from lorabench.runs.ensemble import ensemble_probs, is_ensemble, read_ensemble
 from lorabench.runs.record import RunRecord
 
 __all__ = ["Comparison", "EnsembleRun", "Run", "SweepResult", "compare", "load_config", "load_run", "refit", "sweep",
@@ -30,9 +47,6 @@ ConfigLike = Any  # a YAML path (str or Path), a dict of sections, or a config o
 def load_config(config: ConfigLike, kind: type | None = None, overrides: list[str] | None = None) -> Any:
     """A validated config object of `kind` (ExperimentConfig by default) from a YAML path, a dict of
     sections or a config object. `overrides`: `["train.epochs=1", ...]` as `--set`. Raises `ConfigError`."""
-    from lorabench.config import ExperimentConfig, apply_overrides, from_dict
-    from lorabench.config import load_config as load_yaml_config
-    from lorabench.config import resolve_paths, to_dict
     kind = kind or ExperimentConfig
     if isinstance(config, (str, Path)):
         return load_yaml_config(kind, config, overrides or [])
@@ -49,11 +63,9 @@ def train(config: ConfigLike, output_dir: str | Path | None = None) -> RunRecord
     (default `runs/<name>/<label>-<time>`). Re-running with the same `output_dir` after a crash resumes. With
     `data.folds` (and no `data.fold`) every fold trains, as `lorabench train` does: returns the k-fold
     `Comparison` of this one model (its row: the mean ± sample std over the folds)."""
-    from lorabench.config import ExperimentConfig
-    from lorabench.recipes.experiment import train as run
     cfg = load_config(config, ExperimentConfig)
     with quiet():
-        result = run(cfg, output_dir)
+        result = _experiment.train(cfg, output_dir)
     return result.folds if result.folds is not None else result.record
 
 
@@ -63,9 +75,8 @@ def refit(run_dir: str | Path, output_dir: str | Path | None = None) -> RunRecor
     record (default folder `<run_dir>-refit`). It has no val metrics of its own: `record.refit` holds
     `from`, `epochs`, `chosen_by` (the source's val metrics), `train_rows`. Raises `LorabenchError` for a
     folder that is not a finished run, `DataError` when its data changed."""
-    from lorabench.recipes.refit import refit as run
     with quiet():
-        return run(run_dir, output_dir)[0]
+        return _refit.refit(run_dir, output_dir)[0]
 
 
 def compare(config: ConfigLike, output_dir: str | Path | None = None, *, force: bool = False) -> Comparison:
@@ -73,18 +84,14 @@ def compare(config: ConfigLike, output_dir: str | Path | None = None, *, force: 
     model trains on each fold and `table` adds FOLD_COLUMNS (folds, sample std of each metric); with
     `refit: true` the best model is then refit on train + val (`<folder>/refit-<label>`). Runs that fail at run
     time are in `Comparison.failed` (and the table's `failed` column); the others finish."""
-    from lorabench.config import CompareConfig
-    from lorabench.recipes.compare import compare as run
     cfg = load_config(config, CompareConfig)
     with quiet():
-        return run(cfg, output_dir, force=force)
+        return _compare.compare(cfg, output_dir, force=force)
 
 
 def sweep(config: ConfigLike, output_dir: str | Path | None = None, *, trials: int | None = None,
           storage: str | None = None, workers: int = 1) -> SweepResult:
     """Hyperparameter search with Optuna (`lorabench sweep`; W&B sweep sections accepted)."""
-    from lorabench.config import SweepConfig
-    from lorabench.recipes.sweep import run_sweep
     cfg = load_config(config, SweepConfig)
     if workers != 1 and not isinstance(config, (str, Path)):
         raise ConfigError("sweep: workers > 1 start `lorabench sweep` processes and need the config as a YAML path")
@@ -111,7 +118,6 @@ class Run:
         `probability` (of that label) and `prob_<name>` per class (floats summing to 1). Binary runs use
         `threshold` on P(positive), else the run's tuned threshold, else argmax. Texts are the model's
         input as-is (a run trained on a template expects text rendered the same way)."""
-        from lorabench.inference.predict import predict_probs
         return _predict(lambda t: predict_probs(self._loaded, t, progress=False, batch_size=batch_size), texts,
                         self.label_names, self.record.data.get("label_values"), self.record.threshold, threshold)
 
@@ -138,8 +144,6 @@ class EnsembleRun:
     def predict(self, texts: list[str] | str, *, threshold: float | None = None, batch_size: int = 64) -> pd.DataFrame:
         """As `Run.predict`, with the ensemble's probabilities; the decision is the most probable class unless
         `threshold` (binary tasks) is given."""
-        from lorabench.runs.ensemble import ensemble_probs
-        from lorabench.inference.predict import predict_probs
 
         def probs(t: list[str]):
             return ensemble_probs(self.spec, lambda d: predict_probs(self._loaded[d], t, progress=False,
@@ -152,9 +156,6 @@ def _predict(probs_of, texts: list[str] | str, names: list[str], values: list | 
     """The prediction frame of `Run.predict` from `probs_of(texts)` ((rows, classes) float64)."""
     import numpy as np
 
-    from lorabench.errors import LorabenchError
-    from lorabench.quiet import quiet
-    from lorabench.evaluation.metrics import predict_labels
     texts = [texts] if isinstance(texts, str) else list(texts)
     thr = threshold if threshold is not None else own_threshold
     if threshold is not None and len(names) != 2:
@@ -175,9 +176,6 @@ def load_run(path: str | Path, *, merge: bool = True) -> Run | EnsembleRun:
     """Load a finished run folder (base weights + adapter + head, merged by default) for `.predict`; an
     ensemble folder (`ensemble.json`) gives an `EnsembleRun` with every member loaded. Raises `LorabenchError`
     for a folder that is neither, or an ensemble whose members are missing or of other label sets."""
-    from lorabench.runs.ensemble import is_ensemble, read_ensemble
-    from lorabench.inference.predict import load_run as _load
-    from lorabench.quiet import quiet
     with quiet():
         if is_ensemble(path):
             spec = read_ensemble(path)

@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("keys", help="list every config key with its default and meaning")
     p.add_argument("kind", nargs="?", choices=["train", "compare", "sweep"], default="train")
+    p.add_argument("--markdown", action="store_true", help="every kind as Markdown tables (docs/config.md)")
     p.set_defaults(func=cmd_keys)
     for p in sub.choices.values():  # -v after the command too (`lorabench train x.yaml -v`)
         _verbose(p)
@@ -136,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from lorabench.config.loading import load_config
     from lorabench.config.schema import ExperimentConfig
+    cfg = load_config(ExperimentConfig, args.config, args.overrides)  # a config mistake: one line, before any import
     from lorabench.recipes.experiment import train
     from lorabench.runs.record import refit_line
-    cfg = load_config(ExperimentConfig, args.config, args.overrides)
     if cfg.data.folds and cfg.data.fold is None:
         warnings.simplefilter("ignore", DataWarning)  # the data summary a k-fold run prints holds them
     result = train(cfg, args.output_dir, refit=args.refit)
@@ -170,7 +171,6 @@ def cmd_compare(args) -> int:
 
     from lorabench.config.loading import load_config
     from lorabench.config.schema import CompareConfig
-    from lorabench.recipes.compare import compare
     overrides = list(args.overrides)
     if args.seeds is not None and args.seeds < 1:
         raise LorabenchError(f"--seeds must be >= 1, got {args.seeds}")
@@ -182,6 +182,7 @@ def cmd_compare(args) -> int:
     if args.seeds is not None:  # train.seed, train.seed + 1, ...
         cfg = dataclasses.replace(cfg, seeds=[cfg.train.seed + i for i in range(args.seeds)])
     warnings.simplefilter("ignore", DataWarning)  # the data summary compare prints holds them
+    from lorabench.recipes.compare import compare
     result = compare(cfg, args.output_dir, force=args.force)
     say(f"report: {result.report_path}")
     return _runs_failed(result.failed)
@@ -206,8 +207,10 @@ def cmd_refit(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from lorabench.recipes.sweep import load_sweep_config, plan, run_sweep, run_worker
-    cfg = load_sweep_config(args.config, args.overrides)
+    from lorabench.config.loading import load_config
+    from lorabench.config.schema import SweepConfig
+    cfg = load_config(SweepConfig, args.config, args.overrides)  # a config mistake: one line, before any import
+    from lorabench.recipes.sweep import plan, run_sweep, run_worker
     if args.worker_only:
         run_worker(plan(cfg, output_dir=args.output_dir, storage=args.storage, study=args.study,
                         trials=args.trials), worker=args.worker_id, log=True)
@@ -296,6 +299,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_keys(args) -> int:
+    if args.markdown:
+        from lorabench.config.reference import markdown_reference
+        console.stdout().write(markdown_reference())
+        return 0
     from lorabench.config.loading import field_help
     from lorabench.config.schema import CompareConfig, ExperimentConfig, SweepConfig, SweepSection
     cls = {"train": ExperimentConfig, "compare": CompareConfig, "sweep": SweepConfig}[args.kind]

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from lorabench.errors import LorabenchWarning
+
 _LOCK = threading.RLock()
 
 
@@ -113,13 +115,18 @@ def note(message: str) -> None:
 
 
 def _write_above_bars(stream: TextIO, message: str) -> None:
-    try:
-        from tqdm import tqdm
-        tqdm.write(message, file=stream)  # clears and redraws lorabench's own bars around the line
-    except ImportError:  # pragma: no cover - tqdm is a dependency
+    """Write a line above lorabench's open progress bars: each is cleared first and drawn again after (tqdm.write
+    would leave them: under `capture()` it cannot tell the terminal's stdout and stderr apart from the stand-ins)."""
+    from tqdm import tqdm
+    with tqdm.get_lock():
+        bars = [b for b in list(getattr(tqdm, "_instances", ())) if not b.disable]
+        for bar in bars:
+            bar.clear(nolock=True)
         stream.write(message + "\n")
-    with contextlib.suppress(Exception):
-        stream.flush()
+        with contextlib.suppress(Exception):
+            stream.flush()
+        for bar in bars:
+            bar.refresh(nolock=True)
 
 
 def _third_party(text: str, stream: str) -> None:
@@ -181,7 +188,6 @@ class _LibraryLogs(logging.Handler):
 
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
                   line: str | None = None) -> None:
-    from lorabench.errors import LorabenchWarning
     if issubclass(category, LorabenchWarning):
         say(f"lorabench: warning: {message}", err=True)
     else:

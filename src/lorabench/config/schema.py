@@ -239,8 +239,14 @@ class TrainConfig:
         "Peak learning rate at a global batch of 32: the study's 1e-4 at batch 8, scaled with the batch (same rate "
         "per sample). With batch_size auto it is scaled to the global batch picked (x batch x accumulation x "
         "processes / 32); with an integer batch_size used as given."))
-    lr_scheduler: Str = _f("constant_with_warmup", help="Any transformers scheduler name (the study: constant with warmup).")
-    warmup_ratio: Float = _f(0.1, help="Share of steps for warmup.")
+    lr_scheduler: Str = _f("constant_with_warmup", help=(
+        "A transformers scheduler name; default: constant after a linear warmup. The study's code asked for "
+        "`constant` with warmup_ratio 0.1, and transformers' `constant` has no warmup: the study trained at its "
+        "peak rate from the first step (examples/study.yaml reproduces that)."))
+    warmup_ratio: Float | None = _f(None, help=(
+        "Share of the optimiser steps for a linear warmup; default 0.1 where the scheduler warms up, 0 for "
+        "`constant`, `reduce_lr_on_plateau` and `greedy` (transformers gives them no warmup, so a ratio there would "
+        "not be used and is refused)."))
     max_grad_norm: Float = _f(0.3, help="Gradient clipping (the study: 0.3).")
     batch_size: Int | Literal["auto"] = _either("auto", help=(
         "Per-device train batch size, or `auto`: 32 (~1.2x faster per sample than the study's 8 on CPU), lowered "
@@ -274,7 +280,7 @@ class TrainConfig:
         "Passed to the Trainer. Off: on a 2-core CPU compiling took ~3 min and trained no faster (BENCHMARKS.md)."))
     report_to: Str | list[Str] = _either("none", help=(
         "Experiment trackers, any subset of [wandb, mlflow, tensorboard, trackio] (`all`: every installed one); "
-        "offline by default (README: Experiment trackers)."))
+        "offline by default (docs/trackers.md)."))
     logging_steps: Int = _f(50, help="Log the training loss every N steps.")
     dataloader_num_workers: Int = _f(0, help="DataLoader workers.")
     threshold: Float | Literal["tune"] = _either(0.5, help=(
@@ -291,8 +297,14 @@ class TrainConfig:
             raise _bad(f"{{key.learning_rate}} must be > 0, got {self.learning_rate}")
         if self.epochs <= 0:
             raise _bad(f"{{key.epochs}} must be > 0, got {self.epochs}")
+        if self.warmup_ratio is None:  # the default for this scheduler, recorded as the value used
+            object.__setattr__(self, "warmup_ratio", 0.0 if self.lr_scheduler in NO_WARMUP else _DEFAULT_WARMUP)
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise _bad(f"{{key.warmup_ratio}} must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr_scheduler in NO_WARMUP and self.warmup_ratio > 0:
+            raise _bad(f"{{key.warmup_ratio}}: transformers' {self.lr_scheduler!r} schedule has no warmup, so "
+                       f"{self.warmup_ratio} would not be used; use lr_scheduler: constant_with_warmup for a warmup, "
+                       "or leave warmup_ratio out")
         if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
             raise _bad(f"{{key.threshold}} must be in (0, 1) or 'tune', got {self.threshold}")
         if self.metric_for_best_model not in ("f1", "precision", "recall", "accuracy", "loss"):
@@ -315,6 +327,8 @@ _TRACKER_PACKAGES = {"mlflow": "mlflow-skinny"}
 
 # transformers' scheduler names (`transformers.SchedulerType`, 5.25), kept here so that a config is checked without
 # importing torch and transformers; tests/test_config.py fails if one of them leaves transformers.
+NO_WARMUP = ("constant", "reduce_lr_on_plateau", "greedy")  # transformers.get_scheduler passes them no warmup
+_DEFAULT_WARMUP = 0.1  # the study's warmup_ratio, where the schedule has one
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                  "warmup_stable_decay", "greedy")

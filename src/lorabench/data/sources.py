@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from lorabench.config.schema import DataConfig
-from lorabench.errors import DataError, DataWarning
+from lorabench.errors import DataError, LorabenchWarning
 
 BUNDLED = "disaster_tweets"
 BUNDLED_LABEL_NAMES = ["not_disaster", "disaster"]
@@ -117,9 +117,9 @@ def _read_csv(p: Path, sep: str, encoding: str) -> pd.DataFrame:
         warnings.simplefilter("ignore", pd.errors.ParserWarning)
         frame = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding=encoding,
                             index_col=False)
-    if trailing:
+    if trailing:  # (not a DataWarning: those `data` and `compare` show in their summary, this one is the reader's)
         warnings.warn(f"{p}: every row ends with one more, empty field than the header (a trailing {sep!r}, as some "
-                      "spreadsheet exports write); that field is ignored", DataWarning, stacklevel=3)
+                      "spreadsheet exports write); that field is ignored", LorabenchWarning, stacklevel=3)
     return frame
 
 
@@ -147,9 +147,14 @@ def _field_counts(p: Path, sep: str, encoding: str) -> bool:
     if first_bad is None or (trailing and rows):
         return bool(first_bad)
     line, n = first_bad
+    fields = f"{n} field{'s' if n != 1 else ''}"
+    if n < width:
+        raise DataError(f"{p}: line {line} has {fields}, fewer than the header's {width}; every row needs a value (or "
+                        f"an empty one, between delimiters) for each column")
+    example = "a quoted tab" if sep == "\t" else f'"fire{sep} smoke and flames"'
     delimiter = "tab" if sep == "\t" else repr(sep)
-    raise DataError(f"{p}: line {line} has {n} fields, {'more' if n > width else 'fewer'} than the header's {width}; "
-                    f"a text holding the delimiter ({delimiter}) must be quoted, e.g. \"fire, smoke and flames\"")
+    raise DataError(f"{p}: line {line} has {fields}, more than the header's {width}; a text holding the delimiter "
+                    f"({delimiter}) must be quoted, e.g. {example}")
 
 
 def _read_saved_dataset(p: Path) -> pd.DataFrame:

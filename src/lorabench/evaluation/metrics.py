@@ -66,8 +66,15 @@ def evaluation_detail(labels: np.ndarray, probs: np.ndarray, label_names: list[s
     (average precision) and `curves` {roc: {fpr, tpr}, pr: {recall, precision}} with at most
     `curve_points` points each. AUCs are None when the rows hold one class only.
     """
-    from sklearn.metrics import (average_precision_score, classification_report, confusion_matrix, matthews_corrcoef,
-                                 precision_recall_curve, roc_auc_score, roc_curve)
+    from sklearn.metrics import (
+        average_precision_score,
+        classification_report,
+        confusion_matrix,
+        matthews_corrcoef,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
     labels = np.asarray(labels).astype(int)
     k = len(label_names)
     preds = predict_labels(probs, threshold)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lorabench.errors import LorabenchError
 from lorabench.inference.predict import load_run
+from lorabench.runs.record import refit_line
 
 
 def model_card(rec: dict, merged: bool) -> str:
@@ -24,7 +25,6 @@ def model_card(rec: dict, merged: bool) -> str:
             "peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)")
     note = f"\n> Note: {rec['model']['note']}\n" if rec["model"].get("note") else ""
     if rec.get("refit"):
-        from lorabench.runs.record import refit_line
         note += f"\n> Refit: {refit_line(rec)}.\n"
     return f"""# {rec.get('label')} — text classifier fine-tuned with lorabench
 

@@ -15,11 +15,21 @@ import numpy as np
 import pandas as pd
 
 from lorabench import console
+from lorabench.config.loading import from_dict
+from lorabench.config.schema import ModelConfig
 from lorabench.data.sources import parse_json_rows, read_table
 from lorabench.data.splits import build_texts, template_fields
 from lorabench.errors import DataError, LorabenchError
-from lorabench.runs.files import not_a_run, read_run, write_atomic
 from lorabench.evaluation.metrics import predict_labels, softmax
+from lorabench.models.build import keep_4bit_trainable_on_cpu, loading_kwargs
+from lorabench.models.hub_code import import_peft, without_bitsandbytes
+from lorabench.models.precision import decide
+from lorabench.models.registry import ARCHITECTURES, arch_for
+from lorabench.models.sources import resolve_source
+from lorabench.quiet import quiet
+from lorabench.runs.ensemble import ensemble_probs, is_ensemble, read_ensemble
+from lorabench.runs.files import not_a_run, read_run, write_atomic
+from lorabench.training.baseline import WEIGHTS_FILE, load_baseline
 
 
 @dataclass
@@ -51,20 +61,14 @@ def load_run(run_dir: str | Path, *, merge: bool = True, full_precision: bool = 
     if rec.get("status") not in ("completed", "pruned"):
         raise LorabenchError(f"{run_dir}: run status is {rec.get('status')!r}, not completed")
     if rec["model"].get("kind") == "tfidf-logreg":
-        from lorabench.training.baseline import WEIGHTS_FILE, load_baseline
         if not (run_dir / WEIGHTS_FILE).is_file():
             raise LorabenchError(f"{run_dir}: no {WEIGHTS_FILE} (a baseline from before lorabench stored it as a "
                                  "pickle, which is not loaded: re-run it, it takes seconds)")
         return LoadedRun(rec, load_baseline(run_dir), None, run_dir)
-    from lorabench.config.loading import from_dict
-    from lorabench.config.schema import ModelConfig
-    from lorabench.models.precision import decide
-    from lorabench.quiet import quiet
     model_cfg = from_dict(ModelConfig, rec["config"]["model"], "model")
     precision = decide(model_cfg, inference=True)
     if full_precision:  # export: the GPU if there is one, weights kept in float32
         precision = dataclasses.replace(precision, weights_dtype="float32", autocast=None, grad_scaler=False)
-    from lorabench.models.hub_code import without_bitsandbytes
     with quiet(), without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel: models.hub_code
         return _load_transformer_run(rec, run_dir, merge, precision, model_cfg)
 
@@ -73,12 +77,9 @@ def _load_transformer_run(rec: dict, run_dir: Path, merge: bool, precision, mode
     """The run's model in eval mode. A quantized (QLoRA) run loads its base quantized exactly as it trained;
     merged, the base is first dequantized (the NF4/int8 values it trained through, in the run's dtype)
     and LoRA is merged into those weights: a plain transformers model, no bitsandbytes needed after."""
-    from lorabench.models.hub_code import import_peft
     import_peft()  # no bitsandbytes (and no Hub kernel) unless the run is quantized: lorabench.models.hub_code
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from lorabench.models.build import loading_kwargs
-    from lorabench.models.registry import arch_for
     names = rec["data"]["label_names"]
     tok = AutoTokenizer.from_pretrained(run_dir)
     labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
@@ -93,7 +94,6 @@ def _load_transformer_run(rec: dict, run_dir: Path, merge: bool, precision, mode
             if precision.quantization and merge:
                 base = base.dequantize(dtype=precision.weights_torch_dtype)
             elif precision.quantization:
-                from lorabench.models.build import keep_4bit_trainable_on_cpu
                 keep_4bit_trainable_on_cpu(base)  # one kernel for training and predict (same numbers)
             model = PeftModel.from_pretrained(base, run_dir)
             if merge:
@@ -123,9 +123,6 @@ def _base_source(rec: dict) -> str:
     source = rec["model"]["source"]
     if Path(source).is_dir():
         return source
-    from lorabench.config.loading import from_dict
-    from lorabench.config.schema import ModelConfig
-    from lorabench.models.sources import resolve_source
     return resolve_source(from_dict(ModelConfig, rec["config"]["model"], "model")).path
 
 
@@ -139,12 +136,11 @@ def read_rows(path: str, *, encoding: str = "utf-8", delimiter: str | None = Non
 
 def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Class probabilities in input order; batches sorted by length (less padding)."""
+    from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     if run.is_baseline:
         return run.model.predict_proba(texts)
     import torch
 
-    from lorabench.models.registry import ARCHITECTURES
-    from lorabench.speedups import cpu as speed
     max_len = run.record["config"]["model"]["max_length"]
     enc = run.tokenizer(texts, truncation=True, max_length=max_len)
     ids = enc["input_ids"]
@@ -191,7 +187,6 @@ def _run_probs(run: LoadedRun, frame: pd.DataFrame, input_path: str, batch_size:
 def _predictor(run_dir: str, merge: bool) -> _Predictor:
     """A run folder, or an ensemble folder (ensemble.json: each member run predicts in turn, loaded one at a
     time, and their probabilities are combined by the ensemble's rule, `ensemble.combine`)."""
-    from lorabench.runs.ensemble import ensemble_probs, is_ensemble, read_ensemble
     if not is_ensemble(run_dir):
         run = load_run(run_dir, merge=merge)
         return _Predictor(run.label_names, run.record["data"].get("label_values") or list(range(len(run.label_names))),

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from lorabench import distributed
 from lorabench.config.schema import LoraConfig, ModelConfig
 from lorabench.errors import ConfigError, ModelError
 from lorabench.models.hub_code import import_bitsandbytes, import_peft, loading_options, without_bitsandbytes
@@ -173,7 +174,6 @@ def loading_kwargs(cfg: ModelConfig, precision: Precision, arch: Arch) -> dict:
         if cfg.max_memory:
             kw["max_memory"] = {(int(k) if str(k).isdigit() else k): v for k, v in cfg.max_memory.items()}
     elif precision.quantization and precision.device == "cuda":
-        from lorabench import distributed
         kw["device_map"] = {"": distributed.local_device()}  # bitsandbytes quantizes as it places: this process's GPU
     return kw
 

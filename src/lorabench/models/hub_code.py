@@ -24,6 +24,8 @@ import sys
 from collections.abc import Iterator
 from types import ModuleType
 
+from lorabench import console
+
 _MISSING = object()
 
 
@@ -93,7 +95,6 @@ def import_bitsandbytes(trust_hub_kernels: bool) -> ModuleType:
     with contextlib.nullcontext() if trust_hub_kernels else hidden("kernels"):
         module = importlib.import_module("bitsandbytes")
     if not trust_hub_kernels:
-        from lorabench import console
         console.note("lorabench: bitsandbytes imported without Hub kernels (model.trust_hub_kernels is off): its own "
                      "code runs the 4-bit/8-bit layers")
     return module

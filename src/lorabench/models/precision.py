@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from lorabench.config.schema import ModelConfig
+from lorabench.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,6 @@ def decide(cfg: ModelConfig, *, cuda: bool | None = None, bf16_supported: bool |
         weights = cfg.dtype
     if weights == "float16" and not cuda:
         if not inference:
-            from lorabench.errors import ConfigError
             raise ConfigError("model.dtype: float16 training needs a GPU (fp16 autocast and its grad scaler are "
                               "CUDA features); on CPU use bfloat16 or float32")
         weights = "float32"

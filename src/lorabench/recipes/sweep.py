@@ -21,13 +21,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorabench import console, tracking
+from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, load_config
 from lorabench.config.schema import SweepConfig
 from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
+from lorabench.data.splits import load_splits
 from lorabench.errors import ConfigError, LorabenchError, ModelError
 from lorabench.models.build import load_model_config
-from lorabench.runs.files import read_run
+from lorabench.models.hub_code import import_peft
+from lorabench.pipeline.run import run_experiment
+from lorabench.quiet import quiet
+from lorabench.reporting.sweep_report import build_sweep_report
+from lorabench.runs.files import read_run, write_atomic, write_json
+from lorabench.runs.layout import safe_name
 from lorabench.runs.record import RunRecord, RunStatus
 
 TRIALS_DIR = "trials"
@@ -94,11 +100,9 @@ def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study
          trials: int | None) -> SweepPlan:
     """Where and how the sweep runs. Raises `ConfigError` under a data-parallel launcher (a sweep runs one
     process per trial; its own --workers / shared --storage are its parallelism)."""
-    from lorabench import distributed
     if distributed.world_size() > 1:
         raise ConfigError(f"sweep runs one process per trial, not under a data-parallel launcher ({distributed.world_size()} "
                           "processes): use --workers N on one machine, or several machines sharing --storage")
-    from lorabench.runs.layout import safe_name
     folder = Path(output_dir) if output_dir else Path("runs") / safe_name(cfg.name)
     folder.mkdir(parents=True, exist_ok=True)
     n = trials or cfg.sweep.n_trials or 30
@@ -223,7 +227,6 @@ class _PruningCallback:
     """Reports val metrics per epoch to Optuna; stops training when the pruner says so."""
 
     def __new__(cls, trial, metric: str):
-        from lorabench.models.hub_code import import_peft
         import_peft()
         from transformers import TrainerCallback
 
@@ -253,7 +256,6 @@ def run_worker(p: SweepPlan, worker: int = 0, *, log: bool = False) -> None:
     """Run trials until the study holds n_trials finished (complete or pruned) trials. With `log` (a worker
     process of `--workers N`), its lines and the libraries' output go to `worker-<worker>.log` in the sweep folder
     too (each trial's run folder has its own run.log)."""
-    from lorabench.quiet import quiet
     with console.log_to(p.folder / f"worker-{worker}.log", f"sweep {p.study_name} worker {worker}") if log \
             else contextlib.nullcontext(), quiet():
         _work(p, worker)
@@ -263,9 +265,6 @@ def _work(p: SweepPlan, worker: int) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from lorabench.data.splits import load_splits
-    from lorabench.pipeline.run import run_experiment
-    from lorabench.runs.layout import safe_name
     study = open_study(p)
     splits = load_splits(p.cfg.data)           # data loaded once per worker ...
     token_cache: dict = {}                      # ... and tokenised once per (model, max_length)
@@ -342,7 +341,6 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
     """Run the sweep `cfg` (its space checked first, `check_sweep`): trials in this process, or in `workers`
     processes of `lorabench sweep <config_path> --worker-only`, until `trials` finished. Returns the
     `SweepResult`. Raises `ConfigError` before any trial runs, `LorabenchError` when workers fail."""
-    from lorabench.runs.files import write_atomic, write_json
     check_sweep(cfg)
     p = plan(cfg, output_dir=output_dir, storage=storage, study=study, trials=trials)
     write_atomic(p.folder / "sweep.yaml", dump_yaml(cfg))
@@ -356,8 +354,6 @@ def run_sweep(cfg: SweepConfig, *, config_path: str, overrides: list[str], outpu
 
 
 def _run_sweep(p: SweepPlan, cfg: SweepConfig, config_path: str, overrides: list[str], workers: int) -> Path:
-    from lorabench.quiet import quiet
-    from lorabench.reporting.sweep_report import build_sweep_report
     with quiet():
         open_study(p)  # create it (or join it) before any worker starts
     console.say(f"sweep {p.study_name}: {p.n_trials} trials, {cfg.sweep.method}, pruner {cfg.sweep.pruner}, "

@@ -6,11 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from lorabench.console import say
 from lorabench.config.schema import CompareConfig, ExperimentConfig
+from lorabench.console import say
 from lorabench.data.sources import read_source
 from lorabench.data.splits import Splits, load_splits, representative
 from lorabench.errors import ConfigError
+from lorabench.models.build import token_lengths
 
 LENGTH_BINS = 30
 
@@ -49,7 +50,6 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
     tokens = {}
     for label, mcfg in _model_settings(cfg):
         try:
-            from lorabench.models.build import token_lengths  # torch and the tokenizers only when there are models
             lens = token_lengths(texts, mcfg)
         except ConfigError as e:  # a setting the run would fail on: say it here too
             tokens[label] = {"problem": str(e)}

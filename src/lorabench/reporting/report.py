@@ -13,10 +13,25 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from lorabench.config.loading import from_dict, load_yaml
+from lorabench.config.schema import CompareConfig
 from lorabench.errors import LorabenchError
+from lorabench.reporting.data_summary import format_summary
 from lorabench.reporting.html import _html, _img
+from lorabench.reporting.sweep_report import build_sweep_report
 from lorabench.reporting.tables import markdown
-from lorabench.runs.files import find_runs, write_atomic, write_json
+from lorabench.runs.ensemble import (
+    CHOSEN_BY,
+    DECISION,
+    ENSEMBLE_DIR,
+    OPTIMISTIC,
+    RULE,
+    choose_members,
+    compare_groups,
+    read_ensemble,
+)
+from lorabench.runs.files import find_runs, read_run, write_atomic, write_json
+from lorabench.runs.layout import refit_dir_for, run_dir_for, safe_name
 from lorabench.runs.record import RunRecord, RunStatus
 
 METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
@@ -45,7 +60,6 @@ def _order(folder: Path, labels: list[str]) -> list[str]:
     cfg = folder / "compare.yaml"
     order: list[str] = []
     if cfg.is_file():
-        from lorabench.config.loading import load_yaml
         raw = load_yaml(cfg.read_text(), str(cfg)) or {}
         order = [m.get("label") or m.get("name") for m in raw.get("models", [])]
     return [x for x in order if x in labels] + [x for x in labels if x not in order]
@@ -327,7 +341,6 @@ def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
     return out
 
 def _confusion_png(label: str) -> str:
-    from lorabench.runs.layout import safe_name
     return f"confusion_{safe_name(label)}.png"
 
 
@@ -357,7 +370,6 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     if not folder.is_dir():
         raise LorabenchError(f"report: no such folder: {folder}")
     if (folder / "study.json").is_file():
-        from lorabench.reporting.sweep_report import build_sweep_report
         return build_sweep_report(folder, storage=storage)
     runs = _current_runs(folder)
     if not runs:
@@ -406,7 +418,6 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
                      f"{'; k-fold estimates (' + str(max(r.get('folds') or 0 for r in rows)) + ' folds)' if any(r.get('folds') for r in rows) else ''}"
                      "</p>")]
     if data:
-        from lorabench.reporting.data_summary import format_summary
         sections.append(("Data", f"<pre>{html.escape(format_summary(data))}</pre>" +
                          (_img(plots["lengths.png"], "text lengths") if "lengths.png" in plots else "")))
     sections.append(("Results", _html_frame(table) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
@@ -449,12 +460,7 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
         return None, None
-    from lorabench.config.loading import load_yaml
 
-    from lorabench.config.loading import from_dict
-    from lorabench.config.schema import CompareConfig
-    from lorabench.runs.ensemble import (CHOSEN_BY, DECISION, ENSEMBLE_DIR, OPTIMISTIC, RULE, choose_members, compare_groups,
-                                    read_ensemble)
     cfg = from_dict(CompareConfig, load_yaml(cfg_file.read_text(), str(cfg_file)))
     if not cfg.ensemble_top:
         return None, None
@@ -514,11 +520,8 @@ def _refit(folder: Path, rows: list[dict], order: list[str]) -> dict | None:
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
         return None
-    from lorabench.config.loading import load_yaml
     if not (load_yaml(cfg_file.read_text(), str(cfg_file)) or {}).get("refit"):
         return None
-    from lorabench.runs.files import read_run
-    from lorabench.runs.layout import refit_dir_for
     label = winner(rows, order)
     rec = read_run(refit_dir_for(folder, label)) if label else None
     if not rec or "refit" not in rec:
@@ -546,11 +549,7 @@ def _current_runs(folder: Path) -> list[tuple[Path, RunRecord]]:
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
         return runs
-    from lorabench.config.loading import load_yaml
 
-    from lorabench.config.loading import from_dict
-    from lorabench.config.schema import CompareConfig
-    from lorabench.runs.layout import run_dir_for
     cfg = from_dict(CompareConfig, load_yaml(cfg_file.read_text(), str(cfg_file)))
     wanted = {run_dir_for(folder, e).resolve() for e in cfg.experiments()}
     return [(p, r) for p, r in runs if p.resolve() in wanted]
@@ -560,7 +559,6 @@ def _notes(rows: list[dict], data: dict | None, folder: Path) -> list[str]:
     notes = []
     cfg = folder / "compare.yaml"
     if cfg.is_file():
-        from lorabench.config.loading import load_yaml
         text = (load_yaml(cfg.read_text(), str(cfg)) or {}).get("notes")
         if text:
             notes.append(text.strip())

@@ -8,7 +8,11 @@ import io
 import json
 from pathlib import Path
 
+from lorabench.config.loading import dump_yaml, from_dict, load_yaml
+from lorabench.config.schema import SweepConfig
+from lorabench.config.space import to_distributions, trial_config
 from lorabench.errors import LorabenchError
+from lorabench.reporting.html import _html, _img
 from lorabench.runs.files import write_atomic
 
 
@@ -40,14 +44,9 @@ def _trials_csv(study) -> str:
 
 
 def _best_yaml(folder: Path, best) -> str:
-    from lorabench.config.loading import load_yaml
 
-    from lorabench.config.loading import dump_yaml, from_dict
-    from lorabench.config.schema import SweepConfig
-    from lorabench.config.space import trial_config
     raw = load_yaml((folder / "sweep.yaml").read_text(), str(folder / "sweep.yaml"))
     cfg = from_dict(SweepConfig, raw)
-    from lorabench.config.space import to_distributions
     _, fixed = to_distributions(cfg.sweep.parameters)
     exp = trial_config(cfg.base(), {**fixed, **best.params})
     head = (f"# lorabench train {folder / 'best.yaml'}\n"
@@ -92,7 +91,6 @@ def _plots(study) -> dict[str, bytes]:
 def build_sweep_report(folder: Path, storage: str | None = None) -> Path:
     from optuna.trial import TrialState
 
-    from lorabench.reporting.html import _html, _img
     folder = Path(folder)
     study, meta = _load_study(folder, storage)
     counts = {s.name.lower(): sum(1 for t in study.trials if t.state == s) for s in TrialState}

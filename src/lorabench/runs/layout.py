@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from lorabench import distributed
 from lorabench.config.schema import ExperimentConfig
 
 
@@ -14,7 +15,6 @@ def now() -> str:
 
 def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
     """`runs/<name>/<label>-<time>`; under a data-parallel launcher every process gets the main one's time."""
-    from lorabench import distributed
     distributed.init()
     stamp = distributed.broadcast(dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return Path(root) / safe_name(cfg.name) / f"{safe_name(cfg.label or cfg.model.name)}-{stamp}"

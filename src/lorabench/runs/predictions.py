@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from lorabench.errors import LorabenchError
+from lorabench.evaluation.metrics import predict_labels
+from lorabench.runs.files import write_atomic
 
 PREDICTION_FILES = {"val": "predictions_val.csv", "test": "predictions_test.csv"}
 
@@ -37,7 +39,6 @@ def predictions_csv(ids: list[Any], labels: list[int] | np.ndarray | None, probs
     P(label id 1) (None: the most probable class). Raises `LorabenchError` on mismatched shapes."""
     import pandas as pd
 
-    from lorabench.evaluation.metrics import predict_labels
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != (len(ids), len(label_names)):
         raise LorabenchError(f"predictions: probabilities of shape {probs.shape} for {len(ids)} rows and "
@@ -56,7 +57,6 @@ def save_predictions(out_dir: Path, splits, probs: dict[str, np.ndarray | None],
                      threshold: float | None = None) -> dict[str, str]:
     """Write `predictions_<split>.csv` in `out_dir` for each split of `probs` ({"val": (n, k) array,
     "test": array or None}) that has probabilities; returns {split: file name} for run.json `predictions`."""
-    from lorabench.runs.files import write_atomic
     written = {}
     for split, p in probs.items():
         rows = getattr(splits, split)

@@ -10,6 +10,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from lorabench.errors import LorabenchError
+from lorabench.runs.files import RUN_FILE, not_a_run, read_run, write_json
+
 SCHEMA_VERSION = 5
 SCHEMA_HISTORY: dict[int, str] = {
     1: "records before issue 13: no schema_version key",
@@ -117,8 +120,6 @@ class RunRecord:
     @classmethod
     def read(cls, run_dir: str | Path) -> RunRecord:
         """The record of a run folder. Raises `LorabenchError` if it has no readable run.json."""
-        from lorabench.errors import LorabenchError
-        from lorabench.runs.files import not_a_run, read_run
         raw = read_run(run_dir)
         if raw is None:
             raise LorabenchError(not_a_run(run_dir))
@@ -126,7 +127,6 @@ class RunRecord:
 
     def write(self, run_dir: str | Path) -> Path:
         """Write run.json into `run_dir` (atomically: a temp file renamed); returns its path."""
-        from lorabench.runs.files import RUN_FILE, write_json
         return write_json(Path(run_dir) / RUN_FILE, self.to_dict())
 
     @property

@@ -33,6 +33,8 @@ import sys
 import numpy as np
 import torch
 
+from lorabench import distributed
+
 ATTENTION_NAME = "lorabench_sdpa"
 _STATE: dict = {"bits": None}
 
@@ -269,7 +271,6 @@ def apply(model, arch, cfg, applied: dict | None = None) -> dict:
     if cfg.pooled_only_last_layer and getattr(arch, "first_token_layers", False):
         applied["pooled_only_last_layer"] = apply_pooled_only_last_layer(model)
     if cfg.fast_dropout and model.device.type == "cpu":
-        from lorabench import distributed
         applied["_rng_before"] = _STATE["bits"]
         seed(cfg.seed, stream=distributed.rank())
         applied["fast_dropout_modules"] = 0

@@ -43,8 +43,18 @@ from lorabench.tracking import mlflow as _mlflow
 from lorabench.tracking import tensorboard as _tensorboard
 from lorabench.tracking import trackio as _trackio
 from lorabench.tracking import wandb as _wandb
-from lorabench.tracking.base import (_GROUP, GroupInfo, RunContext, child_env, current_group, flatten, is_number,
-                                     json_safe, redact_url, summary)
+from lorabench.tracking.base import (
+    _GROUP,
+    GroupInfo,
+    RunContext,
+    child_env,
+    current_group,
+    flatten,
+    is_number,
+    json_safe,
+    redact_url,
+    summary,
+)
 
 OWN_CALLBACKS = ("tensorboard", "trackio")  # attached by lorabench itself, not through the Trainer's report_to
 TRACKING_FILE = "tracking.json"             # in an unfinished run's folder: its tracker run ids, to resume them

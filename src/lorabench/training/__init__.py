@@ -1,9 +1,11 @@
 """training: the Trainer with lorabench's pieces (trainer), the weighted loss (loss), length buckets (sampler),
-resumable checkpoints (checkpoint), metrics and threshold (metrics), the TF-IDF baseline (baseline)."""
-from lorabench.training.checkpoint import RESUME_FILE, last_complete_checkpoint
-from lorabench.training.loss import WeightedCrossEntropy
-from lorabench.training.sampler import length_buckets
-from lorabench.training.trainer import EvalOutput, TrainResult, evaluate, tokenize, train
+the automatic batch size (batch), resumable checkpoints (checkpoint), what the console shows (progress), the
+TF-IDF baseline (baseline). The names below load on first use (the trainer imports torch)."""
+from lorabench._lazy import lazy_exports
 
-__all__ = ["EvalOutput", "RESUME_FILE", "TrainResult", "WeightedCrossEntropy", "evaluate", "last_complete_checkpoint",
-           "length_buckets", "tokenize", "train"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "lorabench.training.checkpoint": ("RESUME_FILE", "last_complete_checkpoint"),
+    "lorabench.training.loss": ("WeightedCrossEntropy",),
+    "lorabench.training.sampler": ("length_buckets",),
+    "lorabench.training.trainer": ("EvalOutput", "TrainResult", "evaluate", "tokenize", "train"),
+})

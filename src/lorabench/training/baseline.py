@@ -9,9 +9,10 @@ import numpy as np
 
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits
+from lorabench.evaluation.metrics import classification_metrics, predict_labels, split_evaluation, tune_threshold
+from lorabench.runs.files import write_json
 from lorabench.runs.predictions import save_predictions
 from lorabench.runs.resources import PeakMemory
-from lorabench.evaluation.metrics import classification_metrics, predict_labels, split_evaluation, tune_threshold
 
 VECTORIZER = dict(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
 WEIGHTS_FILE = "tfidf_logreg.safetensors"   # idf (n_features,), coef (1 or k, n_features), intercept, classes
@@ -22,7 +23,6 @@ def save_baseline(clf, out: Path) -> None:
     """Write a fitted pipeline as safetensors + JSON (no pickle: loading it runs no code)."""
     from safetensors.numpy import save_file
 
-    from lorabench.runs.files import write_json
     vec, lr = clf[0], clf[-1]
     save_file({"idf": np.ascontiguousarray(vec.idf_), "coef": np.ascontiguousarray(lr.coef_),
                "intercept": np.ascontiguousarray(lr.intercept_), "classes": np.asarray(lr.classes_, dtype=np.int64)},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+from lorabench import console
+
 
 def progress_callback(label: str, metric: str):
     """A TrainerCallback: a bar over the run's optimiser steps (`console.progress_bar`, resumed runs start at their
@@ -13,7 +15,6 @@ def progress_callback(label: str, metric: str):
     shows the train loss and the time only). Only the main process of a data-parallel run draws and prints."""
     from transformers import TrainerCallback
 
-    from lorabench import console
 
     class ConsoleProgress(TrainerCallback):
         def __init__(self):

@@ -15,15 +15,25 @@ from typing import Any
 
 import numpy as np
 
+from lorabench import distributed
 from lorabench.config.schema import TrainConfig
 from lorabench.data.splits import Split, Splits
+from lorabench.evaluation.metrics import (
+    METRICS,
+    classification_metrics,
+    predict_labels,
+    softmax,
+    split_evaluation,
+    tune_threshold,
+)
 from lorabench.models.build import Built
 from lorabench.models.hub_code import import_peft
+from lorabench.runs.files import write_json
 from lorabench.runs.resources import PeakMemory
+from lorabench.training.batch import resolve_batch
 from lorabench.training.checkpoint import RESUME_FILE
 from lorabench.training.loss import WeightedCrossEntropy
-from lorabench.evaluation.metrics import (METRICS, classification_metrics, predict_labels, softmax, split_evaluation,
-                                        tune_threshold)
+from lorabench.training.progress import progress_callback
 from lorabench.training.sampler import length_buckets
 
 
@@ -45,6 +55,7 @@ def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False):
     return datasets.Dataset.from_dict(cols), order
 
 def _trainer_class():
+    from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     import_peft()  # transformers' Trainer imports peft, and peft bitsandbytes (lorabench.models.hub_code)
     import torch
     from transformers import Trainer
@@ -93,9 +104,6 @@ def _trainer_class():
             # knows (the fast-dropout generator) in RESUME_FILE, written atomically and last: a checkpoint
             # without it is incomplete (killed mid-write) and is never resumed from.
             super()._save_checkpoint(model, trial)
-            from lorabench import distributed
-            from lorabench.runs.files import write_json
-            from lorabench.speedups import cpu as speed
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             masks = distributed.gather(speed.rng_state())  # every process's dropout-mask generator, in rank order
             if self.args.should_save and folder.is_dir():
@@ -295,8 +303,8 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     line per epoch, headed by `label` (`training.progress`). `report_to`: the experiment-tracker integrations the
     Trainer itself runs (its `report_to`; `lorabench.tracking.trainer_report_to` picks them).
     """
+    from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     import_peft()
-    from lorabench.speedups import cpu as speed
     levers: dict = {}  # filled by _train once the Trainer has placed the model
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
@@ -325,12 +333,10 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lorabench.training.progress import progress_callback
+    from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
 
-    from lorabench.speedups import cpu as speed
 
-    from lorabench import distributed
-    from lorabench.training.batch import resolve_batch
+
     cfg, batch = resolve_batch(cfg, len(splits.train), distributed.world_size())  # train.batch_size auto
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)
@@ -361,7 +367,6 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     saved: dict = {}
     if resume_from is not None:
         saved = json.loads((resume_from / RESUME_FILE).read_text())
-        from lorabench import distributed
         per_process = saved.get("fast_dropout_rng_per_process") or []
         speed.set_rng_state(per_process[distributed.rank()] if len(per_process) == distributed.world_size()
                             else saved.get("fast_dropout_rng"))
@@ -378,7 +383,6 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     result.peak_memory_mb = peak.result
     result.parallel = _parallel(trainer.args)
     if trainer.args.world_size > 1:  # every process's own peak (each holds a model copy)
-        from lorabench import distributed
         peaks = distributed.gather(peak.result["mb"])
         result.peak_memory_mb = {k: v for k, v in peak.result.items() if k != "per_device_mb"}  # rank 0's view only
         result.peak_memory_mb.update(per_process_mb=peaks, mb=max(peaks))
