@@ -373,9 +373,9 @@ def test_ctrl_c_during_training_exits_130_and_leaves_nothing(work, tmp_path):
     assert _temp_siblings(run) == []
 
 
-@pytest.mark.parametrize("where", [
+@pytest.mark.parametrize("where", [  # the names where the pipeline calls them (it imports them by name)
     "lorabench.pipeline.run.machine",
-    "lorabench.models.build.build_classifier", "lorabench.training.trainer.train", "lorabench.pipeline.run.write_json"])
+    "lorabench.pipeline.run.build_classifier", "lorabench.pipeline.run.train", "lorabench.runs.record.write_json"])
 def test_ctrl_c_at_each_stage_of_a_run_leaves_no_temp_folder(work, tmp_path, monkeypatch, capsys, where):
     """Ctrl-C (KeyboardInterrupt) at a chosen point of `lorabench train`, deterministically, in-process:
     recording the machine, building the model, training, writing run.json."""
@@ -406,7 +406,7 @@ def test_final_message_starts_its_own_line_under_a_live_progress_bar(work, tmp_p
         if fault == "interrupt":
             raise KeyboardInterrupt
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr("lorabench.training.trainer.train", train_with_a_live_bar)
+    monkeypatch.setattr("lorabench.pipeline.run.train", train_with_a_live_bar)  # (bound by name there)
     capsys.readouterr()
     assert main(["train", str(work / "train.yaml"), "--output-dir", str(tmp_path / "R")]) in (130, 1)
     err = capsys.readouterr().err

@@ -158,3 +158,15 @@ def test_internal_imports_sit_at_the_top_of_modules():
                         if m != "lorabench.cli" and sub.module != "lorabench.speedups":
                             inside.append(f"{m}:{sub.lineno} {sub.module}")
     assert inside == []
+
+
+def test_the_code_passes_ruff():
+    """pyflakes (unused or undefined names), import order and syntax, as configured in pyproject.toml."""
+    import shutil
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None:
+        import pytest
+        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    root = SRC.parents[1]
+    p = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "tools"], cwd=root, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]

@@ -179,8 +179,6 @@ import json, os, signal, sys
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 import lorabench.runs.files as records
-from lorabench.config import ExperimentConfig, load_config
-from lorabench.pipeline.run import run_experiment
 
 class StopAfterEvaluations(TrainerCallback, ExportableState):
     # decides what happens next from what it counted: stops training after `n` evaluations
@@ -202,7 +200,9 @@ def write_json(path, obj):
         if len(seen) == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     return result
-records.write_json = write_json
+records.write_json = write_json  # before the pipeline is imported: the trainer binds write_json by name
+from lorabench.config import ExperimentConfig, load_config
+from lorabench.pipeline.run import run_experiment
 rec = run_experiment(load_config(ExperimentConfig, "c.yaml", ["train.epochs=6"]), out,
                      callbacks=[StopAfterEvaluations(3)])
 print(json.dumps({"epochs_run": rec["epochs_run"]}))
