@@ -47,3 +47,19 @@ def broken_model(tmp_path):
     shutil.copytree(resolve_source(ModelConfig(name="tiny-bert")).path, folder)
     (folder / "model.safetensors").write_bytes(b"not a safetensors file")
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _serving_cost_in_this_process(request, monkeypatch):
+    """Runs measure their serving cost (train.serving_cost) here in the test's own process: the fresh process the
+    library starts for it spends ~4 s importing torch and transformers per run. Tests marked `fresh_process`
+    keep the library's fresh process; CLI tests in subprocesses measure as users' runs do."""
+    if request.node.get_closest_marker("fresh_process"):
+        yield
+        return
+    from lorabench.inference import serving
+
+    def here(path, texts, **kw):
+        return serving.measure(path, texts)
+    monkeypatch.setattr(serving, "in_fresh_process", here)
+    yield

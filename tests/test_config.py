@@ -98,21 +98,22 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # data.fold, refit; issue 21: model.trust_hub_kernels; issue 22: seeds null = [train.seed], so a comparison's
 # dump changes, not a run's; issue 23: study.yaml trains with `constant`, as the study did: no warmup).
 SNAPSHOTS = {
-    "defaults": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
-    "empty dict": "f1670a173236d9d1b2b293b93cbc981355645a0fd22349c5be9684ccb2742c18",
-    "yaml with every lossless conversion": "5ad13c6ef70c3d0d58705fd28775fbca57ee63bcdbc26d4b9eae14f439072499",
-    "set overrides": "e33db740b1697a8035b13d1adc40c5c126af99a115e57b25a2ec3a227587a6b2",
-    "compare": "b3ec2e9b4dae9071f1d9cec4aac10311a8c8451bd34a747e533bc274a838859b",
-    "compare experiments": "7b515bbdd6df2ed48eb1f19419cff0d559e3a237fd8dad93ecb587c4c6b896da",
-    "sweep base": "897b52696475dbda5014f98a93421e65edc4cf91589d0016bb4706118c65d15e",
-    "quickstart.yaml": "2d23dddc3cbfbd5b55358bdb28ad67cec8ba178f1c57069630a47080ead0d69e",
-    "study.yaml": "5c16b40338cf2fd9f2e4b96be23a93e558f744b6288e8b1071ab095495b8d56b",
-    "built in Python": "5ca8c7f7b41a3e749863e72648af8f53d16cdb652194b4d82e323323a4c68f74",
-    "dataclasses.replace": "2266bb420cdda73369b2bd259528046eacf1376dc4b6553f52f14e3c881e9167",
+    "defaults": "1fc0f2ecbe0b3993ac5f824d09f54af1c782b75bb8b2a1ba2bc30392bc5fc27c",
+    "empty dict": "1fc0f2ecbe0b3993ac5f824d09f54af1c782b75bb8b2a1ba2bc30392bc5fc27c",
+    "yaml with every lossless conversion": "bb297c33be7dce2133e575f81d94fdc561dbf0fa8b1031606447163a517e7443",
+    "set overrides": "2e7c0782036f7df70863eaed7c17f580fbc29a36b912a89244c7a6ef603c48f1",
+    "compare": "ae622e54822d6a0e81729853c91f7b5d37c218e88d0ef113a2736d0a7cea0746",
+    "compare experiments": "2403553c38b8ecf60766d6a9af331ac037acc441c0340960f904f1d14cc09d1c",
+    "sweep base": "ae48c0a264741685343d8c8fe055076f9dbf2066663d3a2481ceb137e9e42473",
+    "quickstart.yaml": "ad17a67c26f4facf24c55f1e5aad3ec826efc08540879feda03cca478857e208",
+    "study.yaml": "d6b790fd81bb3061c620ad98404e09ec48678618b6f8e4288af5810d147704da",
+    "built in Python": "588faa633f4b01f4abd1bebe8364a16b5bc4f035bc36fdd502510379004134cf",
+    "dataclasses.replace": "a99d77dc30c3becdfa2782b2cf62f2512230cf82c398c0c4129d32d9bf111e8a",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
-# and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults; issue 23: lr_scheduler, warmup_ratio)
-KEYS_SNAPSHOT = "706eb9056c1e3209a53023ef0987ef1cc7ce58e2f99262f7f5c1ef26c256d280"
+# and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults; issue 23: lr_scheduler, warmup_ratio;
+# issue 24: train.calibration, train.serving_cost, statistics.*)
+KEYS_SNAPSHOT = "47d9325e0e28d55fe29c7ae1ec68ad878c321abbfc0fa42ca7cc3bf56f091fb4"
 
 TRICKY_YAML = """
 name: 7

@@ -90,7 +90,8 @@ def test_a_training_run_shows_its_own_lines_and_keeps_the_rest_in_run_log(tmp_pa
     shown = lines(capsys.readouterr())
     assert [x for x in shown if re.fullmatch(r"  tiny-bert epoch \d/2: train loss [\d.]+, val f1 [\d.]+, val loss [\d.]+, "
                                              r"\d+ s", x)] == shown[:2], shown
-    assert len(shown) == 3 and shown[2].startswith("tiny-bert: val F1"), shown
+    assert len(shown) == 4 and shown[3].startswith("tiny-bert: val F1"), shown
+    assert re.fullmatch(r"  tiny-bert: predicts \d+ rows/s, [\d.]+ ms for one row, .*", shown[2]), shown  # serving cost
     log = (tmp_path / "run" / "run.log").read_text()
     assert all(n in log for n in NOISE), log
     assert "train: raw noise 100%" in log and "train: raw noise\r" not in log  # a redraw keeps its last state
@@ -176,7 +177,9 @@ def test_mlflow_file_store_is_accepted_when_the_user_allows_it(monkeypatch):
 # every line a comparison prints, by lorabench's own formats
 OWN = [r"data: .*", r"  (rows|classes|class weights|missing values|length in|tokens|positive label|duplicate texts|note|"
        r"warning)\b.*", r"\[\d/\d\] .*: (training .* \.\.\.|val F1 .*)", r"  .* epoch \d+/\d+: .*, \d+ s",
-       r"ensemble: .*", r"compare: \d+ runs in \d+ s", r"report: .*", r"lorabench: converting .*"]
+       r"ensemble: .*", r"compare: \d+ runs in \d+ s \(report with statistics [\d.]+ s\)", r"report: .*",
+       r"lorabench: converting .*", r"  .*: predicts \d+ rows/s, [\d.]+ ms for one row, peak memory \d+ MB.*",
+       r"verdict: .*"]
 
 
 @pytest.mark.system

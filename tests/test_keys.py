@@ -53,10 +53,11 @@ TRAIN = {
     "train.pooled_only_last_layer": (False, None), "train.fast_dropout": (False, None),
     "train.torch_compile": (True, None), "train.report_to": (["tensorboard"], None), "train.logging_steps": (10, None),
     "train.dataloader_num_workers": (1, None), "train.threshold": (0.3, None),
+    "train.calibration": ("temperature", None), "train.serving_cost": (False, None),
     "label": ("X", None),
 }
 # a section's own row (`data`, `model`, `train`) is covered by its keys
-SECTIONS = {"data", "model", "train"}
+SECTIONS = {"data", "model", "train", "statistics"}
 
 
 def rows(n, seed=0):
@@ -153,6 +154,10 @@ def _seeds(root):
         all(r["config"]["train"]["seed"] == r["seed"] for r in records(root))
 
 
+def _statistics(root):
+    return json.loads((root / "results.json").read_text())["statistics"]
+
+
 COMPARE = {
     "name": ("other", None),
     "seeds": ([11, 12], _seeds),
@@ -160,6 +165,9 @@ COMPARE = {
     "notes": ("a note", lambda root: "a note" in (root / "report.html").read_text()),
     "ensemble_top": (0, lambda root: not (root / "ensemble").exists()),
     "train.seed": (11, None),
+    "statistics.alpha": (0.1, lambda root: _statistics(root)["alpha"] == 0.1),
+    "statistics.bootstrap_resamples": (2000, lambda root: _statistics(root)["resamples"] == 2000),
+    "statistics.bootstrap_seed": (5, lambda root: _statistics(root)["seed"] == 5),
     "model.name": ("tfidf-logreg", "model.name: in a comparison each entry names its model"),
     "models.name": ("tfidf-logreg", lambda root: records(root)[0]["config"]["model"]["name"] == "tfidf-logreg"),
     "models.label": ("Baseline", lambda root: [r["label"] for r in records(root)] == ["Baseline"]),

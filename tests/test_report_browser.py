@@ -101,6 +101,13 @@ def test_report_renders_in_headless_chromium(chromium, report, tmp_path):
             images = page.eval_on_selector_all(
                 "img", "els => els.map(e => ({alt: e.alt, complete: e.complete, w: e.naturalWidth, h: e.naturalHeight}))")
             headings = page.eval_on_selector_all("h1, h2, h3", "els => els.map(e => e.textContent.trim())")
+            # the results table fits a 1280 px screen: no sideways scrolling, no row name wrapped over many lines
+            fit = page.evaluate("""() => { const box = document.querySelector('div.scroll');
+                const t = box.querySelector('table');
+                return {scroll: box.scrollWidth, client: box.clientWidth, page: document.documentElement.scrollWidth,
+                        window: window.innerWidth, header: Array.from(t.rows[0].cells).map(c => c.textContent),
+                        rows: Array.from(t.rows).slice(1).map(r => r.getBoundingClientRect().height)}; }""")
+            verdict = page.eval_on_selector_all(".verdict", "els => els.map(e => e.textContent)")
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
@@ -117,11 +124,19 @@ def test_report_renders_in_headless_chromium(chromium, report, tmp_path):
     broken = [i["alt"] for i in images if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
     assert broken == [], broken
     alts = {i["alt"] for i in images}
-    assert {"F1", "Peak memory", "text lengths", "confusion matrix of tiny BERT"} <= alts, alts
+    assert {"F1", "Peak memory", "text lengths", "confusion matrix of tiny BERT", "quality against serving cost",
+            "reliability diagram"} <= alts, alts
 
     assert headings[0] == "runs", headings  # the report's folder name
-    for h in ("Data", "Results", "F1", "F1 against training time", "Peak memory", "Runs"):
+    for h in ("Results", "Details", "Is the difference real?", "Quality against serving cost", "Where the models fail",
+              "Calibration", "Data", "F1 against training time", "Peak memory", "Runs"):
         assert h in headings, (h, headings)
+    assert headings.index("Results") == 1  # the verdict and the table come first
+    assert len(verdict) == 1 and verdict[0].startswith("Verdict: "), verdict
+
+    assert fit["scroll"] <= fit["client"] and fit["page"] <= fit["window"], fit
+    assert {"val F1", "Δ F1 vs best", "predict rows/s", "1-row latency", "export size"} <= set(fit["header"]), fit
+    assert max(fit["rows"]) < 4 * 22, fit  # at most ~3 lines of 14 px text per row
 
     _assert_not_blank(shot)
 

@@ -88,8 +88,9 @@ def test_per_class_results_and_confusion_matrix_match_scikit_learn_on_the_saved_
 
 def test_three_class_report_names_macro_and_weighted_f1_and_shows_per_class_tables(three_class):
     md = (three_class / "results.md").read_text()
-    header = md.splitlines()[2]
-    assert "val macro F1" in header and "weighted F1" in header and "MCC" in header and "ROC-AUC" not in header
+    header, details = [line for line in md.splitlines() if line.startswith("| model |")][:2]  # table, details below
+    assert "val macro F1" in header and "MCC" in header and "ROC-AUC" not in header
+    assert "weighted F1" in details and "macro precision" in details and "PR-AUC" not in details
     assert md.count("## Per-class results (val)") == 1 and "Can't Decide" in md
     html = (three_class / "report.html").read_text()
     assert "Per-class results (val)" in html and html.count("confusion matrix of ") == 3  # 2 models + their ensemble
@@ -125,11 +126,18 @@ def test_binary_runs_report_roc_auc_pr_auc_mcc_and_curves(tmp_path):
     assert at["per_class"]["disaster"]["f1"] == pytest.approx(rec["metrics"]["val_at_threshold"]["f1"], abs=1e-9)
     assert got["curves"]["roc"]["fpr"][0] == 0 and got["curves"]["roc"]["tpr"][-1] == 1
     lines = (tmp_path / "out" / "results.md").read_text().splitlines()
-    header = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert all(h in header for h in ("val F1", "ROC-AUC", "PR-AUC", "MCC")) and not any("macro" in h for h in header)
-    row = dict(zip(header, [c.strip() for c in lines[5].strip("|").split("|")]))  # tiny-llama, the second model
-    assert row["precision"] == f"{rec['metrics']['val']['precision']:.4f}"  # a setup column once overwrote it
-    assert row["ROC-AUC"] == f"{got['roc_auc']:.4f}" and row["computed in"] == "fp32"
+    at_table, at_details = [i for i, line in enumerate(lines) if line.startswith("| model |")][:2]
+
+    def cells(line):
+        return [c.strip() for c in line.strip("|").split("|")]
+    header, details = cells(lines[at_table]), cells(lines[at_details])
+    assert all(h in header for h in ("val F1", "ROC-AUC", "MCC")) and not any("macro" in h for h in header + details)
+    assert "PR-AUC" in details and "precision" in details
+    row = dict(zip(header, cells(lines[at_table + 3])))  # tiny-llama, the second model
+    more = dict(zip(details, cells(lines[at_details + 3])))
+    assert more["precision"] == f"{rec['metrics']['val']['precision']:.4f}"  # a setup column once overwrote it
+    assert row["ROC-AUC"] == f"{got['roc_auc']:.3f}" and more["computed in"] == "fp32"
+    assert more["PR-AUC"] == f"{got['pr_auc']:.4f}"
     assert "at the run's decision threshold" in "\n".join(lines)
     assert (tmp_path / "out" / "plots" / "roc_pr.png").is_file()
     csv = pd.read_csv(tmp_path / "out" / "results.csv")

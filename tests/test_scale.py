@@ -63,8 +63,9 @@ def _record(folder: Path, label: str) -> dict:
 def test_ddp_writes_one_set_of_folders_and_reports_once(ddp_and_single):
     ddp, _, proc = ddp_and_single
     names = sorted(p.name for p in ddp.iterdir() if not p.name.startswith("."))
-    assert names == ["compare.log", "compare.yaml", "data.json", "ensemble", "plots", "report.html", "results.csv", "results.json", "results.md",
-                     "tfidf-logreg-seed42", "tiny-bert-seed42", "tiny-llama-seed42"]
+    assert names == ["analysis", "compare.log", "compare.yaml", "data.json", "ensemble", "plots", "report.html", "results.csv",
+                     "results.json", "results.md", "tfidf-logreg-seed42", "tiny-bert-seed42", "tiny-llama-seed42",
+                     "val_rows.csv"]
     assert not [p for p in ddp.iterdir() if p.name.endswith("-partial")]
     assert proc.stdout.count("report: ") == 1 and proc.stdout.count("[2/3] tiny-llama (seed 42): val F1") == 1
     import pandas as pd

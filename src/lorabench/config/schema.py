@@ -285,6 +285,15 @@ class TrainConfig:
     dataloader_num_workers: Int = _f(0, help="DataLoader workers.")
     threshold: Float | Literal["tune"] = _either(0.5, help=(
         "Binary decision threshold on P(positive); `tune` picks the F1-best one on val."))
+    calibration: Literal["none", "temperature"] = _f("none", help=(
+        "`temperature`: after training, fit temperature scaling on val (one T minimising val log loss; Guo et al. "
+        "2017) and use the calibrated probabilities everywhere after: saved predictions, test metrics, a tuned "
+        "threshold (tuned after it), predict and the ensemble. The most probable class of a row does not change; "
+        "run.json `calibration` has T and the val log loss before and after."))
+    serving_cost: Bool = _f(True, help=(
+        "After training, measure what predicting with the model costs, in a fresh process as `predict` runs it: "
+        "rows/s on up to 256 val rows, median latency of one row, peak memory, and the size `export --merge` "
+        "would write (run.json `serving`; a few seconds per run)."))
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -373,6 +382,27 @@ class ModelEntry:
         "Train this model on a seeded subsample of the shared train split (val and test stay identical)."))
 
 
+@_config("statistics")
+class StatisticsConfig:
+    """Intervals and tests of a comparison (lorabench.evaluation.bootstrap, .significance)."""
+    alpha: Float = _f(0.05, help=(
+        "Significance level: intervals are 1 - alpha (95%), and a model is 'not separable from the best' when its "
+        "Holm-adjusted p-value is at least alpha."))
+    bootstrap_resamples: Int = _f(1000, help=(
+        "Bootstrap resamples of the val (and test) rows for intervals and paired differences; the same resamples "
+        "for every model. At least 1000 (Koehn 2004)."))
+    bootstrap_seed: Int = _f(0, help="Seed of the bootstrap resamples: the same seed gives the same intervals.")
+
+    @model_validator(mode="after")
+    def _check(self) -> StatisticsConfig:
+        if not 0.0 < self.alpha < 0.5:
+            raise _bad(f"{{key.alpha}} must be in (0, 0.5), got {self.alpha}")
+        if self.bootstrap_resamples < 1000:
+            raise _bad(f"{{key.bootstrap_resamples}} must be at least 1000 (fewer resamples make the interval ends "
+                       f"and p-values noisy), got {self.bootstrap_resamples}")
+        return self
+
+
 @_config()
 class CompareConfig:
     """Several models on one split: what `lorabench compare` runs."""
@@ -388,6 +418,8 @@ class CompareConfig:
         "After the comparison, retrain the model with the best mean val F1 on all train + val rows, for the "
         "(lower median) best epoch its runs picked, into <output>/refit-<label>."))
     notes: Str | None = _f(None, help="Free text shown at the top of the report.")
+    statistics: Section[StatisticsConfig] = _f(StatisticsConfig(), help=(
+        "How the comparison tells real differences from noise (docs/compare.md#is-the-difference-real)."))
     ensemble_top: Int | None = _f(3, help=(
         "Ensemble row: the mean of the class probabilities of the N models with the best mean val F1, with its "
         "own metrics, saved in <output>/ensemble/ for predict; 0 or null: none. Default 3: the usual baseline, "

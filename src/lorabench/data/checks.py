@@ -51,3 +51,27 @@ def data_checks(splits: Splits) -> dict:
     if absent and len(splits.val):  # a refit has no val rows at all
         out.append(f"class(es) absent from val: {', '.join(map(str, absent))} (their recall cannot be measured)")
     return {"duplicates": dups, "conflicting_texts": conflicting, "warnings": out}
+
+
+def row_flags(splits: Splits, split: str = "val") -> dict[str, list[bool]]:
+    """Per row of `split` (in split order), what `data_checks` counts: `duplicate_in_train` (its stripped text also
+    occurs in train; for train itself: earlier in train) and `conflicting_label` (its text carries more than one
+    label across the labelled splits). Returns {flag: [bool, ...]}."""
+    rows = getattr(splits, split)
+    train = [t.strip() for t in splits.train.texts]
+    labels_of: dict[str, set[int]] = {}
+    for part in (splits.train, splits.val, splits.test):
+        if part is not None and part.labelled:
+            for t, y in zip(part.texts, part.labels):
+                labels_of.setdefault(t.strip(), set()).add(y)
+    keys = [t.strip() for t in rows.texts]
+    if split == "train":
+        seen: set[str] = set()
+        dup = []
+        for k in keys:
+            dup.append(k in seen)
+            seen.add(k)
+    else:
+        in_train = set(train)
+        dup = [k in in_train for k in keys]
+    return {"duplicate_in_train": dup, "conflicting_label": [len(labels_of.get(k, ())) > 1 for k in keys]}

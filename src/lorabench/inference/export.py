@@ -42,7 +42,7 @@ Base model: `{rec['model']['name']}` ({rec['model'].get('architecture')}); {how}
 |---|---|---|---|---|
 {rows}
 
-Decision threshold: {rec.get('threshold') or 'argmax (0.5)'}.
+Decision threshold: {rec.get('threshold') or 'argmax (0.5)'}.{_calibration_line(rec)}
 
 ## Training
 learning rate {cfg['train']['learning_rate']}, batch {cfg['train']['batch_size']}, epochs {cfg['train']['epochs']},
@@ -86,3 +86,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, merge: bool = False)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _calibration_line(rec: dict) -> str:
+    """The model card's line about train.calibration: the temperature to divide the logits by."""
+    t = (rec.get("calibration") or {}).get("temperature")
+    return "" if t is None else (f" Calibrated by temperature scaling (fitted on val): probabilities are "
+                                 f"softmax(logits / {t:.6g}); the saved weights give the uncalibrated logits.")

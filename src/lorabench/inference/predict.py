@@ -20,6 +20,7 @@ from lorabench.config.schema import ModelConfig
 from lorabench.data.sources import parse_json_rows, read_table
 from lorabench.data.splits import build_texts, template_fields
 from lorabench.errors import DataError, LorabenchError
+from lorabench.evaluation.calibration import apply_temperature
 from lorabench.evaluation.metrics import predict_labels, softmax
 from lorabench.models.build import keep_4bit_trainable_on_cpu, loading_kwargs
 from lorabench.models.hub_code import import_peft, without_bitsandbytes
@@ -47,6 +48,12 @@ class LoadedRun:
     @property
     def is_baseline(self) -> bool:
         return self.record["model"].get("kind") == "tfidf-logreg"
+
+    @property
+    def temperature(self) -> float:
+        """train.calibration's temperature (run.json `calibration`; 1.0 for a run without): predicted probabilities
+        are softmax(logits / T), as the run's saved predictions are."""
+        return float((self.record.get("calibration") or {}).get("temperature") or 1.0)
 
 
 def load_run(run_dir: str | Path, *, merge: bool = True, full_precision: bool = False) -> LoadedRun:
@@ -135,10 +142,11 @@ def read_rows(path: str, *, encoding: str = "utf-8", delimiter: str | None = Non
 
 
 def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Class probabilities in input order; batches sorted by length (less padding)."""
+    """Class probabilities (rows, classes) float64 in input order, calibrated by the run's temperature when it has
+    one (`LoadedRun.temperature`); batches sorted by length (less padding)."""
     from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     if run.is_baseline:
-        return run.model.predict_proba(texts)
+        return apply_temperature(run.model.predict_proba(texts), run.temperature)
     import torch
 
     max_len = run.record["config"]["model"]["max_length"]
@@ -158,7 +166,7 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
                 feats = [{k: enc[k][i] for k in keys} for i in idx]
                 batch = {k: v.to(run.device) for k, v in run.tokenizer.pad(feats, return_tensors="pt").items()}
                 logits = run.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
-                out[idx] = softmax(logits.astype(np.float64))
+                out[idx] = softmax(logits.astype(np.float64) / run.temperature)
                 if progress:
                     bar.update(1)
     finally:

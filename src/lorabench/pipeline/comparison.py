@@ -11,7 +11,7 @@ import gc
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,16 +21,25 @@ from lorabench.config.loading import dump_yaml, to_dict
 from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.data.splits import fold_ids, load_splits, representative
 from lorabench.errors import ConfigError, LorabenchError
+from lorabench.inference import serving
 from lorabench.models.hub_code import without_bitsandbytes
 from lorabench.models.precision import Precision, decide
 from lorabench.models.sources import check_model_name
 from lorabench.pipeline.refit import plan_refit, reusable_refit
-from lorabench.pipeline.run import check_parallelism, reusable_run, run_experiment, stale_partial
+from lorabench.pipeline.run import (
+    check_parallelism,
+    measure_serving,
+    reusable_run,
+    run_experiment,
+    serving_line,
+    stale_partial,
+)
 from lorabench.planning.plan import inventory
 from lorabench.quiet import quiet
 from lorabench.reporting.data_summary import format_summary, summarise
+from lorabench.reporting.error_analysis import write_val_rows
 from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS, aggregate, build_report, winner
-from lorabench.runs.ensemble import update_compare_ensemble
+from lorabench.runs.ensemble import ENSEMBLE_DIR, ENSEMBLE_FILE, update_compare_ensemble
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import partial_dir, refit_dir_for, run_dir_for, safe_name
 from lorabench.runs.record import RunRecord, RunStatus, refit_line
@@ -111,8 +120,10 @@ def _line(rec: dict) -> str:
     if rec.get("status") != "completed":
         return f"FAILED: {rec.get('error', 'unknown error')}"
     m = rec["metrics"]["val"]
+    speed = (rec.get("serving") or {}).get("rows_per_second")
     return (f"val F1 {m['f1']:.4f}  acc {m['accuracy']:.4f}  {rec['train_seconds']:.0f} s  "
-            f"peak {rec['peak_memory_mb']:.0f} MB  trainable {rec['params']['trainable_pct']:.3g}%")
+            f"peak {rec['peak_memory_mb']:.0f} MB  trainable {rec['params']['trainable_pct']:.3g}%"
+            + (f"  predicts {speed:.0f} rows/s" if speed else ""))
 
 
 def _entries(cfg: CompareConfig, exps: list[ExperimentConfig]) -> list[tuple[int, ExperimentConfig]]:
@@ -176,13 +187,15 @@ class Comparison:
     """What a comparison produced. `table`: one row per model (the report's columns: val F1 mean and std over
     seeds, precision, recall, accuracy, test F1, training seconds, peak MB, trainable params...; with data.folds
     also FOLD_COLUMNS), then the ensemble row when there is one (`kind` "ensemble", the others "model");
-    `records`: every current run; `failed`: "<run folder>: <error>" of each run that failed at run time (the others
+    `records`: every current run; `statistics`: is the difference real (intervals, every model against the best,
+    the group not separable from it and the one-sentence `verdict`; `reporting.uncertainty`); `failed`: "<run folder>: <error>" of each run that failed at run time (the others
     finished); `report_path`: report.html; `folder`: the comparison folder."""
     table: pd.DataFrame
     records: list[RunRecord]
     failed: list[str]
     report_path: Path
     folder: Path
+    statistics: dict = field(default_factory=dict)  # results.json `statistics`: intervals, tests, group, verdict
 
     @classmethod
     def read(cls, folder: Path) -> Comparison:
@@ -192,7 +205,7 @@ class Comparison:
         table = table[CSV_COLUMNS + [c for c in FOLD_COLUMNS if c in table.columns]]
         records = [RunRecord.read(folder / r["run_dir"]) for r in results["runs"]]
         return cls(table=table, records=records, failed=failed_runs(folder), report_path=folder / "report.html",
-                   folder=folder)
+                   folder=folder, statistics=results.get("statistics") or {})
 
 
 def run_comparison(cfg: CompareConfig, *, output_dir: str | Path | None = None, force: bool = False) -> Comparison:
@@ -236,6 +249,7 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         write_atomic(root / "compare.yaml", dump_yaml(cfg))
         summary = summarise(cfg, splits)
         write_json(root / "data.json", summary)
+        write_val_rows(root, splits)  # texts and data-check flags of the val rows, for the report's error analysis
         say(format_summary(summary))
         if cfg.data.folds:
             _write_folds(cfg, root)
@@ -249,6 +263,8 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         rec = None if force or not main else _reusable(run_dir, exp, by_data[key].fingerprint)
         if distributed.broadcast(rec is not None):
             if main:
+                if exp.train.serving_cost and not rec.get("serving"):  # a run from before serving cost was measured
+                    measure_serving(rec, run_dir, by_data[key].val.texts or by_data[key].train.texts)
                 say(f"{tag}: reused {run_dir}  {_line(rec)}")
             continue
         if main:
@@ -274,12 +290,43 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         _refit_best(cfg, exps, root, force)
     if not main:
         return root / "report.html"  # written by the main process
+    old = _read_ensemble_record(root)
     said = update_compare_ensemble(root, cfg)  # the ensemble row (cfg.ensemble_top): from the runs' saved predictions
     if said:
         say(said)
+    if all(e.train.serving_cost for e in exps):
+        _ensemble_serving(root, old, splits.val.texts)
+    t_report = time.perf_counter()
     report = build_report(root)
-    say(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s")
+    results = json.loads((root / "results.json").read_text(encoding="utf-8"))
+    verdict = (results.get("statistics") or {}).get("verdict")
+    if verdict:
+        say(f"verdict: {verdict}")
+    say(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s (report with statistics "
+        f"{time.perf_counter() - t_report:.1f} s)")
     return report
+
+
+def _read_ensemble_record(root: Path) -> dict | None:
+    path = root / ENSEMBLE_DIR / ENSEMBLE_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _ensemble_serving(root: Path, old: dict | None, texts: list[str]) -> None:
+    """Measure what predicting with the comparison's ensemble costs (`inference.serving`) into its ensemble.json;
+    the previous measurement is kept when the ensemble has the same members as before."""
+    rec = _read_ensemble_record(root)
+    if rec is None:
+        return
+    if old and old.get("serving") and not old["serving"].get("error") and old.get("members") == rec.get("members"):
+        rec["serving"] = old["serving"]
+    else:
+        rec["serving"] = serving.in_fresh_process(root / ENSEMBLE_DIR, texts)
+        say(f"  {rec['label']}: {serving_line(rec['serving'])}")
+    write_json(root / ENSEMBLE_DIR / ENSEMBLE_FILE, rec)
 
 
 def _set_aside_stale(run_dir: Path, exp: ExperimentConfig, fingerprint: str, tag: str) -> None:

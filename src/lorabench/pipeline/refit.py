@@ -86,6 +86,12 @@ def plan_refit(sources: list[str | Path]) -> RefitPlan:
                 else "train.threshold"}}
     if kept_batch:
         info["batch"] = kept_batch
+    temperatures = [(rec.get("calibration") or {}).get("temperature") for _, rec in recs]
+    if cfg.train.calibration != "none":  # no val rows to fit on: the median of the sources' fitted temperatures
+        if any(t is None for t in temperatures):
+            raise LorabenchError(f"refit: train.calibration is {cfg.train.calibration!r} but a source run records no "
+                                 "fitted temperature (it ran before lorabench calibrated); re-run it")
+        info["temperature"] = statistics.median(temperatures)
     return RefitPlan(refit_cfg, data, info)
 
 

@@ -17,6 +17,7 @@ from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import load_splits
 from lorabench.data.types import Splits
 from lorabench.errors import ConfigError, LorabenchError, LorabenchWarning
+from lorabench.inference import serving
 from lorabench.models.build import build_classifier, load_model_config
 from lorabench.models.hub_code import without_bitsandbytes
 from lorabench.models.precision import Precision, decide
@@ -146,6 +147,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
                       f"{splits.num_labels} classes, so predictions take the most probable class", LorabenchWarning,
                       stacklevel=2)
     record = {**_record_base(cfg, splits), **(extra or {})}
+    if cfg.train.calibration != "none" and not len(splits.val) and _inherited_temperature(record) is None:
+        raise ConfigError("train.calibration: temperature is fitted on val rows, and this run has none (a refit "
+                          "takes the temperature of the runs it is refit from: use lorabench refit)")
     partial = partial_dir(out_dir)
     if not distributed.is_main():  # data parallel: every process trains, the main one alone writes
         resume = distributed.broadcast(None)
@@ -231,9 +235,10 @@ def _build_run_logged(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir:
         if cfg.model.kind == "tfidf-logreg":
             if not distributed.is_main():  # one process fits the baseline; the others have nothing to do
                 return record
-            record.update(run_tfidf_logreg(cfg, splits, tmp))
+            record.update(run_tfidf_logreg(cfg, splits, tmp, temperature=_inherited_temperature(record)))
         else:
-            record.update(_run_transformer(cfg, splits, tmp, trk.callbacks(callbacks), token_cache, resume, precision))
+            record.update(_run_transformer(cfg, splits, tmp, trk.callbacks(callbacks), token_cache, resume, precision,
+                                           _inherited_temperature(record)))
         record["status"] = "completed"
         trk.finish(record)  # tracking: final metrics, params, timings, peak memory; close the tracker runs
         if not distributed.is_main():
@@ -257,7 +262,35 @@ def _build_run_logged(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir:
     except BaseException:  # e.g. a full disk while writing the record: leave no half-written folder
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if cfg.train.serving_cost:
+        measure_serving(record, out_dir, splits.val.texts or splits.train.texts)  # a refit has no val rows
     return record
+
+
+def measure_serving(record: dict, run_dir: Path, texts: list[str]) -> None:
+    """What predicting with the finished run in `run_dir` costs (`inference.serving`, in a fresh process), into
+    `record["serving"]` and its run.json (rewritten atomically). A failed measurement is recorded as
+    {"error": ...} and said; the run stays valid."""
+    label = record.get("label") or record.get("name")
+    console.note(f"  {label}: measuring what predicting costs (a fresh process, as predict) ...")
+    record["serving"] = serving.in_fresh_process(run_dir, texts)
+    RunRecord.from_dict(record).write(run_dir)
+    console.say(f"  {label}: {serving_line(record['serving'])}")
+
+
+def serving_line(s: dict | None) -> str:
+    """One line about a `serving` block: rows/s, latency, memory, export size (or why it is missing)."""
+    if not s:
+        return "serving cost not measured"
+    if s.get("error"):
+        return f"serving cost not measured: {s['error']}"
+    export = f", merged export {_mb(s['export_mb'])}" if s.get("export_mb") is not None else ""
+    return (f"predicts {s['rows_per_second']:.0f} rows/s, {s['latency_ms']:.1f} ms for one row, peak memory "
+            f"{s['peak_memory_mb']:.0f} MB{export}")
+
+
+def _mb(x: float) -> str:
+    return f"{x:.0f} MB" if x >= 10 else f"{x:.2g} MB"
 
 
 def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: float) -> None:
@@ -273,18 +306,23 @@ def _finish(record: dict, cfg: ExperimentConfig, tmp: Path, out_dir: Path, t0: f
     tmp.rename(out_dir)
 
 
+def _inherited_temperature(record: dict) -> float | None:
+    """A refit's calibration temperature: the one its plan took from the runs it was refit from (None otherwise)."""
+    return (record.get("refit") or {}).get("temperature")
+
+
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
-                     resume: Path | None, precision: Precision) -> dict:
+                     resume: Path | None, precision: Precision, temperature: float | None) -> dict:
     with without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel: models.hub_code
-        return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume, precision)
+        return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume, precision, temperature)
 
 
 def _train_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
-                       resume: Path | None, precision: Precision) -> dict:
+                       resume: Path | None, precision: Precision, temperature: float | None) -> dict:
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed, precision=precision)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache, resume_from=resume, label=cfg.label or cfg.model.name,
-                report_to=tracking.trainer_report_to(cfg.train.report_to))
+                report_to=tracking.trainer_report_to(cfg.train.report_to), temperature=temperature)
     predictions = None
     if distributed.is_main():
         built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)
@@ -310,6 +348,7 @@ def _train_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbac
         "metrics": metrics,
         "evaluation": {k: v for k, v in (("val", res.val_detail), ("test", res.test_detail)) if v is not None},
         "threshold": res.threshold,
+        "calibration": res.calibration,
         "predictions": predictions,
         "history": res.history,
         "best_epoch": res.best_epoch,

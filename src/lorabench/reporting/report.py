@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from lorabench.config.loading import from_dict, load_yaml
-from lorabench.config.schema import CompareConfig
+from lorabench.config.schema import CompareConfig, StatisticsConfig
 from lorabench.errors import LorabenchError
 from lorabench.reporting.data_summary import format_summary
+from lorabench.reporting.error_analysis import ANALYSIS_DIR, FLAGS, TOP_WRONG, analyse
 from lorabench.reporting.html import _html, _img
+from lorabench.reporting.model_predictions import gather
+from lorabench.reporting.plots import confusion_png, plots
 from lorabench.reporting.sweep_report import build_sweep_report
 from lorabench.reporting.tables import markdown
+from lorabench.reporting.uncertainty import fold_statistics, split_statistics
 from lorabench.runs.ensemble import (
     CHOSEN_BY,
     DECISION,
@@ -31,7 +35,7 @@ from lorabench.runs.ensemble import (
     read_ensemble,
 )
 from lorabench.runs.files import find_runs, read_run, write_atomic, write_json
-from lorabench.runs.layout import refit_dir_for, run_dir_for, safe_name
+from lorabench.runs.layout import refit_dir_for, run_dir_for
 from lorabench.runs.record import RunRecord, RunStatus
 
 METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
@@ -39,7 +43,19 @@ DETAIL_KEYS = ("macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc")
 CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
                "val_accuracy", "val_macro_f1", "val_weighted_f1", "val_mcc", "val_roc_auc", "val_pr_auc", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
                "trainable_pct", "compute_precision", "quantization", "world_size", "train_samples_per_second", "train_rows", "epochs",
-               "kind"]  # kind: model, or ensemble (the mean of the top models' probabilities, lorabench.runs.ensemble)
+               "kind",  # kind: model, or ensemble (the mean of the top models' probabilities, lorabench.runs.ensemble)
+               # what predicting costs (run.json `serving`, lorabench.inference.serving; blank where not measured)
+               "predict_rows_per_second", "latency_ms", "predict_peak_memory_mb", "export_mb",
+               # calibration on val (lorabench.evaluation.calibration; first seed's run) and train.calibration's T
+               "val_ece", "val_brier", "temperature"]
+INTERVAL_METRICS = ("f1", "accuracy", "mcc", "roc_auc", "pr_auc")
+# the 1 - alpha interval of each headline metric (statistics.alpha; bootstrap over rows, or corrected t over folds)
+INTERVAL_COLUMNS = [f"{split}_{m}_{end}" for split in ("val", "test") for m in INTERVAL_METRICS for end in ("low", "high")]
+# each model against the best by val F1 (difference = this model - the best); a k-fold comparison has the
+# corrected resampled t-test's p-values instead of the bootstrap's and McNemar's
+TEST_COLUMNS = ["delta_f1", "delta_f1_low", "delta_f1_high", "p_bootstrap", "p_bootstrap_holm", "p_mcnemar",
+                "p_mcnemar_holm", "p_t_corrected", "p_t_corrected_holm", "not_separable_from_best"]
+CSV_COLUMNS = CSV_COLUMNS + INTERVAL_COLUMNS + TEST_COLUMNS
 # k-fold comparisons only, after CSV_COLUMNS (whose values are then means over every (seed, fold) run): the
 # number of folds and the sample standard deviation (ddof=1) of each number over those runs
 FOLD_COLUMNS = ["folds", "val_precision_std", "val_recall_std", "val_accuracy_std", "val_macro_f1_std",
@@ -99,6 +115,11 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         row["train_rows"] = ok[0].data["train_rows"] if ok else None
         row["epochs"] = _mean([r.epochs_run or r.config["train"]["epochs"] for r in ok
                                if r.model.get("kind") != "tfidf-logreg"]) if ok else None
+        serving = [r.serving for r in ok if r.serving and not r.serving.get("error")]
+        for col, key in (("predict_rows_per_second", "rows_per_second"), ("latency_ms", "latency_ms"),
+                         ("predict_peak_memory_mb", "peak_memory_mb"), ("export_mb", "export_mb")):
+            row[col] = _mean([s[key] for s in serving if s.get(key) is not None])
+        row["temperature"] = _mean([r.calibration["temperature"] for r in ok if r.calibration])
         row["history"] = [r.history for r in ok]
         row["notes"] = sorted({r.model.get("note") for r in ok if r.model.get("note")})
         row["errors"] = [r.error or "" for r in recs if r.status != RunStatus.COMPLETED]
@@ -175,39 +196,82 @@ def _pm(r: dict, key: str, nd: int = 4, unit: str = "") -> str:
     return text
 
 
+def _interval(r: dict, key: str, nd: int = 3) -> str:
+    lo, hi = r.get(f"{key}_low"), r.get(f"{key}_high")
+    return f" [{lo:.{nd}f}, {hi:.{nd}f}]" if lo is not None and hi is not None else ""
+
+
 def _f1_cell(r: dict) -> str:
+    """Val F1: the mean over seeds (± their sample std with several seeds or folds) and the 1 - alpha interval."""
     if r["val_f1"] is None:
         return "failed"
-    return f"{r['val_f1']:.4f}" + (f" ± {r['val_f1_std']:.4f}" if r["runs"] > 1 and r["val_f1_std"] is not None else "")
+    spread = r["val_f1_std"] if (r["runs"] > 1 or r.get("folds")) and r.get("val_f1_std") is not None else None
+    return f"{r['val_f1']:.4f}" + (f" ± {spread:.4f}" if spread is not None else "") + _interval(r, "val_f1")
+
+
+def _delta_cell(r: dict) -> str:
+    if r.get("delta_f1") is None:
+        return "best" if r.get("is_best") else ""
+    lo, hi = r.get("delta_f1_low"), r.get("delta_f1_high")
+    ci = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+    return f"{r['delta_f1']:+.4f}{ci}"
+
+
+def _p_cell(r: dict) -> str:
+    p = r.get("p_t_corrected_holm") if r.get("folds") else r.get("p_bootstrap_holm")
+    if p is None:
+        return ""
+    text = "< 0.001" if p < 0.001 else f"{p:.2g}"
+    return text + ("" if r.get("not_separable_from_best") else " *")
 
 
 def results_table(rows: list[dict], has_test: bool, binary: bool):
-    """The comparison table as a pandas DataFrame of display strings, one row per model. Binary tasks: F1,
-    precision and recall of the positive label, with the threshold-free ROC-AUC and PR-AUC and MCC beside;
-    more classes: macro F1 (and weighted F1), macro precision and recall, MCC."""
+    """The comparison table as a pandas DataFrame of display strings, one row per model, narrow enough for a
+    1280 px screen: val F1 (binary: of the positive label; more classes: macro) with its interval, the difference
+    to the best model and its Holm-adjusted p-value, MCC, ROC-AUC (binary), test F1, what training cost and what
+    predicting costs. The other numbers are in `details_table`."""
     import pandas as pd
     out = []
     for r in rows:
-        name = r["label"] + (f" ({', '.join(r['members'])})" if r.get("members") else "")  # an ensemble's members
-        cells = {"model": name, ("val F1" if binary else "val macro F1"): _f1_cell(r)}
-        if not binary:
-            cells["weighted F1"] = _pm(r, "val_weighted_f1")
-        cells.update({("precision" if binary else "macro precision"): _pm(r, "val_precision"),
-                      ("recall" if binary else "macro recall"): _pm(r, "val_recall"),
-                      "accuracy": _pm(r, "val_accuracy")})
+        cells = {"model": r["label"], ("val F1" if binary else "val macro F1"): _f1_cell(r),
+                 "Δ F1 vs best": _delta_cell(r), "p (Holm)": _p_cell(r), "MCC": _pm(r, "val_mcc", 3)}
         if binary:
-            cells.update({"ROC-AUC": _pm(r, "val_roc_auc"), "PR-AUC": _pm(r, "val_pr_auc")})
-        cells["MCC"] = _pm(r, "val_mcc")
+            cells["ROC-AUC"] = _pm(r, "val_roc_auc", 3)
         if has_test:
-            cells["test F1" if binary else "test macro F1"] = _pm(r, "test_f1")
+            cells["test F1" if binary else "test macro F1"] = _pm(r, "test_f1") + _interval(r, "test_f1")
         cells.update({
-            "training time": _pm(r, "train_seconds", 1, " s"),
-            "peak memory": _pm(r, "peak_memory_mb", 0, " MB"),
-            "trainable": f"{r['trainable_pct']:.3g}% of {_count(r['total_params'])}" if r["total_params"] else "",
-            "computed in": ", ".join(x for x in (r["compute_precision"] or "",
-                                               "" if r["quantization"] in (None, "none") else f"{r['quantization']} weights",
-                                               f"{r['world_size']} processes" if (r["world_size"] or 1) > 1 else "") if x),
-            "train samples/s": _fmt(r["train_samples_per_second"], 1),
+            "train time": _pm(r, "train_seconds", 0, " s"),
+            "train memory": _pm(r, "peak_memory_mb", 0, " MB"),
+            "predict rows/s": _fmt(r.get("predict_rows_per_second"), 0),
+            "1-row latency": "" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f} ms",
+            "predict memory": "" if r.get("predict_peak_memory_mb") is None else f"{r['predict_peak_memory_mb']:.0f} MB",
+            "export size": "" if r.get("export_mb") is None else
+            f"{r['export_mb']:.0f} MB" if r["export_mb"] >= 10 else f"{r['export_mb']:.2g} MB"})
+        out.append(cells)
+    return pd.DataFrame(out)
+
+
+def details_table(rows: list[dict], binary: bool):
+    """The rest of each row's numbers (DataFrame of display strings): precision, recall, accuracy, PR-AUC
+    (binary) or weighted F1, calibration (ECE, Brier, the temperature of train.calibration), the trainable share,
+    how it computed, training throughput and runs."""
+    import pandas as pd
+    out = []
+    for r in rows:
+        cells = {"model": r["label"], ("precision" if binary else "macro precision"): _pm(r, "val_precision"),
+                 ("recall" if binary else "macro recall"): _pm(r, "val_recall"), "accuracy": _pm(r, "val_accuracy")}
+        if binary:
+            cells["PR-AUC"] = _pm(r, "val_pr_auc")
+        else:
+            cells["weighted F1"] = _pm(r, "val_weighted_f1")
+        cells.update({
+            "ECE": _fmt(r.get("val_ece"), 4), "Brier": _fmt(r.get("val_brier"), 4),
+            "temperature": _fmt(r.get("temperature"), 3),
+            "trainable": f"{r['trainable_pct']:.3g}% of {_count(r['total_params'])}" if r.get("total_params") else "",
+            "computed in": ", ".join(x for x in (r.get("compute_precision") or "",
+                                               "" if r.get("quantization") in (None, "none") else f"{r['quantization']} weights",
+                                               f"{r['world_size']} processes" if (r.get("world_size") or 1) > 1 else "") if x),
+            "train samples/s": _fmt(r.get("train_samples_per_second"), 1),
             "runs": f"{r['runs']}" + (f" (+{r['failed']} failed)" if r["failed"] else "")})
         out.append(cells)
     return pd.DataFrame(out)
@@ -237,135 +301,120 @@ def _html_frame(df) -> str:
     return f"<div class='scroll'>{df.to_html(index=False, escape=True, border=0)}</div>"
 
 
-# --------------------------------------------------------------------------- plots
-def _plots(rows: list[dict], data: dict | None) -> dict[str, bytes]:
-    # Figure objects, no pyplot: the caller's plotting backend and open figures are left alone
-    import matplotlib
-    from matplotlib.figure import Figure
-    out: dict[str, bytes] = {}
-    ok = [r for r in rows if r["val_f1"] is not None]
-    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-
-    def subplots(figsize):  # a standalone Figure with one Axes; pyplot is never touched
-        fig = Figure(figsize=figsize)
-        return fig, fig.subplots()
-
-    def save(fig, name):
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-        out[name] = buf.getvalue()
-
-    if ok:
-        fig, ax = subplots(figsize=(7, 3.6))
-        xs = range(len(ok))
-        ax.bar(xs, [r["val_f1"] for r in ok], yerr=[r["val_f1_std"] or 0 for r in ok], capsize=5,
-               color=[colors[i % len(colors)] for i in xs])
-        for i, r in enumerate(ok):
-            ax.text(i, r["val_f1"] + (r["val_f1_std"] or 0) + 0.005, f"{r['val_f1']:.3f}", ha="center", fontsize=9)
-        ax.set_xticks(list(xs), [r["label"] for r in ok], rotation=15)
-        lo = min(r["val_f1"] - (r["val_f1_std"] or 0) for r in ok)  # room for the error bars and their labels
-        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(r["val_f1"] + (r["val_f1_std"] or 0) for r in ok) + 0.05))
-        ax.set_ylabel("val F1 (mean ± std over " + ("folds and seeds)" if any(r.get("folds") for r in ok) else "seeds)"))
-        ax.set_title("Quality")
-        save(fig, "f1.png")
-
-        fig, ax = subplots(figsize=(7, 3.6))
-        for i, r in enumerate(ok):
-            ax.errorbar(r["train_seconds"], r["val_f1"], yerr=r["val_f1_std"] or 0, fmt="o", ms=8,
-                        color=colors[i % len(colors)], label=r["label"], capsize=4)
-        ax.set_xscale("log")
-        from matplotlib.ticker import FuncFormatter, NullFormatter
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis run into each other
-        ax.set_xlabel("training time (s, log scale)")
-        ax.set_ylabel("val F1")
-        ax.set_title("Quality against cost")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "f1_vs_time.png")
-
-        fig, ax = subplots(figsize=(7, 3.6))
-        ax.bar(list(xs), [r["peak_memory_mb"] or 0 for r in ok], color=[colors[i % len(colors)] for i in xs])
-        ax.set_xticks(list(xs), [r["label"] for r in ok], rotation=15)
-        ax.set_ylabel("peak memory (MB)")
-        ax.set_title("Peak memory during training")
-        save(fig, "memory.png")
-
-        curves = [(i, r) for i, r in enumerate(ok) if any(r["history"])]
-        if curves:
-            fig, ax = subplots(figsize=(7, 3.6))
-            for i, r in curves:
-                for j, h in enumerate(r["history"]):
-                    if h:
-                        ax.plot([x["epoch"] for x in h], [x["f1"] for x in h], marker="o", alpha=0.85,
-                                color=colors[i % len(colors)], label=r["label"] if j == 0 else None)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("val F1")
-            ax.set_title("Val F1 per epoch (one line per " + ("run)" if any(r.get("folds") for r in ok) else "seed)"))
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-            save(fig, "f1_per_epoch.png")
-
-    for i, r in enumerate(ok):
-        if r.get("detail"):
-            save(_confusion_figure(subplots, r["label"], r["detail"]), _confusion_png(r["label"]))
-    curves = [(i, r) for i, r in enumerate(ok) if (r.get("detail") or {}).get("curves")]
-    if curves:
-        fig = Figure(figsize=(9, 3.8))
-        roc_ax, pr_ax = fig.subplots(1, 2)
-        for i, r in curves:
-            c, d = colors[i % len(colors)], r["detail"]
-            roc_ax.plot(d["curves"]["roc"]["fpr"], d["curves"]["roc"]["tpr"], color=c,
-                        label=f"{r['label']} (AUC {d['roc_auc']:.3f})")
-            pr_ax.plot(d["curves"]["pr"]["recall"], d["curves"]["pr"]["precision"], color=c,
-                       label=f"{r['label']} (AP {d['pr_auc']:.3f})")
-        roc_ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=1)
-        roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (val)")
-        pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (val)", ylim=(0, 1.02))
-        for ax in (roc_ax, pr_ax):
-            ax.legend(fontsize=7, loc="lower right" if ax is roc_ax else "lower left")
-            ax.grid(alpha=0.3)
-        save(fig, "roc_pr.png")
-
-    if data and data.get("char_histogram"):
-        h = data["char_histogram"]
-        fig, ax = subplots(figsize=(7, 3))
-        edges = h["edges"]
-        ax.bar(edges[:-1], h["counts"], width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
-               color=colors[0], edgecolor="white")
-        ax.set_xlabel("text length (characters)")
-        ax.set_ylabel("rows (train + val)")
-        ax.set_title("Text lengths")
-        save(fig, "lengths.png")
-    return out
-
-def _confusion_png(label: str) -> str:
-    return f"confusion_{safe_name(label)}.png"
+def _statistics_config(folder: Path) -> StatisticsConfig:
+    """The comparison's `statistics` settings (compare.yaml), or the defaults for a folder without one."""
+    cfg_file = folder / "compare.yaml"
+    if not cfg_file.is_file():
+        return StatisticsConfig()
+    return from_dict(CompareConfig, load_yaml(cfg_file.read_text(), str(cfg_file))).statistics
 
 
-def _confusion_figure(subplots, label: str, detail: dict):
-    """A confusion matrix as counts, shaded by the share of each true class (rows sum to 1)."""
-    import numpy as np
-    cm = np.asarray(detail["confusion_matrix"])
-    names = detail["labels"]
-    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = 1.6 + 0.7 * len(names)
-    fig, ax = subplots(figsize=(size + 1.2, size))
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), n in np.ndenumerate(cm):
-        ax.text(j, i, f"{n}", ha="center", va="center", color="white" if share[i, j] > 0.6 else "#222", fontsize=9)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{label}: confusion matrix (val)", fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    return fig
+def _apply_statistics(rows: list[dict], stats: dict) -> None:
+    """Copy the statistics' intervals, differences and p-values into the rows' CSV columns."""
+    by = {r["label"]: r for r in rows}
+    for r in rows:  # every column in every row (blank where not computed)
+        for c in INTERVAL_COLUMNS + TEST_COLUMNS:
+            r.setdefault(c, None)
+    for label, splits in (stats.get("intervals") or {}).items():
+        for split, metrics in splits.items():
+            for m, (lo, hi) in metrics.items():
+                by[label][f"{split}_{m}_low"], by[label][f"{split}_{m}_high"] = lo, hi
+    group = set(stats.get("group") or [])
+    for r in rows:
+        r["is_best"] = r["label"] == stats.get("best")
+        r["not_separable_from_best"] = (r["label"] in group) if group else None
+    for c in stats.get("comparisons") or []:
+        r = by[c["label"]]
+        r.update(delta_f1=c["difference"], delta_f1_low=c["low"], delta_f1_high=c["high"])
+        for key in ("p_bootstrap", "p_bootstrap_holm", "p_mcnemar", "p_mcnemar_holm", "p_t_corrected",
+                    "p_t_corrected_holm"):
+            r[key] = c.get(key)
+
+
+def _comparisons_table(stats: dict):
+    """Each model against the best (DataFrame of display strings)."""
+    import pandas as pd
+    out = []
+    folds = stats.get("method") != "bootstrap"
+    for c in stats.get("comparisons") or []:
+        cells = {"model": c["label"], "Δ F1 vs " + stats["best"]: f"{c['difference']:+.4f}",
+                 f"{1 - stats['alpha']:.0%} interval": f"[{c['low']:+.4f}, {c['high']:+.4f}]"
+                 if c.get("low") is not None else ""}
+        if folds:
+            cells.update({"folds": str(c["folds"]), "p corrected t": _p(c["p_t_corrected"]),
+                          "p (Holm)": _p(c["p_t_corrected_holm"])})
+        else:
+            cells.update({"p bootstrap": _p(c["p_bootstrap"]), "p bootstrap (Holm)": _p(c["p_bootstrap_holm"]),
+                          "rows only it gets right": str(c["only_this_right"]),
+                          "rows only the best gets right": str(c["only_best_right"]),
+                          "p McNemar": _p(c["p_mcnemar"]), "p McNemar (Holm)": _p(c["p_mcnemar_holm"])})
+        cells["separable"] = "yes" if c["label"] not in (stats.get("group") or []) else "no"
+        out.append(cells)
+    return pd.DataFrame(out)
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def _statistics_text(stats: dict) -> str:
+    """What the intervals and p-values are, in one paragraph."""
+    level = f"{1 - stats['alpha']:.0%}"
+    if stats.get("method") == "bootstrap":
+        return (f"[low, high]: {level} percentile interval from {stats['resamples']} bootstrap resamples of the "
+                f"{stats.get('rows', '')} val rows (seed {stats['seed']}; the same resamples for every model, so "
+                "differences are paired; Koehn 2004). p bootstrap: share of resamples where the model is not worse "
+                "than the best (the difference's sign flips), two-sided. McNemar: exact binomial test on the rows "
+                "where exactly one of the two is right (Dietterich 1998; statsmodels). Holm: adjusted across the "
+                f"comparisons. A model is separable from the best when its Holm-adjusted bootstrap p < {stats['alpha']:g}. "
+                "± in the table: the sample standard deviation over seeds (spread of training, not of the data).")
+    return (f"[low, high]: {level} interval of the mean over {stats.get('folds')} folds from the corrected resampled "
+            f"t-test (Nadeau & Bengio 2003; test/train rows {stats.get('test_train_ratio', 0):.3f}), which widens the "
+            "plain t interval because folds share training rows. p: corrected resampled t-test of the paired fold "
+            f"scores, Holm-adjusted; separable when p < {stats['alpha']:g}. ± in the table: the sample standard "
+            "deviation over folds (and seeds).")
+
+
+def _wrong_table(rows: list[dict], cols: list[str]):
+    import pandas as pd
+    return pd.DataFrame([{c: ("" if r.get(c) is None else (f"{r[c]:.3f}" if isinstance(r[c], float) else
+                                                             "yes" if r[c] is True else "" if r[c] is False else
+                                                             str(r[c]))) for c in cols} for r in rows])
+
+
+def _analysis_parts(analysis: dict) -> list[tuple[str, Any]]:
+    """(heading, DataFrame or text) pieces of the error analysis, for the Markdown and HTML reports."""
+    if not analysis:
+        return []
+    parts: list[tuple[str, Any]] = []
+    flagged = analysis["all_wrong_flagged"]
+    parts.append(("text", f"{len(analysis['all_wrong'])} of {analysis['rows']} val rows are wrong for every model"
+                          f" ({', '.join(analysis['models'])}); {flagged} of them have a text the data checks flag "
+                          "(also in train, or with conflicting labels): often label noise rather than model error. "
+                          f"All in {ANALYSIS_DIR}/all_wrong.csv; per model the {TOP_WRONG} most confidently wrong rows in "
+                          f"{ANALYSIS_DIR}/confidently_wrong.csv."))
+    if analysis["all_wrong"]:
+        shown = sorted(analysis["all_wrong"], key=lambda r: not any(r.get(f) for f in FLAGS))[:TOP_WRONG]
+        parts.append((f"Rows every model gets wrong (first {len(shown)}, flagged first)",
+                      _wrong_table(shown, ["id", "text", "label", *FLAGS])))
+    for label, wrong in analysis["confidently_wrong"].items():
+        if wrong:
+            parts.append((f"{label}: most confidently wrong",
+                          _wrong_table(wrong[:5], ["id", "text", "label", "predicted", "probability", *FLAGS])))
+    import pandas as pd
+    labels, kappa = analysis["agreement"]["labels"], analysis["agreement"]["kappa"]
+    parts.append(("Agreement between models (Cohen's kappa of the predicted labels, val)",
+                  pd.DataFrame([{"model": a, **{b: f"{k:.3f}" for b, k in zip(labels, row)}}
+                                for a, row in zip(labels, kappa)])))
+    return parts
 
 
 def build_report(folder: Path, storage: str | None = None) -> Path:
-    """Write results.csv/json/md, plots/*.png and report.html in `folder`; return report.html."""
+    """Write results.csv/json/md, analysis/*.csv, plots/*.png and report.html in `folder`; return report.html.
+
+    Raises LorabenchError when the folder does not exist or holds no run.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise LorabenchError(f"report: no such folder: {folder}")
@@ -378,27 +427,64 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     rows = aggregate(records)
     order = _order(folder, [r["label"] for r in rows])
     rows.sort(key=lambda r: order.index(r["label"]))
-    ensemble, ensemble_note = _ensemble_row(folder)
+    ensemble, ensemble_note, ensemble_record = _ensemble_row(folder)
     rows += [ensemble] if ensemble else []
     data = json.loads((folder / "data.json").read_text()) if (folder / "data.json").is_file() else None
     has_test = any(r["test_f1"] is not None for r in rows)
     binary = len(records[0].data.get("label_names") or []) == 2
 
+    stats_cfg = _statistics_config(folder)
+    preds, why_not = gather(folder, runs, order, ensemble)
+    folded = any(r.get("folds") for r in rows)
+    if folded:
+        stats = fold_statistics(records, rows, ensemble_record, stats_cfg)
+    else:
+        stats = split_statistics(preds, rows, stats_cfg) if preds else {}
+    _apply_statistics(rows, stats)
+    analysis = analyse(folder, preds) if preds else {}
+    for r in rows:
+        cal = (analysis.get("calibration") or {}).get(r["label"])
+        r["val_ece"], r["val_brier"] = (cal["ece"], cal["brier"]) if cal else (None, None)
+
     write_atomic(folder / "results.csv", _csv_text(rows))
     refit = _refit(folder, rows, order)
     public = [{k: v for k, v in r.items() if k not in ("history", "detail")} for r in rows]
-    write_json(folder / "results.json", {"models": public, "data": data,
+    summary = {k: v for k, v in analysis.items() if k not in ("calibration", "confidently_wrong", "all_wrong")}
+    if analysis:
+        summary["all_wrong"] = len(analysis["all_wrong"])
+        summary["files"] = [f"{ANALYSIS_DIR}/{n}" for n in ("confidently_wrong.csv", "all_wrong.csv", "agreement.csv",
+                                                            "calibration.csv")]
+    write_json(folder / "results.json", {"models": public, "data": data, "statistics": stats, "analysis": summary,
                                          "runs": [{"run_dir": str(p.relative_to(folder)), "label": r.label,
                                                    "seed": r.seed, **({"fold": r.data["fold"]} if r.data.get("fold") else {}),
                                                    "status": r.status.value,
                                                    "metrics": r.metrics, "train_seconds": r.train_seconds,
                                                    "error": r.error} for p, r in runs],
                                          **({"refit": refit["summary"]} if refit else {})})
-    table = results_table(rows, has_test, binary)
+    table, details = results_table(rows, has_test, binary), details_table(rows, binary)
     notes = (_notes(rows, data, folder) + _fold_notes(rows) + ([ensemble_note] if ensemble_note else [])
-             + ([refit["note"]] if refit else []))
-    md = [f"# {folder.name}: comparison", "", markdown(table), ""]
+             + ([refit["note"]] if refit else []) + ([why_not] if why_not else []))
+    verdict = stats.get("verdict")
+    stats_text = _statistics_text(stats) if stats.get("comparisons") is not None else ""
+    level = f"{1 - stats_cfg.alpha:.0%}"
+    key = (f"[low, high]: {level} interval ({'corrected t over folds' if folded else 'bootstrap over val rows'}); "
+           f"± before it: the sample standard deviation over {'folds and seeds' if folded else 'seeds'}. "
+           "Δ F1 vs best: this model minus the best, with its interval; p (Holm): "
+           + ("corrected resampled t-test over folds" if folded else "paired bootstrap") +
+           ", Holm-adjusted; * = separable from the best (worse beyond chance). Serving cost: rows/s predicting val "
+           "in batches, median latency of one row, peak memory while predicting, size of `export --merge`.")
+    comparisons = _comparisons_table(stats) if stats.get("comparisons") else None
+    analysis_parts = _analysis_parts(analysis)
+
+    md = [f"# {folder.name}: comparison", ""] + ([f"**Verdict:** {verdict}", ""] if verdict else [])
+    md += [markdown(table), "", key, "", "## Details", "", markdown(details), ""]
     md += [f"- {n}" for n in notes]
+    if comparisons is not None:
+        md += ["", "## Is the difference real?", "", markdown(comparisons), "", stats_text]
+    if analysis_parts:
+        md += ["", "## Where the models fail"]
+        for head, part in analysis_parts:
+            md += ["", part] if head == "text" else ["", f"### {head}", "", markdown(part)]
     detailed = [r for r in rows if r["detail"]]
     if detailed:
         md += ["", "## Per-class results (val)"]
@@ -408,28 +494,47 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
                        f"{r['detail']['confusion_matrix']}"]
     write_atomic(folder / "results.md", "\n".join(md) + "\n")
 
-    plots = _plots(rows, data)
+    figures = plots(rows, data, stats, analysis)
     (folder / "plots").mkdir(exist_ok=True)
-    for name, png in plots.items():
+    for name, png in figures.items():
         write_atomic(folder / "plots" / name, png)
-    sections = [("", f"<h1>{html.escape(folder.name)}</h1><p class='sub'>lorabench comparison: "
-                     f"{len(records)} runs, {sum(r['runs'] for r in rows if r.get('kind', 'model') == 'model')} completed, "
-                     f"{sum(r['failed'] for r in rows)} failed"
-                     f"{'; k-fold estimates (' + str(max(r.get('folds') or 0 for r in rows)) + ' folds)' if any(r.get('folds') for r in rows) else ''}"
-                     "</p>")]
+    head = (f"<h1>{html.escape(folder.name)}</h1><p class='sub'>lorabench comparison: "
+            f"{len(records)} runs, {sum(r['runs'] for r in rows if r.get('kind', 'model') == 'model')} completed, "
+            f"{sum(r['failed'] for r in rows)} failed"
+            f"{'; k-fold estimates (' + str(max(r.get('folds') or 0 for r in rows)) + ' folds)' if folded else ''}</p>")
+    if verdict:
+        head += f"<p class='verdict'><b>Verdict:</b> {html.escape(verdict)}</p>"
+    sections = [("", head)]
+    sections.append(("Results", _html_frame(table) + f"<p class='sub'>{html.escape(key)}</p>"
+                     + (_img(figures["f1.png"], "F1") if "f1.png" in figures else "")))
+    sections.append(("Details", _html_frame(details)
+                     + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
+    if comparisons is not None:
+        sections.append(("Is the difference real?", _html_frame(comparisons) + f"<p>{html.escape(stats_text)}</p>"))
+    if "quality_vs_serving.png" in figures:
+        sections.append(("Quality against serving cost", _img(figures["quality_vs_serving.png"], "quality against serving cost")))
+    if analysis_parts:
+        body = ""
+        for h, part in analysis_parts:
+            body += f"<p>{html.escape(part)}</p>" if h == "text" else f"<h3>{html.escape(h)}</h3>{_html_frame(part)}"
+        sections.append(("Where the models fail", body))
+    if "reliability.png" in figures:
+        sections.append(("Calibration", "<p>Expected calibration error (ECE, 15 equal-width bins of the top "
+                         "probability) and Brier score per model are in the details table; "
+                         "<code>train.calibration: temperature</code> fits a temperature on val.</p>"
+                         + _img(figures["reliability.png"], "reliability diagram")))
     if data:
         sections.append(("Data", f"<pre>{html.escape(format_summary(data))}</pre>" +
-                         (_img(plots["lengths.png"], "text lengths") if "lengths.png" in plots else "")))
-    sections.append(("Results", _html_frame(table) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)))
-    for name, title in (("f1.png", "F1"), ("roc_pr.png", "ROC and precision-recall curves (val)"),
+                         (_img(figures["lengths.png"], "text lengths") if "lengths.png" in figures else "")))
+    for name, title in (("roc_pr.png", "ROC and precision-recall curves (val)"),
                         ("f1_vs_time.png", "F1 against training time"),
                         ("f1_per_epoch.png", "F1 per epoch"), ("memory.png", "Peak memory")):
-        if name in plots:
-            sections.append((title, _img(plots[name], title)))
+        if name in figures:
+            sections.append((title, _img(figures[name], title)))
     if detailed:
         parts = []
         for r in detailed:
-            png = plots.get(_confusion_png(r["label"]))
+            png = figures.get(confusion_png(r["label"]))
             parts.append(f"<h3>{html.escape(r['label'])} <span class='sub'>({html.escape(_whose(r))})</span></h3>"
                          f"<div class='pair'>{_html_frame(per_class_table(r['detail']))}"
                          f"{_img(png, 'confusion matrix of ' + r['label']) if png else ''}</div>")
@@ -454,25 +559,26 @@ def _whose(row: dict) -> str:
     return f"mean of {row['runs']} member runs"
 
 
-def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
-    """The comparison's ensemble row from `ensemble/ensemble.json` (lorabench.runs.ensemble), and a note: how it was
-    made, or why there is none. Shown only when it was built from the runs the config picks now."""
+def _ensemble_row(folder: Path) -> tuple[dict | None, str | None, dict | None]:
+    """The comparison's ensemble row from `ensemble/ensemble.json` (lorabench.runs.ensemble), a note (how it was
+    made, or why there is none) and ensemble.json as read. Shown only when it was built from the runs the config
+    picks now."""
     cfg_file = folder / "compare.yaml"
     if not cfg_file.is_file():
-        return None, None
+        return None, None, None
 
     cfg = from_dict(CompareConfig, load_yaml(cfg_file.read_text(), str(cfg_file)))
     if not cfg.ensemble_top:
-        return None, None
+        return None, None, None
     members, reason = choose_members(compare_groups(folder, cfg), cfg.ensemble_top)
     if not members:
-        return None, reason
+        return None, reason, None
     try:
         spec = read_ensemble(folder / ENSEMBLE_DIR)
     except LorabenchError as e:
-        return None, f"no ensemble row: {e}; run compare again to rebuild it"
+        return None, f"no ensemble row: {e}; run compare again to rebuild it", None
     if [[d.resolve() for d in dirs] for _, dirs in spec.members] != [[d.resolve() for d in m.run_dirs] for m in members]:
-        return None, f"no ensemble row: {ENSEMBLE_DIR}/ was built from other runs; run compare again to rebuild it"
+        return None, f"no ensemble row: {ENSEMBLE_DIR}/ was built from other runs; run compare again to rebuild it", None
     ens, labels = spec.record, [label for label, _ in spec.members]
     val, detail = ens["metrics"].get("val", {}), ens.get("evaluation", {}).get("val")
     row: dict[str, Any] = {c: None for c in CSV_COLUMNS}
@@ -482,6 +588,10 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
                 "detail": {"seed": None, **detail} if detail else None,
                 "test_f1": ens["metrics"].get("test", {}).get("f1"), "train_seconds": ens.get("train_seconds"),
                 "peak_memory_mb": ens.get("peak_memory_mb"), "history": [], "notes": [], "errors": []})
+    serving = ens.get("serving") or {}
+    if not serving.get("error"):
+        row.update(predict_rows_per_second=serving.get("rows_per_second"), latency_ms=serving.get("latency_ms"),
+                   predict_peak_memory_mb=serving.get("peak_memory_mb"), export_mb=serving.get("export_mb"))
     if ens.get("folds"):  # k-fold: mean over the folds' ensembles, with their sample std
         std = (ens.get("metrics_std") or {}).get("val", {})
         row.update(folds=len(ens["folds"]), val_f1_std=std.get("f1"),
@@ -492,7 +602,7 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None]:
             f"{OPTIMISTIC[0].upper()}{OPTIMISTIC[1:]}. Its training time is the sum over its {len(spec.run_dirs)} member "
             f"runs, its peak memory the largest member run's. Saved in {ENSEMBLE_DIR}/ (lorabench predict "
             f"{folder / ENSEMBLE_DIR} --input ... runs it).")
-    return row, " ".join([note] + [n for n in ens.get("notes", []) if n != OPTIMISTIC])
+    return row, " ".join([note] + [n for n in ens.get("notes", []) if n != OPTIMISTIC]), ens
 
 
 def _which(detail: dict) -> str:

@@ -105,11 +105,47 @@ def choose_members(groups: dict[str, list[Path]], top: int) -> tuple[list[Member
     return [], reason
 
 
+def same_rows(recs: dict[Path, dict]) -> list[str]:
+    """Check that runs ({run folder: record}) were scored on the same rows: the same label names and the same
+    `data.val_fingerprint` / `test_fingerprint` where both have one. Returns their label names. Raises
+    `LorabenchError` naming the run that differs: runs on different rows are never averaged or compared."""
+    first_dir, first = next(iter(recs.items()))
+    names = first["data"]["label_names"]
+    for d, rec in recs.items():
+        if rec["data"]["label_names"] != names:
+            raise LorabenchError(f"{d}: label names {rec['data']['label_names']} differ from {names} of {first_dir}; "
+                                 "runs of different label sets cannot be averaged or compared")
+        for key, what in (("val_fingerprint", "val"), ("test_fingerprint", "test")):
+            a, b = rec["data"].get(key), first["data"].get(key)
+            if a is not None and b is not None and a != b:
+                raise LorabenchError(f"{d}: scored on other {what} rows than {first_dir} (data.{key} {a} vs {b}); "
+                                     "runs on different rows cannot be averaged or compared")
+    return list(names)
+
+
+def read_aligned(groups: list[list[Path]], recs: dict[Path, dict], split: str,
+                 names: list[str]) -> list[list[SplitPredictions]] | None:
+    """The saved `split` predictions of every run of `groups` (lists of run folders, e.g. one per model), checked to
+    be of the same rows in the same order (ids and labels). None when some run saved none for `split`. Raises
+    `LorabenchError` naming a run whose rows differ."""
+    dirs = [d for g in groups for d in g]
+    if any(not (recs[d].get("predictions") or {}).get(split) for d in dirs):
+        return None
+    per = [[read_predictions(d / recs[d]["predictions"][split], names) for d in g] for g in groups]
+    ref, ref_dir = per[0][0], groups[0][0]
+    for g, runs in zip(groups, per):
+        for d, p in zip(g, runs):
+            if p.ids != ref.ids or not np.array_equal(p.labels, ref.labels):
+                raise LorabenchError(f"{d}: its {split} predictions are of other rows than {ref_dir}'s; "
+                                     "runs on different rows cannot be averaged or compared")
+    return per
+
+
 def build_ensemble(members: list[Member]) -> Ensemble:
     """Average the saved val (and test) probabilities of `members`' runs by `combine` and score the mean with
     the functions every run uses. Raises `LorabenchError` naming the run when a member run is not usable, has
-    other label names, or was scored on other rows (`data.val_fingerprint` / `test_fingerprint`, ids, labels):
-    runs on different rows are never averaged."""
+    other label names, or was scored on other rows (`same_rows`, `read_aligned`): runs on different rows are
+    never averaged."""
     if len(members) < 1 or any(not m.run_dirs for m in members):
         raise LorabenchError("ensemble: give at least one member with at least one run folder")
     recs = {}
@@ -119,17 +155,8 @@ def build_ensemble(members: list[Member]) -> Ensemble:
             if rec is None:
                 raise LorabenchError(f"{d}: not a completed run with saved val predictions")
             recs[d] = rec
-    first_dir, first = next(iter(recs.items()))
-    names = first["data"]["label_names"]
-    for d, rec in recs.items():
-        if rec["data"]["label_names"] != names:
-            raise LorabenchError(f"{d}: label names {rec['data']['label_names']} differ from {names} of {first_dir}; "
-                                 "runs of different label sets cannot be averaged")
-        for key, what in (("val_fingerprint", "val"), ("test_fingerprint", "test")):
-            a, b = rec["data"].get(key), first["data"].get(key)
-            if a is not None and b is not None and a != b:
-                raise LorabenchError(f"{d}: scored on other {what} rows than {first_dir} (data.{key} {a} vs {b}); "
-                                     "runs on different rows cannot be averaged")
+    names = same_rows(recs)
+    first = next(iter(recs.values()))
     ens = Ensemble(members=members, label_names=list(names), label_values=first["data"].get("label_values") or
                    list(range(len(names))), predictions={},
                    train_seconds=round(sum(float(r.get("train_seconds") or 0.0) for r in recs.values()), 3),
@@ -137,19 +164,14 @@ def build_ensemble(members: list[Member]) -> Ensemble:
                    data={k: first["data"].get(k) for k in ("val_rows", "test_rows", "val_fingerprint",
                                                            "test_fingerprint") if k in first["data"]})
     for split in ("val", "test"):
-        have = [d for d, r in recs.items() if (r.get("predictions") or {}).get(split)]
-        if split == "test" and len(have) < len(recs):
+        per = read_aligned([m.run_dirs for m in members], recs, split, names)
+        if per is None:
+            have = sum(1 for r in recs.values() if (r.get("predictions") or {}).get(split))
             if have:
-                ens.notes.append(f"no test scores: {len(recs) - len(have)} of {len(recs)} member runs saved no "
+                ens.notes.append(f"no test scores: {len(recs) - have} of {len(recs)} member runs saved no "
                                  "test predictions")
             continue
-        per = [[read_predictions(d / recs[d]["predictions"][split], names) for d in m.run_dirs] for m in members]
-        ref, ref_dir = per[0][0], members[0].run_dirs[0]
-        for m, runs in zip(members, per):
-            for d, p in zip(m.run_dirs, runs):
-                if p.ids != ref.ids or not np.array_equal(p.labels, ref.labels):
-                    raise LorabenchError(f"{d}: its {split} predictions are of other rows than {ref_dir}'s; "
-                                         "runs on different rows cannot be averaged")
+        ref = per[0][0]
         probs = combine([[p.probs for p in runs] for runs in per])
         ens.predictions[split] = SplitPredictions(ref.ids, ref.labels, probs, list(names))
         if len(ref.labels) and (ref.labels >= 0).all():

@@ -13,7 +13,7 @@ from typing import Any
 from lorabench.errors import LorabenchError
 from lorabench.runs.files import RUN_FILE, not_a_run, read_run, write_json
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA_HISTORY: dict[int, str] = {
     1: "records before issue 13: no schema_version key",
     2: "+ schema_version, resumed_from (a run resumed after a kill)",
@@ -22,6 +22,8 @@ SCHEMA_HISTORY: dict[int, str] = {
        "data.fold (k-fold runs), refit runs (a `refit` block, no metrics.val)",
     5: "every field of `RunRecord` written, null where it does not apply (a typed record: precision, parallel, "
        "batch, versions, machine, ... are fields, no longer extras)",
+    6: "+ serving (what predicting costs: rows/s, latency of one row, peak memory, merged export size), "
+       "calibration (train.calibration temperature: T and val log loss before and after)",
 }
 
 
@@ -44,10 +46,13 @@ class RunRecord:
       batch sizes), `batch` (the batch and learning rate trained with, and why), `speed_levers`
     - how it scored: `metrics` ({split: {precision, recall, f1, accuracy}} for `val`, `test`, `val_at_threshold`,
       `test_at_threshold`), `evaluation` ({split: per-class results, confusion matrix, MCC, ROC-AUC, PR-AUC, curves}),
-      `threshold` (binary decision threshold, None: most probable class), `history` (one dict per evaluation),
+      `threshold` (binary decision threshold, None: most probable class), `calibration` (train.calibration
+      temperature: {method, temperature, log_loss_before, log_loss_after, fitted_on}; None: uncalibrated), `history` (one dict per evaluation),
       `best_epoch`, `epochs_run`, `steps`, `predictions` ({split: file} of per-row probabilities)
     - what it cost: `train_seconds` (training with per-epoch evaluation), `pure_train_seconds`, `eval_seconds`,
-      `load_seconds`, `wall_seconds`, `peak_memory_mb`, `peak_memory` (how it was measured), `throughput`
+      `load_seconds`, `wall_seconds`, `peak_memory_mb`, `peak_memory` (how it was measured), `throughput`,
+      `serving` (what predicting costs, `inference.serving.measure`: rows_per_second, latency_ms, peak_memory_mb,
+      export_mb, ...; None: not measured)
     - where and when: `run_dir`, `started_at`, `finished_at`, `versions`, `machine`, `resumed_from` (the epoch a
       resumed run continued after), `refit` (a refit: what it was chosen by), `sweep` (a trial: its study and
       parameters), `tracking` (the tracker runs: ids and redacted locations), `error` and `traceback` (a failed run)
@@ -65,6 +70,7 @@ class RunRecord:
     metrics: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
     threshold: float | None = None
+    calibration: dict | None = None
     predictions: dict | None = None
     history: list = field(default_factory=list)
     best_epoch: float | None = None
@@ -78,6 +84,7 @@ class RunRecord:
     peak_memory_mb: float | None = None
     peak_memory: dict | None = None
     throughput: dict = field(default_factory=dict)
+    serving: dict | None = None
     params: dict = field(default_factory=dict)
     precision: dict | None = None
     quantization: str | None = None
@@ -152,6 +159,9 @@ def migrate(raw: dict) -> dict:
         out.setdefault("quantization", "none" if out.get("model", {}).get("kind") == "transformer" else None)
     if version < 4:
         out.setdefault("predictions", None)
+    if version < 6:  # not measured then: the report shows blanks
+        out.setdefault("serving", None)
+        out.setdefault("calibration", None)
     out["schema_version"] = SCHEMA_VERSION
     return out
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from lorabench.config.schema import ExperimentConfig
 from lorabench.data.splits import Splits
+from lorabench.evaluation.calibration import apply_temperature, calibration_for
 from lorabench.evaluation.metrics import classification_metrics, predict_labels, split_evaluation, tune_threshold
 from lorabench.runs.files import write_json
 from lorabench.runs.predictions import save_predictions
@@ -48,8 +49,9 @@ def load_baseline(run_dir: Path):
     return make_pipeline(vec, lr)
 
 
-def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
-    """Word 1-2-gram TF-IDF + class-weighted logistic regression; same record fields as a transformer."""
+def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path, temperature: float | None = None) -> dict:
+    """Word 1-2-gram TF-IDF + class-weighted logistic regression; same record fields as a transformer (with
+    train.calibration temperature: fitted on val, or `temperature` for a refit, which has no val rows)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -67,6 +69,11 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
     k = splits.num_labels
     has_val = len(splits.val) > 0  # a refit (train = train + val) has none
     val_probs = clf.predict_proba(splits.val.texts) if has_val else None
+    test_probs = clf.predict_proba(splits.test.texts) if splits.test is not None and splits.test.labelled else None
+    calibration = calibration_for(cfg.train.calibration, splits.val.labels, val_probs, fixed=temperature)
+    if calibration:  # as for a transformer (training.trainer): calibrated before the threshold is tuned
+        val_probs, test_probs = (None if p is None else apply_temperature(p, calibration["temperature"])
+                                 for p in (val_probs, test_probs))
     metrics = {"val": classification_metrics(np.asarray(splits.val.labels), predict_labels(val_probs), k)} \
         if has_val else {}
     threshold = None
@@ -77,8 +84,7 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
     if threshold is not None and has_val:
         metrics["val_at_threshold"] = classification_metrics(
             np.asarray(splits.val.labels), predict_labels(val_probs, threshold), 2)
-    if splits.test is not None and splits.test.labelled:
-        test_probs = clf.predict_proba(splits.test.texts)
+    if test_probs is not None:
         metrics["test"] = classification_metrics(np.asarray(splits.test.labels), predict_labels(test_probs), k)
         if threshold is not None:
             metrics["test_at_threshold"] = classification_metrics(
@@ -98,6 +104,7 @@ def run_tfidf_logreg(cfg: ExperimentConfig, splits: Splits, out: Path) -> dict:
         "metrics": metrics,
         "evaluation": evaluation,
         "threshold": threshold,
+        "calibration": calibration,
         "predictions": predictions,
         "history": [],
         "train_seconds": round(seconds, 3),

@@ -18,6 +18,7 @@ import numpy as np
 from lorabench import distributed
 from lorabench.config.schema import TrainConfig
 from lorabench.data.splits import Split, Splits
+from lorabench.evaluation.calibration import apply_temperature, calibration_for
 from lorabench.evaluation.metrics import (
     METRICS,
     classification_metrics,
@@ -173,6 +174,7 @@ class TrainResult:
     resumed_from: float | None = None   # the epoch a resumed run continued after (None: not resumed)
     val_detail: dict | None = None      # per-class results, confusion matrix, AUCs, MCC (metrics.evaluation_detail)
     test_detail: dict | None = None
+    calibration: dict | None = None     # train.calibration: the temperature and val log loss (evaluation.calibration)
 
 
 class _Timer:
@@ -287,7 +289,8 @@ def _cached(cache: dict | None, key: tuple, make):
 
 def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
           max_length: int, callbacks: list | None = None, token_cache: dict | None = None,
-          resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none") -> TrainResult:
+          resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none",
+          temperature: float | None = None) -> TrainResult:
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
     With no val rows (a refit, `data.splits.refit_splits`) nothing is evaluated during training: it runs
@@ -301,7 +304,9 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     same splits, tokenizer and max_length tokenise once. The speed levers (`lorabench.speedups.cpu`)
     are applied for the run and undone after it, also when it fails. The console shows one progress bar and a
     line per epoch, headed by `label` (`training.progress`). `report_to`: the experiment-tracker integrations the
-    Trainer itself runs (its `report_to`; `lorabench.tracking.trainer_report_to` picks them).
+    Trainer itself runs (its `report_to`; `lorabench.tracking.trainer_report_to` picks them). With
+    `cfg.calibration` temperature, val and test probabilities are calibrated after training (fitted on val, or with
+    `temperature` for a run without val rows: a refit inherits its sources').
     """
     from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     import_peft()
@@ -309,7 +314,7 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
                       token_cache=token_cache, levers=levers, resume_from=resume_from, label=label,
-                      report_to=report_to)
+                      report_to=report_to, temperature=temperature)
     finally:
         speed.restore_all(built.model, levers)
 
@@ -329,7 +334,8 @@ def _history(log_history: list[dict]) -> list[dict]:
 
 def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max_length: int,
            callbacks: list | None, token_cache: dict | None, levers: dict,
-           resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none") -> TrainResult:
+           resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none",
+           temperature: float | None = None) -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -412,6 +418,12 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     if splits.test is not None and splits.test.labelled:  # unlabelled test rows: nothing to score
         test_ds, test_order = tokenize(splits.test, tok, max_length, sort=True)
         result.test = evaluate(trainer, test_ds, test_order, splits.num_labels)
+    result.calibration = calibration_for(cfg.calibration, splits.val.labels, result.val.probs if has_val else None,
+                                         fixed=temperature)
+    if result.calibration:  # every probability after this point is calibrated; the most probable class is not changed
+        for out in (result.val, result.test):
+            if out is not None:
+                out.probs = apply_temperature(out.probs, result.calibration["temperature"])
     if cfg.threshold == "tune" and splits.num_labels == 2 and has_val:
         y = np.asarray(splits.val.labels)
         result.threshold, _ = tune_threshold(y, result.val.probs)
