@@ -15,7 +15,6 @@ from lorabench.config.schema import StatisticsConfig
 from lorabench.errors import ConfigError
 from lorabench.evaluation.calibration import log_loss
 from lorabench.inference import serving
-from lorabench.reporting.report import build_report
 from lorabench.runs.record import RunRecord
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "lorabench" / "datasets" / "disaster_tweets" / "train.csv"
@@ -78,8 +77,11 @@ def test_results_have_intervals_around_each_estimate_and_a_verdict(compared):
             for metric in ("f1", "accuracy", "mcc", "roc_auc"):
                 lo, hi = m[f"{split}_{metric}_low"], m[f"{split}_{metric}_high"]
                 assert lo <= hi, (m["label"], split, metric)
-        assert m["val_f1_low"] <= m["val_f1"] + 1e-12 and m["val_f1"] <= m["val_f1_high"] + 1e-12
-        assert m["val_accuracy_low"] <= m["val_accuracy"] <= m["val_accuracy_high"]
+        for split in ("val", "test"):  # every interval has its estimate beside it, inside it
+            for metric in ("f1", "accuracy", "mcc", "roc_auc", "pr_auc"):
+                est = m[f"{split}_{metric}"]
+                assert m[f"{split}_{metric}_low"] - 1e-12 <= est <= m[f"{split}_{metric}_high"] + 1e-12, \
+                    (m["label"], split, metric)
     # every model but the best against the best, Holm-adjusted p >= the raw p
     best = stats["best"]
     assert best == max(results["models"], key=lambda m: m["val_f1"])["label"]
@@ -197,17 +199,26 @@ def test_temperature_keeps_the_decisions_lowers_val_log_loss_and_predict_applies
     assert got[[f"prob_{n}" for n in NAMES]].to_numpy() == pytest.approx(p, abs=1e-4)
 
 
-def test_a_run_from_before_serving_was_measured_shows_blanks(compared, tmp_path):
+def test_a_run_from_before_serving_was_measured_shows_blanks(compared, tmp_path, capsys):
     import shutil
     copy = tmp_path / "old"
     shutil.copytree(compared, copy)
+    ens = json.loads((copy / "ensemble" / "ensemble.json").read_text())
+    ens.pop("serving")
+    (copy / "ensemble" / "ensemble.json").write_text(json.dumps(ens))
     for path in _runs(copy).values():
         raw = json.loads((path / "run.json").read_text())
         raw.pop("serving"), raw.pop("calibration")
         raw["schema_version"] = 5
         (path / "run.json").write_text(json.dumps(raw))
     (copy / "val_rows.csv").unlink()  # made before the error analysis: ids without texts
-    build_report(copy)
+    assert (copy / "plots" / "quality_vs_serving.png").is_file()
+    capsys.readouterr()
+    assert main(["report", str(copy)]) == 0
+    verdict = json.loads((copy / "results.json").read_text())["statistics"]["verdict"]
+    assert f"verdict: {verdict}" in capsys.readouterr().out  # `lorabench report` says it too
+    assert verdict.endswith("serving cost not measured") or "serving cost not measured for" in verdict, verdict
+    assert not (copy / "plots" / "quality_vs_serving.png").exists()  # no stale figure of the numbers now missing
     rows = {r["label"]: r for r in csv.DictReader((copy / "results.csv").open())}
     for label in _runs(copy):
         assert rows[label]["predict_rows_per_second"] == "" and rows[label]["export_mb"] == ""
@@ -215,7 +226,8 @@ def test_a_run_from_before_serving_was_measured_shows_blanks(compared, tmp_path)
     assert "| tiny-llama |" in (copy / "results.md").read_text()
 
 
-@pytest.mark.parametrize("key, value", [("bootstrap_resamples", 10), ("alpha", 1.5), ("alpha", 0)])
+@pytest.mark.parametrize("key, value", [("bootstrap_resamples", 10), ("bootstrap_resamples", 10**8), ("alpha", 1.5),
+                                        ("alpha", 0), ("bootstrap_seed", -1)])
 def test_statistics_settings_are_checked(key, value):
     with pytest.raises(ConfigError, match=f"statistics.{key}"):
         from_dict(StatisticsConfig, {key: value}, "statistics")
@@ -256,3 +268,14 @@ models:
         assert m["predict_rows_per_second"] is None  # serving_cost: false
     assert rows[c["label"]]["p_t_corrected_holm"] == c["p_t_corrected_holm"]
     assert "folds" in stats["verdict"] and "serving cost not measured" in stats["verdict"]
+
+
+def test_the_verdict_names_models_whose_serving_cost_is_unknown():
+    from lorabench.reporting.uncertainty import _cost_clause
+    rows = [{"label": "A", "predict_rows_per_second": 100.0}, {"label": "B", "predict_rows_per_second": 1000.0},
+            {"label": "C", "predict_rows_per_second": None}]
+    assert _cost_clause("A", ["A", "B"], rows) == "; B predicts 10x cheaper than A (1000 vs 100 rows/s)"
+    assert _cost_clause("A", ["A", "B", "C"], rows).endswith("(serving cost not measured for C)")
+    assert _cost_clause("C", ["C", "B"], rows) == ("; B is the cheapest to run of those measured (serving cost not "
+                                                    "measured for C)")
+    assert _cost_clause("C", ["C"], rows) == "; serving cost not measured"

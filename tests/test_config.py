@@ -113,7 +113,7 @@ SNAPSHOTS = {
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
 # and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults; issue 23: lr_scheduler, warmup_ratio;
 # issue 24: train.calibration, train.serving_cost, statistics.*)
-KEYS_SNAPSHOT = "47d9325e0e28d55fe29c7ae1ec68ad878c321abbfc0fa42ca7cc3bf56f091fb4"
+KEYS_SNAPSHOT = "237e21245f69cd4cd9b3628383f250d8bf61edee5d43b471721dce111e02bd77"
 
 TRICKY_YAML = """
 name: 7

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 import warnings
@@ -247,6 +248,11 @@ def cmd_export(args) -> int:
 def cmd_report(args) -> int:
     from lorabench.reporting.report import build_report
     out = build_report(Path(args.folder), storage=args.storage)
+    results = out.parent / "results.json"
+    if results.is_file() and out.parent.resolve() == Path(args.folder).resolve():  # a comparison (not a sweep)
+        verdict = (json.loads(results.read_text(encoding="utf-8")).get("statistics") or {}).get("verdict")
+        if verdict:
+            say(f"verdict: {verdict}")
     say(f"report: {out}")
     return 0
 

@@ -292,7 +292,7 @@ class TrainConfig:
         "run.json `calibration` has T and the val log loss before and after."))
     serving_cost: Bool = _f(True, help=(
         "After training, measure what predicting with the model costs, in a fresh process as `predict` runs it: "
-        "rows/s on up to 256 val rows, median latency of one row, peak memory, and the size `export --merge` "
+        "rows/s on up to 128 val rows, median latency of one row, peak memory, and the size `export --merge` "
         "would write (run.json `serving`; a few seconds per run)."))
 
     @model_validator(mode="after")
@@ -382,6 +382,9 @@ class ModelEntry:
         "Train this model on a seeded subsample of the shared train split (val and test stay identical)."))
 
 
+MAX_RESAMPLES = 100_000  # statistics.bootstrap_resamples' upper bound: about a minute of report on 10k rows, 5 models
+
+
 @_config("statistics")
 class StatisticsConfig:
     """Intervals and tests of a comparison (lorabench.evaluation.bootstrap, .significance)."""
@@ -390,8 +393,9 @@ class StatisticsConfig:
         "Holm-adjusted p-value is at least alpha."))
     bootstrap_resamples: Int = _f(1000, help=(
         "Bootstrap resamples of the val (and test) rows for intervals and paired differences; the same resamples "
-        "for every model. At least 1000 (Koehn 2004)."))
-    bootstrap_seed: Int = _f(0, help="Seed of the bootstrap resamples: the same seed gives the same intervals.")
+        "for every model. From 1000 (Koehn 2004) to 100000."))
+    bootstrap_seed: Int = _f(0, help="Seed of the bootstrap resamples (0 or more): the same seed gives the same "
+                                     "intervals.")
 
     @model_validator(mode="after")
     def _check(self) -> StatisticsConfig:
@@ -400,6 +404,12 @@ class StatisticsConfig:
         if self.bootstrap_resamples < 1000:
             raise _bad(f"{{key.bootstrap_resamples}} must be at least 1000 (fewer resamples make the interval ends "
                        f"and p-values noisy), got {self.bootstrap_resamples}")
+        if self.bootstrap_resamples > MAX_RESAMPLES:
+            raise _bad(f"{{key.bootstrap_resamples}} must be at most {MAX_RESAMPLES} (each resample scores every "
+                       f"model once; 10000 already fixes p-values to about 0.005), got {self.bootstrap_resamples}")
+        if self.bootstrap_seed < 0:
+            raise _bad(f"{{key.bootstrap_seed}} must be 0 or more (numpy's seeds are non-negative), got "
+                       f"{self.bootstrap_seed}")
         return self
 
 

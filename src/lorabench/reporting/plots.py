@@ -104,7 +104,7 @@ def plots(rows: list[dict], data: dict | None, stats: dict | None = None, analys
                     color=colors[i % len(colors)], label=f"{r['label']} (ECE {cal['ece']:.3f})")
         what = "P(positive)" if kind == "positive" else "confidence of the most probable class"
         ax.set(xlabel=f"mean predicted {what}", ylabel="observed share" if kind == "positive" else "accuracy",
-               xlim=(0, 1), ylim=(0, 1), title="Reliability (val, 10 bins)")
+               xlim=(0, 1), ylim=(0, 1), title="Reliability (val, 10 bins; ECE: 15 bins of the top probability)")
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
         save(fig, "reliability.png")
@@ -183,7 +183,7 @@ def _f1_figure(subplots, ok: list[dict], colors: list[str], stats: dict):
 def _serving_figure(subplots, ok: list[dict], colors: list[str], stats: dict):
     """Val F1 (with its interval) against the time to predict one row in bulk (ms, log scale); filled: the group
     not separable from the best."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     group = set(stats.get("group") or [])
     fig, ax = subplots(figsize=(7, 3.8))
     for i, r in enumerate(ok):
@@ -197,6 +197,7 @@ def _serving_figure(subplots, ok: list[dict], colors: list[str], stats: dict):
                                         r["label"] != stats.get("best") else " (best)" if r["label"] == stats.get("best")
                                         else ""))
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # a short log axis still gets several labels
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("ms per row predicted in batches (log scale; lower is cheaper)")

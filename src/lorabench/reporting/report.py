@@ -9,6 +9,7 @@ import csv
 import html
 import io
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ from lorabench.runs.record import RunRecord, RunStatus
 METRIC_KEYS = ("f1", "precision", "recall", "accuracy")
 DETAIL_KEYS = ("macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc")
 CSV_COLUMNS = ["label", "model", "finetune", "runs", "failed", "val_f1", "val_f1_std", "val_precision", "val_recall",
-               "val_accuracy", "val_macro_f1", "val_weighted_f1", "val_mcc", "val_roc_auc", "val_pr_auc", "test_f1", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
+               "val_accuracy", "val_macro_f1", "val_weighted_f1", "val_mcc", "val_roc_auc", "val_pr_auc", "test_f1",
+               "test_accuracy", "test_mcc", "test_roc_auc", "test_pr_auc", "train_seconds", "peak_memory_mb", "trainable_params", "total_params",
                "trainable_pct", "compute_precision", "quantization", "world_size", "train_samples_per_second", "train_rows", "epochs",
                "kind",  # kind: model, or ensemble (the mean of the top models' probabilities, lorabench.runs.ensemble)
                # what predicting costs (run.json `serving`, lorabench.inference.serving; blank where not measured)
@@ -104,6 +106,10 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         first = next((r for r in ok if r.evaluation.get("val")), None)
         row["detail"] = {"seed": first.seed, **first.evaluation["val"]} if first else None
         row["test_f1"] = _mean([r.metrics["test"]["f1"] for r in ok if "test" in r.metrics])
+        row["test_accuracy"] = _mean([r.metrics["test"]["accuracy"] for r in ok if "test" in r.metrics])
+        for k in ("mcc", "roc_auc", "pr_auc"):  # a labelled test split's evaluation detail
+            row[f"test_{k}"] = _mean([r.evaluation["test"][k] for r in ok
+                                      if (r.evaluation.get("test") or {}).get(k) is not None])
         row["train_seconds"] = _mean([r.train_seconds for r in ok])
         row["peak_memory_mb"] = _mean([r.peak_memory_mb for r in ok])
         p = ok[0].params if ok else {}
@@ -401,7 +407,7 @@ def _analysis_parts(analysis: dict) -> list[tuple[str, Any]]:
                       _wrong_table(shown, ["id", "text", "label", *FLAGS])))
     for label, wrong in analysis["confidently_wrong"].items():
         if wrong:
-            parts.append((f"{label}: most confidently wrong",
+            parts.append((f"{label}: its {min(5, len(wrong))} most confidently wrong rows",
                           _wrong_table(wrong[:5], ["id", "text", "label", "predicted", "probability", *FLAGS])))
     import pandas as pd
     labels, kappa = analysis["agreement"]["labels"], analysis["agreement"]["kappa"]
@@ -409,6 +415,20 @@ def _analysis_parts(analysis: dict) -> list[tuple[str, Any]]:
                   pd.DataFrame([{"model": a, **{b: f"{k:.3f}" for b, k in zip(labels, row)}}
                                 for a, row in zip(labels, kappa)])))
     return parts
+
+
+def _calibration_notes(runs: list[tuple[Path, RunRecord]]) -> list[str]:
+    """A note for each model whose fitted temperature sits at a bound of its search range: its probabilities carry
+    almost no information about correctness (e.g. a model that did not learn), or T is cut off."""
+    from lorabench.evaluation.calibration import TEMPERATURE_BOUNDS
+    out = []
+    for label in dict.fromkeys(r.label for _, r in runs if r.calibration):
+        ts = [r.calibration["temperature"] for _, r in runs if r.label == label and r.calibration]
+        if any(min(abs(t - b) / b for b in TEMPERATURE_BOUNDS) < 1e-3 for t in ts):
+            out.append(f"{label}: its fitted temperature sits at the bound of its search range {TEMPERATURE_BOUNDS} "
+                       f"(T = {', '.join(f'{t:.3g}' for t in ts)}): its probabilities say little about which rows "
+                       "it gets right")
+    return out
 
 
 def build_report(folder: Path, storage: str | None = None) -> Path:
@@ -442,6 +462,8 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
         stats = split_statistics(preds, rows, stats_cfg) if preds else {}
     _apply_statistics(rows, stats)
     analysis = analyse(folder, preds) if preds else {}
+    if not analysis:  # nothing to analyse now: an earlier report's analysis would describe other runs
+        shutil.rmtree(folder / ANALYSIS_DIR, ignore_errors=True)
     for r in rows:
         cal = (analysis.get("calibration") or {}).get(r["label"])
         r["val_ece"], r["val_brier"] = (cal["ece"], cal["brier"]) if cal else (None, None)
@@ -463,16 +485,22 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
                                          **({"refit": refit["summary"]} if refit else {})})
     table, details = results_table(rows, has_test, binary), details_table(rows, binary)
     notes = (_notes(rows, data, folder) + _fold_notes(rows) + ([ensemble_note] if ensemble_note else [])
-             + ([refit["note"]] if refit else []) + ([why_not] if why_not else []))
+             + ([refit["note"]] if refit else []) + ([why_not] if why_not else []) + stats.get("notes", [])
+             + _calibration_notes(runs))
     verdict = stats.get("verdict")
     stats_text = _statistics_text(stats) if stats.get("comparisons") is not None else ""
     level = f"{1 - stats_cfg.alpha:.0%}"
-    key = (f"[low, high]: {level} interval ({'corrected t over folds' if folded else 'bootstrap over val rows'}); "
-           f"± before it: the sample standard deviation over {'folds and seeds' if folded else 'seeds'}. "
-           "Δ F1 vs best: this model minus the best, with its interval; p (Holm): "
-           + ("corrected resampled t-test over folds" if folded else "paired bootstrap") +
-           ", Holm-adjusted; * = separable from the best (worse beyond chance). Serving cost: rows/s predicting val "
-           "in batches, median latency of one row, peak memory while predicting, size of `export --merge`.")
+    spread = folded or any(r["runs"] > 1 for r in rows if r.get("kind") == "model")
+    key = (f"[low, high]: {level} interval ({'corrected t over folds' if folded else 'bootstrap over the rows of its split'}); "
+           + (f"± before it: the sample standard deviation over {'folds and seeds' if folded else 'seeds'}. "
+              if spread else "")
+           + "Δ F1 vs best: this model minus the best model, with its interval; p (Holm): "
+           + ("corrected resampled t-test over folds" if folded else "paired bootstrap")
+           + ", Holm-adjusted; * = separable from the best (worse beyond chance). Serving cost, measured once on "
+           "this machine after training: rows/s predicting val in batches, median latency of one row, peak memory "
+           "while predicting, size of the merged export."
+           + (" Calibration (ECE, Brier), McNemar's counts and the error analysis use each model's first seed's run."
+              if spread and not folded else ""))
     comparisons = _comparisons_table(stats) if stats.get("comparisons") else None
     analysis_parts = _analysis_parts(analysis)
 
@@ -498,6 +526,9 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     (folder / "plots").mkdir(exist_ok=True)
     for name, png in figures.items():
         write_atomic(folder / "plots" / name, png)
+    for old in (folder / "plots").glob("*.png"):  # a figure an earlier report drew and this one does not
+        if old.name not in figures:
+            old.unlink()
     head = (f"<h1>{html.escape(folder.name)}</h1><p class='sub'>lorabench comparison: "
             f"{len(records)} runs, {sum(r['runs'] for r in rows if r.get('kind', 'model') == 'model')} completed, "
             f"{sum(r['failed'] for r in rows)} failed"
@@ -586,7 +617,10 @@ def _ensemble_row(folder: Path) -> tuple[dict | None, str | None, dict | None]:
                 "runs": len(spec.run_dirs), "failed": 0, "members": labels,
                 **{f"val_{k}": val.get(k) for k in METRIC_KEYS}, **{f"val_{k}": (detail or {}).get(k) for k in DETAIL_KEYS},
                 "detail": {"seed": None, **detail} if detail else None,
-                "test_f1": ens["metrics"].get("test", {}).get("f1"), "train_seconds": ens.get("train_seconds"),
+                "test_f1": ens["metrics"].get("test", {}).get("f1"),
+                "test_accuracy": ens["metrics"].get("test", {}).get("accuracy"),
+                **{f"test_{k}": (ens.get("evaluation", {}).get("test") or {}).get(k) for k in ("mcc", "roc_auc", "pr_auc")},
+                "train_seconds": ens.get("train_seconds"),
                 "peak_memory_mb": ens.get("peak_memory_mb"), "history": [], "notes": [], "errors": []})
     serving = ens.get("serving") or {}
     if not serving.get("error"):

@@ -87,6 +87,12 @@ def split_statistics(preds: dict[str, ModelPredictions], rows: list[dict], cfg: 
             c[f"{key}_holm"] = p
     out["comparisons"] = comps
     out["group"] = [best] + [c["label"] for c in comps if c["p_bootstrap_holm"] >= cfg.alpha]
+    out["notes"] = [f"{c['label']}: McNemar's test on correctness separates it from {best} (Holm-adjusted p = "
+                    f"{_fmt_p(c['p_mcnemar_holm'])}; right on {c['only_this_right']} rows where {best} is wrong, wrong on "
+                    f"{c['only_best_right']} where it is right) though F1's paired bootstrap does not (p = "
+                    f"{_fmt_p(c['p_bootstrap_holm'])}): they test different things, accuracy of every decision against "
+                    "F1 of the positive class; the verdict follows F1"
+                    for c in comps if c["p_bootstrap_holm"] >= cfg.alpha and c["p_mcnemar_holm"] < cfg.alpha]
     out["verdict"] = verdict(best, comps, "p_bootstrap_holm", rows, cfg.alpha, f"these {out['rows']} val rows")
     return out
 
@@ -166,14 +172,19 @@ def verdict(best: str, comps: list[dict], key: str, rows: list[dict], alpha: flo
 
 
 def _cost_clause(best: str, group: list[str], rows: list[dict]) -> str:
-    """`; TF-IDF predicts 400x cheaper (9120 vs 23 rows/s)`: the cheapest of the group against the best."""
+    """`; TF-IDF predicts 400x cheaper (9120 vs 23 rows/s)`: the cheapest of the group against the best; says which
+    models' serving cost is unknown (runs from before it was measured, or `train.serving_cost: false`)."""
     speed = {r["label"]: r.get("predict_rows_per_second") for r in rows}
     known = [lab for lab in group if speed.get(lab)]
+    unknown = [lab for lab in group if not speed.get(lab)]
     if not known:
         return "; serving cost not measured"
+    missing = f" (serving cost not measured for {', '.join(unknown)})" if unknown else ""
     cheapest = max(known, key=lambda lab: speed[lab])
-    if cheapest == best or not speed.get(best):
-        return f"; {cheapest} is also the cheapest to run" if cheapest == best and len(group) > 1 else ""
+    if cheapest == best:
+        return (f"; {best} is also the cheapest to run" if len(group) > 1 else "") + missing
+    if not speed.get(best):
+        return f"; {cheapest} is the cheapest to run of those measured{missing}"
     factor = speed[cheapest] / speed[best]
     return (f"; {cheapest} predicts {factor:.0f}x cheaper than {best} ({speed[cheapest]:.0f} vs {speed[best]:.0f} "
-            f"rows/s)" if factor >= 2 else f"; {cheapest} predicts {factor:.1f}x as many rows/s as {best}")
+            f"rows/s)" if factor >= 2 else f"; {cheapest} predicts {factor:.1f}x as many rows/s as {best}") + missing
