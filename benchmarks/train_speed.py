@@ -43,8 +43,8 @@ def study_recipe(cfg, splits, tmp: Path) -> dict:
     from lorabench.training import WeightedCrossEntropy, tokenize
     set_seed(cfg.train.seed)  # as run_experiment does for (b): the same LoRA and head initialisation
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
-    train_ds, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
-    val_ds, _ = tokenize(splits.val, built.tokenizer, cfg.model.max_length)
+    train_ds, _, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
+    val_ds, _, _ = tokenize(splits.val, built.tokenizer, cfg.model.max_length)
     t = cfg.train
     args = TrainingArguments(
         output_dir=str(tmp / "a"), per_device_train_batch_size=8, per_device_eval_batch_size=8,
@@ -79,7 +79,7 @@ def counted_flops(cfg, splits, *, levers: bool) -> float:
     from lorabench.speedups import cpu as speed
     from lorabench.training import tokenize
     built = build_classifier(cfg.model, cfg.lora, splits.label_names)
-    rows, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
+    rows, _, _ = tokenize(splits.train, built.tokenizer, cfg.model.max_length)
     applied = speed.apply(built.model, built.arch, cfg.train) if levers else None  # (b): the work it does
     try:
         return flops_per_token(built.model, rows["input_ids"])

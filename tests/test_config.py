@@ -98,22 +98,22 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # data.fold, refit; issue 21: model.trust_hub_kernels; issue 22: seeds null = [train.seed], so a comparison's
 # dump changes, not a run's; issue 23: study.yaml trains with `constant`, as the study did: no warmup).
 SNAPSHOTS = {
-    "defaults": "1fc0f2ecbe0b3993ac5f824d09f54af1c782b75bb8b2a1ba2bc30392bc5fc27c",
-    "empty dict": "1fc0f2ecbe0b3993ac5f824d09f54af1c782b75bb8b2a1ba2bc30392bc5fc27c",
-    "yaml with every lossless conversion": "bb297c33be7dce2133e575f81d94fdc561dbf0fa8b1031606447163a517e7443",
-    "set overrides": "2e7c0782036f7df70863eaed7c17f580fbc29a36b912a89244c7a6ef603c48f1",
-    "compare": "ae622e54822d6a0e81729853c91f7b5d37c218e88d0ef113a2736d0a7cea0746",
-    "compare experiments": "2403553c38b8ecf60766d6a9af331ac037acc441c0340960f904f1d14cc09d1c",
-    "sweep base": "ae48c0a264741685343d8c8fe055076f9dbf2066663d3a2481ceb137e9e42473",
-    "quickstart.yaml": "ad17a67c26f4facf24c55f1e5aad3ec826efc08540879feda03cca478857e208",
-    "study.yaml": "d6b790fd81bb3061c620ad98404e09ec48678618b6f8e4288af5810d147704da",
-    "built in Python": "588faa633f4b01f4abd1bebe8364a16b5bc4f035bc36fdd502510379004134cf",
-    "dataclasses.replace": "a99d77dc30c3becdfa2782b2cf62f2512230cf82c398c0c4129d32d9bf111e8a",
+    "defaults": "1102aabe0809913cc82c69a18c9e1eb9aeededfc62278574caea3305d7849f26",
+    "empty dict": "1102aabe0809913cc82c69a18c9e1eb9aeededfc62278574caea3305d7849f26",
+    "yaml with every lossless conversion": "7cc76d970475b5a89443259143933f5473a136e94c831fb211ed8094d27d4dea",
+    "set overrides": "fdddda7d3ed4cf76810be8beadb054ba53a720beddc8551331ed4bd5ce8448ea",
+    "compare": "9be0936c466be979e76a55fe169c74fe96d8f3b98c2ceb5fbb5f4cd7597e531a",
+    "compare experiments": "7c0d2644c44542cea722798d598f0879e368e0d9150e31bed27fd8b4954c9c11",
+    "sweep base": "783c2201a8653b7854890beae0ac631755884b98aabbacae145790d88728f76f",
+    "quickstart.yaml": "eacb806728e53c104af2606d3e9358c8525b50efd423f5f44b6297b4240d0df4",
+    "study.yaml": "be7794ce16e02bbd1acec08cb3ebd4178579d849407794e4f31d81ccdcca1081",
+    "built in Python": "ce94281a8c25e7228ba57416720bce5f272c603a2eacd812bc7c5a9561c52715",
+    "dataclasses.replace": "f3f7653d326c0b14e06d881103b55eb29481bf0839c75c92b872adf5fc89989d",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
 # and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults; issue 23: lr_scheduler, warmup_ratio;
-# issue 24: train.calibration, train.serving_cost, statistics.*)
-KEYS_SNAPSHOT = "237e21245f69cd4cd9b3628383f250d8bf61edee5d43b471721dce111e02bd77"
+# issue 24: train.calibration, train.serving_cost, statistics.*; issue 25: data.long_text, data.stride)
+KEYS_SNAPSHOT = "32baf03bc549fca567160559b42615cbcc124b78df9ed26a9277c2232b425078"
 
 TRICKY_YAML = """
 name: 7

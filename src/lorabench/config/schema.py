@@ -115,6 +115,13 @@ class DataConfig:
     max_train_samples: Int | None = _f(None, help="Seeded subsample of the train split, for quick runs.")
     max_eval_samples: Int | None = _f(None, help="Seeded subsample of val and test, for quick runs.")
     sample_seed: Int = _f(0, help="Seed of the subsamples.")
+    long_text: Literal["truncate", "head_tail", "chunk"] = _f("truncate", help=(
+        "Texts longer than model.max_length tokens: `truncate` keeps the first tokens (the study's rule); `head_tail` "
+        "the first quarter and the last three quarters of the window (Sun et al. 2019); `chunk` reads every window "
+        "(consecutive windows share data.stride tokens), trains on each with its text's label and averages the "
+        "windows' probabilities per text in evaluation and predict, so metrics stay one per text."))
+    stride: Int = _f(0, help=(
+        "With long_text: chunk, the tokens consecutive windows share (0: none); below the window's text tokens."))
     encoding: Str = _f("utf-8", help=(
         "Text encoding of CSV/TSV/JSON files, e.g. latin-1 or cp1252 (Kaggle's crowd-labelled original)."))
     delimiter: Str | None = _f(None, help="CSV delimiter; default: detected among `,` `;` tab `|`.")
@@ -129,6 +136,11 @@ class DataConfig:
             codecs.lookup(self.encoding)
         except LookupError:
             raise _bad(f"{{key.encoding}}: unknown encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+        if self.stride < 0:
+            raise _bad(f"{{key.stride}} must be 0 or more, got {self.stride}")
+        if self.stride and self.long_text != "chunk":
+            raise _bad(f"{{key.stride}} is the overlap of long_text: chunk's windows; long_text is {self.long_text!r}, "
+                       f"so {self.stride} would not be used: set long_text: chunk or leave stride out")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise _bad(f"{{key.delimiter}} must be one character, got {self.delimiter!r}")
         if not 0.0 < self.train_size < 1.0:
@@ -363,6 +375,9 @@ class ExperimentConfig:
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
+        if self.data.stride and self.data.stride >= self.model.max_length - 2:
+            raise _bad(f"{{key.data.stride}} {self.data.stride} leaves no new tokens in a window of model.max_length "
+                       f"{self.model.max_length}: use a stride below {self.model.max_length - 2}")
         if self.model.quantization != "none" and self.lora is None and self.model.kind == "transformer":
             raise _bad(f"{{key.model.quantization}}: {self.model.quantization} freezes the quantized weights, so it "
                        "needs LoRA; full fine-tuning (lora: null) cannot train them")

@@ -19,6 +19,7 @@ from lorabench.config.loading import from_dict
 from lorabench.config.schema import ModelConfig
 from lorabench.data.sources import parse_json_rows, read_table
 from lorabench.data.splits import build_texts, template_fields
+from lorabench.data.windows import encode, pool
 from lorabench.errors import DataError, LorabenchError
 from lorabench.evaluation.calibration import apply_temperature
 from lorabench.evaluation.metrics import predict_labels, softmax
@@ -143,17 +144,19 @@ def read_rows(path: str, *, encoding: str = "utf-8", delimiter: str | None = Non
 
 def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Class probabilities (rows, classes) float64 in input order, calibrated by the run's temperature when it has
-    one (`LoadedRun.temperature`); batches sorted by length (less padding)."""
+    one (`LoadedRun.temperature`); texts longer than the window read by the run's `data.long_text` rule (chunk: the
+    mean over a text's windows, `data.windows`); batches sorted by length (less padding)."""
     from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     if run.is_baseline:
         return apply_temperature(run.model.predict_proba(texts), run.temperature)
     import torch
 
     max_len = run.record["config"]["model"]["max_length"]
-    enc = run.tokenizer(texts, truncation=True, max_length=max_len)
+    data = run.record["config"]["data"]  # texts longer than the window are read as the run read them
+    enc, doc = encode(run.tokenizer, texts, max_len, data.get("long_text", "truncate"), data.get("stride", 0))
     ids = enc["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable")
-    out = np.zeros((len(texts), len(run.label_names)), dtype=np.float64)
+    out = np.zeros((len(ids), len(run.label_names)), dtype=np.float64)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     arch = ARCHITECTURES.get(run.record["model"].get("architecture"))
     pooled_only = bool(arch and arch.first_token_layers) and speed.apply_pooled_only_last_layer(run.model)
@@ -166,13 +169,14 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
                 feats = [{k: enc[k][i] for k in keys} for i in idx]
                 batch = {k: v.to(run.device) for k, v in run.tokenizer.pad(feats, return_tensors="pt").items()}
                 logits = run.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
-                out[idx] = softmax(logits.astype(np.float64) / run.temperature)
+                out[idx] = softmax(logits.astype(np.float64))
                 if progress:
                     bar.update(1)
     finally:
         if pooled_only:  # same logits, less work (lorabench.speedups.cpu); the loaded model is left as it was
             speed.restore_last_layer(run.model)
-    return out
+    # long_text: chunk: the mean over each text's windows; then the run's temperature, as training applied it
+    return apply_temperature(pool(out, doc, len(texts)), run.temperature)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 
 from lorabench import distributed
 from lorabench.config.schema import LoraConfig, ModelConfig
+from lorabench.data.windows import window_counts
 from lorabench.errors import ConfigError, ModelError
 from lorabench.models.hub_code import import_bitsandbytes, import_peft, loading_options, without_bitsandbytes
 from lorabench.models.precision import Precision, decide
@@ -80,6 +81,15 @@ def token_lengths(texts: list[str], model_cfg: ModelConfig) -> list[int]:
     src, _, arch = load_model_config(model_cfg)
     tok = load_tokenizer(src.path, arch, model_cfg)
     return [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
+
+
+def token_windows(texts: list[str], model_cfg: ModelConfig, stride: int = 0) -> dict:
+    """How many texts do not fit one window of `model_cfg.max_length` tokens and how many windows
+    `data.long_text: chunk` makes of all of them (`data.windows.window_counts`): {texts, long_texts, windows,
+    stride}. Raises as `token_lengths`."""
+    src, _, arch = load_model_config(model_cfg)
+    tok = load_tokenizer(src.path, arch, model_cfg)
+    return window_counts(tok, texts, model_cfg.max_length, stride)
 
 
 def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], *,

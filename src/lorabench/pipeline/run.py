@@ -322,7 +322,8 @@ def _train_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbac
     built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed, precision=precision)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache, resume_from=resume, label=cfg.label or cfg.model.name,
-                report_to=tracking.trainer_report_to(cfg.train.report_to), temperature=temperature)
+                report_to=tracking.trainer_report_to(cfg.train.report_to), temperature=temperature,
+                long_text=cfg.data.long_text, stride=cfg.data.stride)
     predictions = None
     if distributed.is_main():
         built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)

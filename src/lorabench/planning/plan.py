@@ -49,6 +49,7 @@ import numpy as np
 from lorabench.config.loading import load_config, read_yaml
 from lorabench.config.schema import CompareConfig, ExperimentConfig, SweepConfig
 from lorabench.data.splits import load_splits
+from lorabench.data.windows import window_lengths
 from lorabench.errors import ConfigError, DataWarning, LorabenchError
 from lorabench.models.build import attach_lora, load_model_config, token_lengths
 from lorabench.models.precision import decide
@@ -515,7 +516,14 @@ def plan(cfg, *, gpu: str = "A6000", gpus: int = 1, gpu_memory_gb: float | None 
                 continue
             lengths, source = lengths_for(exp, sp.train.texts + sp.val.texts, inv)
             n = len(sp.train.texts)
-            data = _Data(lengths[:n], lengths[n:], source)
+            train_len, val_len = lengths[:n], lengths[n:]
+            if exp.data.long_text == "chunk":  # every window is a row to train on and to evaluate
+                special = 1 if inv.decoder else 2
+                train_len, val_len = (window_lengths(x, exp.model.max_length, special, exp.data.stride)
+                                      for x in (train_len, val_len))
+                source += (f"; long_text: chunk: {len(train_len)} train and {len(val_len)} val windows of "
+                           f"{len(sp.train.texts)} and {len(sp.val.texts)} texts")
+            data = _Data(train_len, val_len, source)
             mp.total_params, mp.trainable_params = inv.total, inv.trainable
             mp.method = (f"LoRA r={exp.lora.r} on {', '.join(inv.targets)}"
                          if exp.lora else "full fine-tuning")

@@ -11,7 +11,7 @@ from lorabench.console import say
 from lorabench.data.sources import read_source
 from lorabench.data.splits import Splits, load_splits, representative
 from lorabench.errors import ConfigError
-from lorabench.models.build import token_lengths
+from lorabench.models.build import token_lengths, token_windows
 
 LENGTH_BINS = 30
 
@@ -59,7 +59,9 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
             continue
         cut = sum(1 for n in lens if n > mcfg.max_length)
         tokens[label] = {**_stats(lens), "max_length": mcfg.max_length, "cut_rows": cut,
-                         "cut_share": round(cut / len(lens), 4)}
+                         "cut_share": round(cut / len(lens), 4), "long_text": cfg.data.long_text}
+        if cut:  # what data.long_text: chunk would read: every window of the long texts
+            tokens[label]["windows"] = token_windows(texts, mcfg, cfg.data.stride)["windows"]
     out["lengths"]["tokens"] = tokens
     return out
 
@@ -87,8 +89,13 @@ def format_summary(s: dict) -> str:
         if "error" in x:
             lines.append(f"  tokens ({label}): tokenizer unavailable ({x['error']})")
             continue
+        how = {"truncate": "cut by", "head_tail": "cut to head + tail by", "chunk": "longer than"}[
+            x.get("long_text", "truncate")]
         lines.append(f"  tokens ({label}): median {x['median']:g}, p95 {x['p95']:g}, max {x['max']}; "
-                     f"cut by max_length {x['max_length']}: {x['cut_rows']} rows ({100 * x['cut_share']:.2f}%)")
+                     f"{how} max_length {x['max_length']}: {x['cut_rows']} rows ({100 * x['cut_share']:.2f}%)"
+                     + (f"; all rows read as {x['windows']} windows (long_text: chunk)"
+                        if x.get("windows") and x.get("long_text") == "chunk" else
+                        f"; long_text: chunk would read all rows as {x['windows']} windows" if x.get("windows") else ""))
     if s.get("positive_label") is not None:
         lines.append(f"  positive label (binary F1, threshold): {s['positive_label']}")
     checks = s.get("checks")

@@ -17,6 +17,7 @@ from typing import Any
 from lorabench.config.loading import from_dict, load_yaml
 from lorabench.config.schema import CompareConfig, StatisticsConfig
 from lorabench.errors import LorabenchError
+from lorabench.evaluation.calibration import TEMPERATURE_BOUNDS
 from lorabench.reporting.data_summary import format_summary
 from lorabench.reporting.error_analysis import ANALYSIS_DIR, FLAGS, TOP_WRONG, analyse
 from lorabench.reporting.html import _html, _img
@@ -420,7 +421,6 @@ def _analysis_parts(analysis: dict) -> list[tuple[str, Any]]:
 def _calibration_notes(runs: list[tuple[Path, RunRecord]]) -> list[str]:
     """A note for each model whose fitted temperature sits at a bound of its search range: its probabilities carry
     almost no information about correctness (e.g. a model that did not learn), or T is cut off."""
-    from lorabench.evaluation.calibration import TEMPERATURE_BOUNDS
     out = []
     for label in dict.fromkeys(r.label for _, r in runs if r.calibration):
         ts = [r.calibration["temperature"] for _, r in runs if r.label == label and r.calibration]

@@ -18,6 +18,7 @@ import numpy as np
 from lorabench import distributed
 from lorabench.config.schema import TrainConfig
 from lorabench.data.splits import Split, Splits
+from lorabench.data.windows import encode, pool
 from lorabench.evaluation.calibration import apply_temperature, calibration_for
 from lorabench.evaluation.metrics import (
     METRICS,
@@ -38,22 +39,26 @@ from lorabench.training.progress import progress_callback
 from lorabench.training.sampler import length_buckets
 
 
-def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False):
-    """(dataset of input ids, row order). No padding: the collator pads per batch.
+def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False, long_text: str = "truncate",
+             stride: int = 0):
+    """(dataset of input ids, row order, doc). No padding: the collator pads per batch.
 
-    With `sort`, rows are ordered by length (evaluation batches then carry little padding);
-    `order[i]` is the split row at dataset position i.
+    Each dataset row is a window of a text (`data.windows.encode`: one per text unless `long_text` is `chunk`),
+    labelled with its text's label. With `sort`, rows are ordered by length (evaluation batches then carry little
+    padding); `order[i]` is the window at dataset position i and `doc[w]` the split row window w comes from.
     """
     import datasets
-    enc = tokenizer(split.texts, truncation=True, max_length=max_length)
-    cols = {k: enc[k] for k in enc.keys() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    enc, doc = encode(tokenizer, split.texts, max_length, long_text, stride)
+    cols = dict(enc)
     if split.labelled:
-        cols["labels"] = list(split.labels)
-    order = np.arange(len(split))
+        labels = np.asarray(split.labels)
+        cols["labels"] = [int(labels[d]) for d in doc]
+    order = np.arange(len(doc))
     if sort:
         order = np.argsort([len(x) for x in cols["input_ids"]], kind="stable")
         cols = {k: [v[i] for i in order] for k, v in cols.items()}
-    return datasets.Dataset.from_dict(cols), order
+    return datasets.Dataset.from_dict(cols), order, doc
+
 
 def _trainer_class():
     from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
@@ -258,11 +263,14 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool, re
     )
 
 
-def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict | None = None):
+def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict | None = None,
+                windows: tuple | None = None):
     """Val metrics from the logits and labels of every val row (each once, in any number of processes): F1,
     precision, recall, accuracy, and `loss` = the class-weighted cross-entropy sum_i w[y_i] nll_i / sum_i w[y_i]
     (the training loss's definition), which does not depend on the eval batch size. With `keep`, the logits
-    ((rows, classes) float64, eval-dataset order) are left in keep["last"] for `_KeepLogits`."""
+    ((rows, classes) float64, eval-dataset order) are left in keep["last"] for `_KeepLogits`. With `windows` =
+    (order, doc, labels) of a val set read in several windows per text (`data.long_text: chunk`), the windows'
+    probabilities are pooled per text first and every number is per text (nll = -log of the pooled probability)."""
     w = np.asarray(class_weights, dtype=np.float64) if class_weights is not None else None
 
     def compute(eval_pred) -> dict[str, float]:
@@ -270,12 +278,21 @@ def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict |
         logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
         if keep is not None:
             keep["last"] = logits
-        labels = np.asarray(labels).astype(int)
-        z = logits - logits.max(axis=-1, keepdims=True)
-        nll = np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(labels)), labels]
+        if windows is not None:
+            order, doc, doc_labels = windows
+            per_window = np.empty_like(logits)
+            per_window[order] = softmax(logits)
+            probs = pool(per_window, doc, len(doc_labels))
+            labels = np.asarray(doc_labels).astype(int)
+            nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-300, None))
+        else:
+            labels = np.asarray(labels).astype(int)
+            z = logits - logits.max(axis=-1, keepdims=True)
+            nll = np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(labels)), labels]
+            probs = softmax(logits)
         row_w = w[labels] if w is not None else np.ones(len(labels))
         loss = float((row_w * nll).sum() / row_w.sum()) if len(labels) else float("nan")
-        return {**classification_metrics(labels, predict_labels(softmax(logits)), num_labels), "loss": loss}
+        return {**classification_metrics(labels, predict_labels(probs), num_labels), "loss": loss}
     return compute
 
 
@@ -290,7 +307,7 @@ def _cached(cache: dict | None, key: tuple, make):
 def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
           max_length: int, callbacks: list | None = None, token_cache: dict | None = None,
           resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none",
-          temperature: float | None = None) -> TrainResult:
+          temperature: float | None = None, long_text: str = "truncate", stride: int = 0) -> TrainResult:
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
     With no val rows (a refit, `data.splits.refit_splits`) nothing is evaluated during training: it runs
@@ -306,7 +323,8 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     line per epoch, headed by `label` (`training.progress`). `report_to`: the experiment-tracker integrations the
     Trainer itself runs (its `report_to`; `lorabench.tracking.trainer_report_to` picks them). With
     `cfg.calibration` temperature, val and test probabilities are calibrated after training (fitted on val, or with
-    `temperature` for a run without val rows: a refit inherits its sources').
+    `temperature` for a run without val rows: a refit inherits its sources'). `long_text` / `stride`: how texts
+    longer than max_length are read (`data.windows`); with `chunk` every metric and probability is per text.
     """
     from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     import_peft()
@@ -314,7 +332,7 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
                       token_cache=token_cache, levers=levers, resume_from=resume_from, label=label,
-                      report_to=report_to, temperature=temperature)
+                      report_to=report_to, temperature=temperature, long_text=long_text, stride=stride)
     finally:
         speed.restore_all(built.model, levers)
 
@@ -335,7 +353,7 @@ def _history(log_history: list[dict]) -> list[dict]:
 def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max_length: int,
            callbacks: list | None, token_cache: dict | None, levers: dict,
            resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none",
-           temperature: float | None = None) -> TrainResult:
+           temperature: float | None = None, long_text: str = "truncate", stride: int = 0) -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -345,11 +363,14 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
 
     cfg, batch = resolve_batch(cfg, len(splits.train), distributed.world_size())  # train.batch_size auto
     tok = built.tokenizer
-    key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint)
-    train_ds, _ = _cached(token_cache, key + ("train",), lambda: tokenize(splits.train, tok, max_length))
+    key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint, long_text, stride)
+    read = {"long_text": long_text, "stride": stride}
+    train_ds, _, _ = _cached(token_cache, key + ("train",), lambda: tokenize(splits.train, tok, max_length, **read))
     has_val = len(splits.val) > 0
-    val_ds, val_order = _cached(token_cache, key + ("val",), lambda: tokenize(splits.val, tok, max_length, sort=True)) \
-        if has_val else (None, None)
+    val_ds, val_order, val_doc = _cached(
+        token_cache, key + ("val",), lambda: tokenize(splits.val, tok, max_length, sort=True, **read)) \
+        if has_val else (None, None, None)
+    pooled = has_val and len(val_doc) != len(splits.val)  # chunk: several windows of some val texts
     ckpt = out_dir / "checkpoints"
     args = _training_args(cfg, ckpt, built, has_eval=has_val, report_to=report_to)
     timer = _Timer()
@@ -361,7 +382,8 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         model=built.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok), processing_class=tok,
         compute_loss_func=WeightedCrossEntropy(splits.class_weights),
-        compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step) if has_val else None,
+        compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step,
+                                    (val_order, val_doc, splits.val.labels) if pooled else None) if has_val else None,
         callbacks=cbs,
     )
     for default in (PrinterCallback, ProgressCallback):  # the Trainer's printed dicts and bars: not lorabench's
@@ -412,12 +434,12 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         # the best model is loaded and evaluation is deterministic: its val metrics and logits are those logged
         probs = np.empty_like(logits_by_step[best])
         probs[val_order] = softmax(logits_by_step[best])
-        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=probs)
+        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=pool(probs, val_doc, len(splits.val)))
     elif has_val:  # e.g. the best epoch was evaluated before a resume
-        result.val = evaluate(trainer, val_ds, val_order, splits.num_labels)
+        result.val = evaluate(trainer, val_ds, val_order, splits.num_labels, val_doc, splits.val.labels)
     if splits.test is not None and splits.test.labelled:  # unlabelled test rows: nothing to score
-        test_ds, test_order = tokenize(splits.test, tok, max_length, sort=True)
-        result.test = evaluate(trainer, test_ds, test_order, splits.num_labels)
+        test_ds, test_order, test_doc = tokenize(splits.test, tok, max_length, sort=True, **read)
+        result.test = evaluate(trainer, test_ds, test_order, splits.num_labels, test_doc, splits.test.labels)
     result.calibration = calibration_for(cfg.calibration, splits.val.labels, result.val.probs if has_val else None,
                                          fixed=temperature)
     if result.calibration:  # every probability after this point is calibrated; the most probable class is not changed
@@ -463,12 +485,13 @@ def _parallel(args) -> dict:
     return out
 
 
-def evaluate(trainer, dataset, order: np.ndarray, num_labels: int) -> EvalOutput:
-    """Probabilities of the (best) model on `dataset`, back in split row order; metrics from its labels."""
+def evaluate(trainer, dataset, order: np.ndarray, num_labels: int, doc: np.ndarray, labels) -> EvalOutput:
+    """Probabilities of the (best) model on `dataset` (windows in `order`), pooled per split row (`doc`: each
+    window's row; `data.windows.pool`) in split row order; metrics from the rows' `labels`."""
     pred = trainer.predict(dataset)
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    probs = np.empty_like(np.asarray(logits, dtype=np.float64))
-    probs[order] = softmax(np.asarray(logits, dtype=np.float64))
-    labels = np.empty(len(order), dtype=int)
-    labels[order] = pred.label_ids
+    per_window = np.empty_like(np.asarray(logits, dtype=np.float64))
+    per_window[order] = softmax(np.asarray(logits, dtype=np.float64))
+    labels = np.asarray(labels, dtype=int)
+    probs = pool(per_window, doc, len(labels))
     return EvalOutput(classification_metrics(labels, predict_labels(probs), num_labels), probs=probs)
