@@ -11,6 +11,7 @@ import pytest
 from lorabench.cli import main
 from lorabench.config.schema import ModelConfig
 from lorabench.data.windows import encode, pool
+from lorabench.errors import ConfigError
 from lorabench.models.build import load_model_config, load_tokenizer
 
 FILLER = "the people said that it was a day in the city and then they went home after work".split()
@@ -47,7 +48,7 @@ def test_each_rule_reads_what_it_says(tokenizer):
             windows = [enc["input_ids"][w][1:-1] for w in np.flatnonzero(doc == i)]
             step = [w[stride:] if k else w for k, w in enumerate(windows)]
             assert sum(step, []) == f[1:-1], (i, stride)
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(ConfigError, match="stride"):
         encode(tokenizer, texts, 16, "chunk", 14)
 
 
@@ -62,10 +63,11 @@ def test_pool_is_the_mean_over_each_texts_windows():
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("long")
     documents(240, 1).to_csv(tmp / "docs.csv", index=False)
+    documents(40, 5).to_csv(tmp / "test.csv", index=False)  # a labelled test split: scored per document too
     out = {}
     for rule in ("truncate", "head_tail", "chunk"):
         cfg = tmp / f"{rule}.yaml"
-        cfg.write_text(f"name: {rule}\ndata: {{source: docs.csv, long_text: {rule}"
+        cfg.write_text(f"name: {rule}\ndata: {{source: docs.csv, test: test.csv, long_text: {rule}"
                        + (", stride: 1" if rule == "chunk" else "") + "}\n"
                        "model: {name: tiny-bert, max_length: 8}\n"  # 6 text tokens a window: 2-4 windows a text
                        "train: {epochs: 12, batch_size: 16, learning_rate: 1.0e-2, serving_cost: false}\n")
@@ -82,6 +84,10 @@ def test_only_rules_that_read_the_end_learn_a_word_at_the_end(trained):
     assert acc["head_tail"] >= 0.9, acc  # the word is in its tail
     assert acc["chunk"] >= 0.85, acc  # in one window of each text; the others carry the label as noise
     assert recs["chunk"]["data"]["val_rows"] == 48  # metrics per document, not per window
+    assert recs["chunk"]["data"]["test_rows"] == 40 and recs["chunk"]["metrics"]["test"]["accuracy"] >= 0.85
+    # the batch rule counts the rows trained on: the windows (some 3 per document here), not the documents
+    assert recs["chunk"]["batch"]["steps_per_epoch"] * 12 == recs["chunk"]["steps"], recs["chunk"]["batch"]
+    assert recs["chunk"]["steps"] > 2 * recs["truncate"]["steps"]
 
 
 def test_predict_reads_long_texts_as_the_run_did(trained):
@@ -108,15 +114,17 @@ def test_data_says_how_many_texts_exceed_the_window_and_how_many_windows_they_ma
 @pytest.mark.parametrize("data, message", [
     ("{long_text: truncate, stride: 4}", "data.stride is the overlap of long_text: chunk's windows"),
     ("{long_text: chunk, stride: 15}", "data.stride 15 leaves no new tokens"),
+    ("{long_text: chunk, stride: 14}", "data.stride 14 leaves no new tokens in a window of 14 text tokens"),
     ("{long_text: window}", "data.long_text"),
     ("{long_text: chunk, stride: -1}", "data.stride must be 0 or more"),
 ])
-def test_bad_long_text_settings_are_one_line_errors(tmp_path, capsys, data, message):
+@pytest.mark.parametrize("max_length", [16])
+def test_bad_long_text_settings_are_one_line_errors(tmp_path, capsys, data, message, max_length):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"name: x\ndata: {data}\nmodel: {{name: tiny-bert, max_length: 16}}\n")
+    cfg.write_text(f"name: x\ndata: {data}\nmodel: {{name: tiny-bert, max_length: {max_length}}}\n")
     assert main(["train", str(cfg), "--output-dir", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("lorabench: warning")]
+    assert len(err) == 1 and message in err[0], err  # (a stride the tokenizer refuses: after the data's warnings)
     assert not (tmp_path / "out").exists()
 
 
@@ -134,3 +142,34 @@ def test_planning_counts_the_windows_chunk_makes(tokenizer, tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     tokens = plan["models"][0]["tokens"]
     assert "long_text: chunk" in tokens["source"] and tokens["train_rows"] > 80  # windows, not the 80 texts
+
+
+def test_a_window_with_no_room_for_text_is_one_line_error_and_data_still_reports(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\ndata: {long_text: chunk, max_train_samples: 40, max_eval_samples: 20}\n"
+                   "model: {name: tiny-bert, max_length: 2}\n")
+    assert main(["train", str(cfg), "--output-dir", str(tmp_path / "out")]) == 2
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("lorabench: warning")]
+    assert len(err) == 1 and "model.max_length 2 leaves no room for text" in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert main(["data", str(cfg), "--set", "data.long_text=truncate"]) == 0  # truncate reads 0 text tokens: allowed
+
+
+def test_head_tail_keeps_the_last_word_with_byte_level_tokenizers():
+    """Byte-level BPE offsets include a word's leading space: joining head and tail must not add another one (a
+    lone space token that pushed the deciding last word out of the window)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    docs = documents(60, 4)["text"].tolist()
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(docs, trainers.BpeTrainer(vocab_size=400,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    for max_length in (8, 16):
+        enc, _ = encode(tok, docs, max_length, "head_tail")
+        for ids, text in zip(enc["input_ids"], docs):
+            full = tok(text)["input_ids"]
+            assert ids[0] == full[0] and ids[-1] == full[-1], (max_length, tok.convert_ids_to_tokens(ids))
+            assert len(ids) == min(len(full), max_length), tok.convert_ids_to_tokens(ids)

@@ -375,9 +375,9 @@ class ExperimentConfig:
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
-        if self.data.stride and self.data.stride >= self.model.max_length - 2:
+        if self.model.kind == "transformer" and self.data.stride and self.data.stride >= self.model.max_length - 1:
             raise _bad(f"{{key.data.stride}} {self.data.stride} leaves no new tokens in a window of model.max_length "
-                       f"{self.model.max_length}: use a stride below {self.model.max_length - 2}")
+                       f"{self.model.max_length}: use a stride below {self.model.max_length - 1}")
         if self.model.quantization != "none" and self.lora is None and self.model.kind == "transformer":
             raise _bad(f"{{key.model.quantization}}: {self.model.quantization} freezes the quantized weights, so it "
                        "needs LoRA; full fine-tuning (lora: null) cannot train them")

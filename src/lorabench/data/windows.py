@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lorabench.errors import ConfigError
+
 LONG_TEXT = ("truncate", "head_tail", "chunk")
 HEAD_SHARE = 0.25  # head_tail: this share of the window's text tokens from the start, the rest from the end
 
@@ -29,23 +31,31 @@ def _head_tail(tokenizer, texts: list[str], max_length: int) -> list[str]:
             continue
         head = max(int(room * HEAD_SHARE), 1)
         tail = room - head
-        out.append(text[:offsets[head - 1][1]] + " " + text[offsets[len(offsets) - tail][0]:])
+        first, last = text[:offsets[head - 1][1]], text[offsets[len(offsets) - tail][0]:]
+        # a space between them unless one side keeps one (byte-level BPE offsets include the leading space)
+        sep = "" if first[-1:].isspace() or last[:1].isspace() else " "
+        out.append(first + sep + last)
     return out
 
 
 def encode(tokenizer, texts: list[str], max_length: int, long_text: str = "truncate", stride: int = 0):
     """Model inputs of `texts` by the `long_text` rule. Returns (encoding: {input_ids, attention_mask[,
     token_type_ids]} lists, one row per window), doc ((windows,) int64: the text each row comes from). Rows are
-    in text order (a text's windows consecutive). Raises ValueError for an unknown rule or a stride that leaves no
-    new tokens per window."""
+    in text order (a text's windows consecutive). Raises ValueError for an unknown rule, `ConfigError` for a window
+    with no room for text or a stride that leaves no new tokens per window."""
     if long_text not in LONG_TEXT:
         raise ValueError(f"long_text must be one of {', '.join(LONG_TEXT)}, got {long_text!r}")
     keys = ("input_ids", "attention_mask", "token_type_ids")
+    if long_text in ("chunk", "head_tail"):
+        special = len(tokenizer("", add_special_tokens=True)["input_ids"])
+        room = max_length - special
+        if room < 1:
+            raise ConfigError(f"model.max_length {max_length} leaves no room for text beside the tokenizer's "
+                              f"{special} special tokens: use a larger max_length")
     if long_text == "chunk":
-        room = max_length - len(tokenizer("", add_special_tokens=True)["input_ids"])
         if stride >= room:
-            raise ValueError(f"stride {stride} leaves no new tokens in a window of {room} text tokens "
-                             f"(max_length {max_length}): use a stride below {room}")
+            raise ConfigError(f"data.stride {stride} leaves no new tokens in a window of {room} text tokens "
+                              f"(model.max_length {max_length}): use a stride below {room}")
         enc = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True)
         doc = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
         return {k: enc[k] for k in keys if k in enc}, doc

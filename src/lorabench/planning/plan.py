@@ -586,7 +586,7 @@ def format_plan(p: Plan) -> str:
         if m.kind == "baseline" or m.error:
             continue
         mem, tk, pr = m.memory, m.tokens, m.precision
-        est = "" if tk["source"] == "tokenizer" else f" ({tk['source']})"
+        est = "" if tk["source"] == "tokenizer" else f" ({tk['source'].removeprefix('tokenizer; ')})"
         ckpt_on = mem.activations_mb <= mem.activations_other_mb
         lines += ["", f"{m.label} ({_short(m.name)})",
                   f"  {m.method}; trainable {m.trainable_params:,} of {m.total_params:,} ({m.trainable_pct:.3f}%); "
@@ -604,7 +604,7 @@ def format_plan(p: Plan) -> str:
                   f"{m.val_flops_per_epoch:.3g}) x {m.epochs:g} epoch{'' if m.epochs == 1 else 's'} = {m.flops:.3g} FLOP; at {m.tflops_used:g} "
                   f"TFLOP/s x {hw.utilization:g}: {_time(m.seconds)}",
                   f"  {_fit_line(m, hw)}"]
-    if any(m.kind != "baseline" and not m.error and m.tokens["source"] != "tokenizer" for m in p.models):
+    if any(m.kind != "baseline" and not m.error and not m.tokens["source"].startswith("tokenizer") for m in p.models):
         lines += ["", "Token lengths marked 'estimated' come from characters (no tokenizer at hand); real "
                       "subword tokenizers count more tokens on tweets (URLs, hashtags)."]
     lines += ["", f"Assumptions: utilisation {DEFAULT_UTILIZATION_WHY}; activations per Korthikanti et al. 2022 "

@@ -61,7 +61,11 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
         tokens[label] = {**_stats(lens), "max_length": mcfg.max_length, "cut_rows": cut,
                          "cut_share": round(cut / len(lens), 4), "long_text": cfg.data.long_text}
         if cut:  # what data.long_text: chunk would read: every window of the long texts
-            tokens[label]["windows"] = token_windows(texts, mcfg, cfg.data.stride)["windows"]
+            try:
+                tokens[label]["windows"] = token_windows(texts, mcfg, cfg.data.stride)["windows"]
+            except ConfigError as e:  # a window with no room for text: a problem only where the rule reads windows
+                if cfg.data.long_text != "truncate":
+                    tokens[label]["problem"] = str(e)
     out["lengths"]["tokens"] = tokens
     return out
 

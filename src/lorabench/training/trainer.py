@@ -361,11 +361,12 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
 
 
 
-    cfg, batch = resolve_batch(cfg, len(splits.train), distributed.world_size())  # train.batch_size auto
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint, long_text, stride)
     read = {"long_text": long_text, "stride": stride}
     train_ds, _, _ = _cached(token_cache, key + ("train",), lambda: tokenize(splits.train, tok, max_length, **read))
+    # train.batch_size auto: from the rows trained on (long_text: chunk: the windows)
+    cfg, batch = resolve_batch(cfg, len(train_ds), distributed.world_size())
     has_val = len(splits.val) > 0
     val_ds, val_order, val_doc = _cached(
         token_cache, key + ("val",), lambda: tokenize(splits.val, tok, max_length, sort=True, **read)) \
@@ -488,7 +489,11 @@ def _parallel(args) -> dict:
 def evaluate(trainer, dataset, order: np.ndarray, num_labels: int, doc: np.ndarray, labels) -> EvalOutput:
     """Probabilities of the (best) model on `dataset` (windows in `order`), pooled per split row (`doc`: each
     window's row; `data.windows.pool`) in split row order; metrics from the rows' `labels`."""
-    pred = trainer.predict(dataset)
+    metrics_fn, trainer.compute_metrics = trainer.compute_metrics, None  # per-epoch val metrics: not this split's
+    try:
+        pred = trainer.predict(dataset)
+    finally:
+        trainer.compute_metrics = metrics_fn
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     per_window = np.empty_like(np.asarray(logits, dtype=np.float64))
     per_window[order] = softmax(np.asarray(logits, dtype=np.float64))
