@@ -41,11 +41,9 @@ def imports(path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m in known}
 
 
-def test_no_import_cycles():
-    mods = modules()
-    graph = {m: imports(p, set(mods)) - {m} for m, p in mods.items()}
-    graph["lorabench"] = set()  # its __init__ imports the API lazily (module __getattr__)
 
+def cycles(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every edge (a, b) of `graph` that lies on a cycle: a is reachable from b."""
     def reachable(start):
         seen, todo = set(), [start]
         while todo:
@@ -54,8 +52,14 @@ def test_no_import_cycles():
                     seen.add(nxt)
                     todo.append(nxt)
         return seen
-    cycles = sorted((a, b) for a in graph for b in graph[a] if a in reachable(b))
-    assert cycles == []
+    return sorted((a, b) for a in graph for b in graph[a] if a in reachable(b))
+
+def test_no_import_cycles():
+    mods = modules()
+    graph = {m: imports(p, set(mods)) - {m} for m, p in mods.items()}
+    graph["lorabench"] = set()  # its __init__ imports the API lazily (module __getattr__)
+
+    assert cycles(graph) == []
 
 
 def test_recipes_import_the_library_never_each_other():
@@ -116,17 +120,7 @@ def test_every_package_sits_in_one_layer():
 
 
 def test_no_package_level_import_cycle_counting_imports_inside_functions():
-    graph = package_graph()
-
-    def reachable(start):
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in graph.get(todo.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
-    assert sorted((a, b) for a in graph for b in graph[a] if a in reachable(b)) == []
+    assert cycles(package_graph()) == []
 
 
 def test_packages_import_their_own_layer_or_below():

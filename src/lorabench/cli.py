@@ -246,13 +246,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from lorabench.reporting.report import build_report
+    from lorabench.reporting.report import build_report, verdict
     out = build_report(Path(args.folder), storage=args.storage)
-    results = out.parent / "results.json"
-    if results.is_file() and out.parent.resolve() == Path(args.folder).resolve():  # a comparison (not a sweep)
-        verdict = (json.loads(results.read_text(encoding="utf-8")).get("statistics") or {}).get("verdict")
-        if verdict:
-            say(f"verdict: {verdict}")
+    said = verdict(out.parent)  # a comparison's (a sweep report has none)
+    if said:
+        say(f"verdict: {said}")
     say(f"report: {out}")
     return 0
 
@@ -272,7 +270,6 @@ def cmd_data(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    import json
 
     from lorabench.planning.plan import DEFAULT_UTILIZATION, format_plan, load_plan_config, plan
     cfg = load_plan_config(args.config, args.overrides)

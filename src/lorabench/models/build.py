@@ -9,7 +9,6 @@ from typing import Any
 
 from lorabench import distributed
 from lorabench.config.schema import LoraConfig, ModelConfig
-from lorabench.data.windows import window_counts
 from lorabench.errors import ConfigError, ModelError
 from lorabench.models.hub_code import import_bitsandbytes, import_peft, loading_options, without_bitsandbytes
 from lorabench.models.precision import Precision, decide
@@ -75,21 +74,18 @@ def load_model_config(cfg: ModelConfig, lora: LoraConfig | None = None) -> tuple
     return source, hf_config, arch
 
 
-def token_lengths(texts: list[str], model_cfg: ModelConfig) -> list[int]:
-    """Tokens per text (no truncation) with the model's tokenizer. Raises `ConfigError` when
-    `model.max_length` exceeds the model's position limit, `ModelError` when the model cannot be found."""
+def text_tokenizer(model_cfg: ModelConfig):
+    """The model's tokenizer as a run loads it. Raises `ConfigError` when `model.max_length` exceeds the model's
+    position limit, `ModelError` when the model cannot be found."""
     src, _, arch = load_model_config(model_cfg)
-    tok = load_tokenizer(src.path, arch, model_cfg)
+    return load_tokenizer(src.path, arch, model_cfg)
+
+
+def token_lengths(texts: list[str], model_cfg: ModelConfig, tokenizer=None) -> list[int]:
+    """Tokens per text (no truncation) with the model's tokenizer (`tokenizer`, else `text_tokenizer`'s; raises as
+    it)."""
+    tok = tokenizer or text_tokenizer(model_cfg)
     return [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
-
-
-def token_windows(texts: list[str], model_cfg: ModelConfig, stride: int = 0) -> dict:
-    """How many texts do not fit one window of `model_cfg.max_length` tokens and how many windows
-    `data.long_text: chunk` makes of all of them (`data.windows.window_counts`): {texts, long_texts, windows,
-    stride}. Raises as `token_lengths`."""
-    src, _, arch = load_model_config(model_cfg)
-    tok = load_tokenizer(src.path, arch, model_cfg)
-    return window_counts(tok, texts, model_cfg.max_length, stride)
 
 
 def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], *,

@@ -38,7 +38,7 @@ from lorabench.planning.plan import inventory
 from lorabench.quiet import quiet
 from lorabench.reporting.data_summary import format_summary, summarise
 from lorabench.reporting.error_analysis import write_val_rows
-from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS, aggregate, build_report, winner
+from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS, aggregate, build_report, verdict, winner
 from lorabench.runs.ensemble import ENSEMBLE_DIR, ENSEMBLE_FILE, update_compare_ensemble
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import partial_dir, refit_dir_for, run_dir_for, safe_name
@@ -298,10 +298,9 @@ def _run_all(cfg: CompareConfig, exps: list[ExperimentConfig], splits, root: Pat
         _ensemble_serving(root, old, splits.val.texts)
     t_report = time.perf_counter()
     report = build_report(root)
-    results = json.loads((root / "results.json").read_text(encoding="utf-8"))
-    verdict = (results.get("statistics") or {}).get("verdict")
-    if verdict:
-        say(f"verdict: {verdict}")
+    said = verdict(root)
+    if said:
+        say(f"verdict: {said}")
     say(f"compare: {len(exps)} runs in {time.perf_counter() - t_all:.0f} s (report with statistics "
         f"{time.perf_counter() - t_report:.1f} s)")
     return report

@@ -10,8 +10,9 @@ from lorabench.config.schema import CompareConfig, ExperimentConfig
 from lorabench.console import say
 from lorabench.data.sources import read_source
 from lorabench.data.splits import Splits, load_splits, representative
+from lorabench.data.windows import window_counts
 from lorabench.errors import ConfigError
-from lorabench.models.build import token_lengths, token_windows
+from lorabench.models.build import text_tokenizer, token_lengths
 
 LENGTH_BINS = 30
 
@@ -50,7 +51,8 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
     tokens = {}
     for label, mcfg in _model_settings(cfg):
         try:
-            lens = token_lengths(texts, mcfg)
+            tok = text_tokenizer(mcfg)
+            lens = token_lengths(texts, mcfg, tok)
         except ConfigError as e:  # a setting the run would fail on: say it here too
             tokens[label] = {"problem": str(e)}
             continue
@@ -62,7 +64,7 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
                          "cut_share": round(cut / len(lens), 4), "long_text": cfg.data.long_text}
         if cut:  # what data.long_text: chunk would read: every window of the long texts
             try:
-                tokens[label]["windows"] = token_windows(texts, mcfg, cfg.data.stride)["windows"]
+                tokens[label]["windows"] = window_counts(tok, texts, mcfg.max_length, cfg.data.stride)["windows"]
             except ConfigError as e:  # a window with no room for text: a problem only where the rule reads windows
                 if cfg.data.long_text != "truncate":
                     tokens[label]["problem"] = str(e)

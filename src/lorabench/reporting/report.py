@@ -308,6 +308,14 @@ def _html_frame(df) -> str:
     return f"<div class='scroll'>{df.to_html(index=False, escape=True, border=0)}</div>"
 
 
+def verdict(folder: Path) -> str | None:
+    """The verdict sentence of the comparison report in `folder` (results.json `statistics`), None without one."""
+    results = Path(folder) / "results.json"
+    if not results.is_file():
+        return None
+    return (json.loads(results.read_text(encoding="utf-8")).get("statistics") or {}).get("verdict")
+
+
 def _statistics_config(folder: Path) -> StatisticsConfig:
     """The comparison's `statistics` settings (compare.yaml), or the defaults for a folder without one."""
     cfg_file = folder / "compare.yaml"

@@ -280,9 +280,7 @@ def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict |
             keep["last"] = logits
         if windows is not None:
             order, doc, doc_labels = windows
-            per_window = np.empty_like(logits)
-            per_window[order] = softmax(logits)
-            probs = pool(per_window, doc, len(doc_labels))
+            probs = _row_probs(logits, order, doc, len(doc_labels))
             labels = np.asarray(doc_labels).astype(int)
             nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-300, None))
         else:
@@ -433,9 +431,8 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     best_row = next((h for h in result.history if h["step"] == best), None)
     if best_row is not None and best in logits_by_step:
         # the best model is loaded and evaluation is deterministic: its val metrics and logits are those logged
-        probs = np.empty_like(logits_by_step[best])
-        probs[val_order] = softmax(logits_by_step[best])
-        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=pool(probs, val_doc, len(splits.val)))
+        probs = _row_probs(logits_by_step[best], val_order, val_doc, len(splits.val))
+        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=probs)
     elif has_val:  # e.g. the best epoch was evaluated before a resume
         result.val = evaluate(trainer, val_ds, val_order, splits.num_labels, val_doc, splits.val.labels)
     if splits.test is not None and splits.test.labelled:  # unlabelled test rows: nothing to score
@@ -495,8 +492,15 @@ def evaluate(trainer, dataset, order: np.ndarray, num_labels: int, doc: np.ndarr
     finally:
         trainer.compute_metrics = metrics_fn
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    per_window = np.empty_like(np.asarray(logits, dtype=np.float64))
-    per_window[order] = softmax(np.asarray(logits, dtype=np.float64))
     labels = np.asarray(labels, dtype=int)
-    probs = pool(per_window, doc, len(labels))
+    probs = _row_probs(logits, order, doc, len(labels))
     return EvalOutput(classification_metrics(labels, predict_labels(probs), num_labels), probs=probs)
+
+
+def _row_probs(logits, order: np.ndarray, doc: np.ndarray, rows: int) -> np.ndarray:
+    """(rows, classes) float64 probabilities in split row order from the logits of a (length-sorted) dataset:
+    `order[i]` is the window at dataset position i, `doc[w]` the split row of window w (`data.windows.pool`)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    per_window = np.empty_like(logits)
+    per_window[order] = softmax(logits)
+    return pool(per_window, doc, rows)
