@@ -96,24 +96,27 @@ def test_home_and_config_relative_paths(tmp_path, monkeypatch):
 # sha256 of json.dumps(to_dict(cfg)) + dump_yaml(cfg), captured with the loader before pydantic; updated on purpose
 # when keys are added (issue 16: train.batch_size auto, train.min_steps_per_epoch, ensemble_top, data.folds,
 # data.fold, refit; issue 21: model.trust_hub_kernels; issue 22: seeds null = [train.seed], so a comparison's
-# dump changes, not a run's; issue 23: study.yaml trains with `constant`, as the study did: no warmup).
+# dump changes, not a run's; issue 23: study.yaml trains with `constant`, as the study did: no warmup; issue 25:
+# data.task, data.label_separator, train.regression_loss, train.metric_for_best_model null = the task's metric).
 SNAPSHOTS = {
-    "defaults": "1102aabe0809913cc82c69a18c9e1eb9aeededfc62278574caea3305d7849f26",
-    "empty dict": "1102aabe0809913cc82c69a18c9e1eb9aeededfc62278574caea3305d7849f26",
-    "yaml with every lossless conversion": "7cc76d970475b5a89443259143933f5473a136e94c831fb211ed8094d27d4dea",
-    "set overrides": "fdddda7d3ed4cf76810be8beadb054ba53a720beddc8551331ed4bd5ce8448ea",
-    "compare": "9be0936c466be979e76a55fe169c74fe96d8f3b98c2ceb5fbb5f4cd7597e531a",
-    "compare experiments": "7c0d2644c44542cea722798d598f0879e368e0d9150e31bed27fd8b4954c9c11",
-    "sweep base": "783c2201a8653b7854890beae0ac631755884b98aabbacae145790d88728f76f",
-    "quickstart.yaml": "eacb806728e53c104af2606d3e9358c8525b50efd423f5f44b6297b4240d0df4",
-    "study.yaml": "be7794ce16e02bbd1acec08cb3ebd4178579d849407794e4f31d81ccdcca1081",
-    "built in Python": "ce94281a8c25e7228ba57416720bce5f272c603a2eacd812bc7c5a9561c52715",
-    "dataclasses.replace": "f3f7653d326c0b14e06d881103b55eb29481bf0839c75c92b872adf5fc89989d",
+    "defaults": "6d50a764a7841e5c228d0a498b520631df71d282045718005edff8433f482fc8",
+    "empty dict": "6d50a764a7841e5c228d0a498b520631df71d282045718005edff8433f482fc8",
+    "yaml with every lossless conversion": "a48c004444205be8b6ee4f73d2db3af2afc0f189110832932fa69fe8f453e1f6",
+    "set overrides": "d27bcbb7ce94e9357303a83f942f3a10e867e33cd0e3f762e75a99a32261f6af",
+    "compare": "6ce4414e1b0e106b6f67aa66529b41f06bd54718278041126736523de313671b",
+    "compare experiments": "7bdff596c2099454665e1b6700802a63f6a0ec29077b1e4628a9fd88752833f0",
+    "sweep base": "548365eee93894f8c46a979b81bfb3aef7595a90d99297ea75361c6dcdd2960f",
+    "quickstart.yaml": "3256137906bb9bf18b07f72f4b87262fae5ae5d948becc3359e3ba5de8e3f220",
+    "study.yaml": "e1bd7bf3caad3a805254bb8a0cd1ce3c10e0eb45b3ecf178d9be4b660baa94f8",
+    "built in Python": "b72daa149114e929ad4f2ce0ece0b178ccef1856dc86380c80be7aee6dda3ecb",
+    "dataclasses.replace": "2d56a0cb3c16b3f03269f6939b4cc59e203b81336db184d0d8eab97df8023fef",
 }
 # the same for `lorabench keys train|compare|sweep` (help text and defaults; updated on purpose with train.report_to's help,
 # and for issue 16's keys; issue 21: model.trust_hub_kernels; issue 22: seeds, model.kind defaults; issue 23: lr_scheduler, warmup_ratio;
-# issue 24: train.calibration, train.serving_cost, statistics.*; issue 25: data.long_text, data.stride)
-KEYS_SNAPSHOT = "32baf03bc549fca567160559b42615cbcc124b78df9ed26a9277c2232b425078"
+# issue 24: train.calibration, train.serving_cost, statistics.*; issue 25: data.long_text, data.stride, data.task,
+# data.label, data.label_separator, data.class_weights, train.metric_for_best_model, train.threshold,
+# train.regression_loss, sweep.metric)
+KEYS_SNAPSHOT = "a1b9caf4229a7079f9b7fcd4c85f9ec8593e42a7d93648de791a8389e743e4d0"
 
 TRICKY_YAML = """
 name: 7

@@ -35,6 +35,8 @@ TRAIN = {
     "data.class_weights": ("none", None), "data.max_train_samples": (30, None), "data.max_eval_samples": (10, None),
     "data.sample_seed": (3, None), "data.encoding": ("latin-1", None), "data.delimiter": (",", None),
     "data.positive_label": ("0", None), "data.long_text": ("head_tail", None),
+    "data.task": ("regression", None), "data.label_separator": ("|", None),
+    "train.regression_loss": ("huber", "train.regression_loss: huber applies to regression; this task is single_label"),
     "data.stride": (2, "data.stride is the overlap of long_text: chunk's windows"),
     "model.name": ("tfidf-logreg", None), "model.max_length": (64, None), "model.dtype": ("bfloat16", None),
     "model.trust_remote_code": (True, None), "model.trust_hub_kernels": (True, None),

@@ -27,6 +27,7 @@ from lorabench.config import (
 from lorabench.config import load_config as load_yaml_config
 from lorabench.errors import ConfigError, LorabenchError
 from lorabench.evaluation.metrics import predict_labels
+from lorabench.evaluation.tasks import decide
 from lorabench.inference.predict import load_run as _load
 from lorabench.inference.predict import predict_probs
 from lorabench.pipeline.comparison import Comparison
@@ -119,7 +120,8 @@ class Run:
         `threshold` on P(positive), else the run's tuned threshold, else argmax. Texts are the model's
         input as-is (a run trained on a template expects text rendered the same way)."""
         return _predict(lambda t: predict_probs(self._loaded, t, progress=False, batch_size=batch_size), texts,
-                        self.label_names, self.record.data.get("label_values"), self.record.threshold, threshold)
+                        self.label_names, self.record.data.get("label_values"), self.record.threshold, threshold,
+                        self.record.data.get("task", "single_label"))
 
 
 class EnsembleRun:
@@ -148,16 +150,33 @@ class EnsembleRun:
         def probs(t: list[str]):
             return ensemble_probs(self.spec, lambda d: predict_probs(self._loaded[d], t, progress=False,
                                                                      batch_size=batch_size))
-        return _predict(probs, texts, self.label_names, self.spec.label_values, self.spec.threshold, threshold)
+        return _predict(probs, texts, self.label_names, self.spec.label_values, self.spec.threshold, threshold,
+                        self.record.get("task", "single_label"))
 
 
 def _predict(probs_of, texts: list[str] | str, names: list[str], values: list | None, own_threshold: float | None,
-             threshold: float | None) -> pd.DataFrame:
-    """The prediction frame of `Run.predict` from `probs_of(texts)` ((rows, classes) float64)."""
+             threshold: float | None, task: str = "single_label") -> pd.DataFrame:
+    """The prediction frame of `Run.predict` from `probs_of(texts)` ((rows, classes) float64). multi_label:
+    `labels` (the label values whose probability reaches their threshold, a list per row) and `prob_<name>` per
+    label; regression: `prediction` (the number)."""
     import numpy as np
 
     texts = [texts] if isinstance(texts, str) else list(texts)
     thr = threshold if threshold is not None else own_threshold
+    if task != "single_label":
+        if threshold is not None and task == "regression":
+            raise LorabenchError("threshold is a decision threshold; this run is a regression")
+        with quiet():
+            outputs = probs_of(texts)
+        if task == "regression":
+            return pd.DataFrame({"prediction": outputs[:, 0]})
+        decided = decide("multi_label", outputs, thr)
+        values = values or list(names)
+        frame = pd.DataFrame({"labels": pd.Series([[values[j] for j in np.flatnonzero(r)] for r in decided],
+                                                  dtype=object)})
+        for j, n in enumerate(names):
+            frame[f"prob_{n}"] = outputs[:, j]
+        return frame
     if threshold is not None and len(names) != 2:
         raise LorabenchError("threshold applies to binary tasks only")
     with quiet():

@@ -146,12 +146,16 @@ def cmd_train(args) -> int:
     result = train(cfg, args.output_dir, refit=args.refit)
     if result.folds is not None:
         return _folds_line(cfg, result.folds)
+    from lorabench.config.tasks import metrics_text
     rec, m = result.record, result.record.metrics["val"]
-    say(f"{rec.label}: val F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
-        f"accuracy {m['accuracy']:.4f}) in {rec.train_seconds:.0f} s -> {result.folder}")
+    say(f"{rec.label}: {metrics_text(rec.data.get('task'), m)} in {rec.train_seconds:.0f} s -> {result.folder}")
     if result.refit is not None:
         say(f"{rec.label}: {refit_line(result.refit.to_dict())} -> {result.refit_folder}")
     return 0
+
+
+def pd_isna(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def _folds_line(cfg, folds) -> int:
@@ -159,10 +163,18 @@ def _folds_line(cfg, folds) -> int:
     from lorabench import distributed
     if not distributed.is_main():  # data parallel: the main process reads the results and reports
         return 0
+    from lorabench.config.tasks import metrics_text, primary
     row = folds.table.iloc[0]
-    say(f"{row['label']}: {cfg.data.folds}-fold val F1 {row['val_f1']:.4f} ± {row['val_f1_std']:.4f} (precision "
-        f"{row['val_precision']:.4f}, recall {row['val_recall']:.4f}, accuracy {row['val_accuracy']:.4f}; mean ± sample "
-        f"std over {row['runs']} runs) -> {folds.folder}")
+    task = next((r.data.get("task") for r in folds.records if r.data), None)
+    head = primary(task)
+    if head == "f1":
+        say(f"{row['label']}: {cfg.data.folds}-fold val F1 {row['val_f1']:.4f} ± {row['val_f1_std']:.4f} (precision "
+            f"{row['val_precision']:.4f}, recall {row['val_recall']:.4f}, accuracy {row['val_accuracy']:.4f}; mean ± "
+            f"sample std over {row['runs']} runs) -> {folds.folder}")
+    else:
+        means = {k[4:]: row[k] for k in row.index if k.startswith("val_") and not pd_isna(row[k])}
+        say(f"{row['label']}: {cfg.data.folds}-fold {metrics_text(task, means)}; ± {row[f'val_{head}_std']:.4f} "
+            f"sample std of {head} over {row['runs']} runs -> {folds.folder}")
     say(f"report: {folds.report_path}")
     return _runs_failed(folds.failed)
 

@@ -17,6 +17,9 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from lorabench.config.loading import config_error, from_dict, to_dict
+from lorabench.config.tasks import METRICS as TASK_METRICS
+from lorabench.config.tasks import resolve_metric
+from lorabench.errors import ConfigError
 
 
 def _integral(v: Any) -> Any:
@@ -95,7 +98,15 @@ class DataConfig:
         "written by datasets.save_to_disk, or a hub dataset id. Relative paths resolve "
         "against the config file."))
     text: Str = _f("text", help="A column name, or a template over columns such as '{keyword} | {text}'.")
-    label: Str = _f("target", help="The label column (integer or string labels).")
+    task: Literal["single_label", "multi_label", "regression"] | None = _f(None, help=(
+        "`single_label` (one class per text), `multi_label` (a set of labels per text: a sigmoid per label) or "
+        "`regression` (a number per text); default: multi_label when the labels are lists, data.label names several "
+        "columns or data.label_separator is set, else single_label (lorabench data says which)."))
+    label: Union[Str, list[Str]] = _either("target", help=(
+        "The label column (integer or string labels; a number for regression; for multi_label a list per row, "
+        "or a string split at data.label_separator), or a list of 0/1 columns, one per label (multi_label)."))
+    label_separator: Str | None = _f(None, help=(
+        "multi_label: the labels of a row are one string split at this separator, e.g. `|` in 'fire|flood'."))
     label_names: list[Str] | None = _f(None, help="Names for the label ids, in id order (optional).")
     val: Str | None = _f(None, help="Explicit validation file; default: the study's 80/20 split of `source`.")
     test: Str | None = _f(None, help="Explicit test file; scored when it has labels.")
@@ -111,7 +122,9 @@ class DataConfig:
         "With `folds`: which fold is val (1-based, 1..folds), the others train. Set per run by compare/train."))
     class_weights: Union[Literal["balanced", "none"], list[Float]] = _either("balanced", help=(
         "`balanced` = n / (k * count[c]) over the train split, `none`, or an explicit list in "
-        "label-id order (the study's published [0.8766697374481806, 1.1637114032405993])."))
+        "label-id order (the study's published [0.8766697374481806, 1.1637114032405993]). multi_label: each label's "
+        "positive weight in the binary cross-entropy (`balanced` = its negatives / positives in train). Unused for "
+        "regression."))
     max_train_samples: Int | None = _f(None, help="Seeded subsample of the train split, for quick runs.")
     max_eval_samples: Int | None = _f(None, help="Seeded subsample of val and test, for quick runs.")
     sample_seed: Int = _f(0, help="Seed of the subsamples.")
@@ -141,6 +154,20 @@ class DataConfig:
         if self.stride and self.long_text != "chunk":
             raise _bad(f"{{key.stride}} is the overlap of long_text: chunk's windows; long_text is {self.long_text!r}, "
                        f"so {self.stride} would not be used: set long_text: chunk or leave stride out")
+        implied = "multi_label" if isinstance(self.label, list) or self.label_separator is not None else None
+        if implied and self.task not in (None, "multi_label"):
+            why = "names several label columns" if isinstance(self.label, list) else "label_separator is set"
+            raise _bad(f"{{key.task}} is {self.task}, but {why}: that is a multi_label task; set task: multi_label")
+        if isinstance(self.label, list) and (len(self.label) < 2 or len(set(self.label)) != len(self.label)):
+            raise _bad(f"{{key.label}}: a list of label columns needs at least 2 distinct names, got {self.label}")
+        if isinstance(self.label, list) and self.label_separator is not None:
+            raise _bad("{key.label_separator} splits one label column; data.label names one 0/1 column per label")
+        if self.label_separator == "":
+            raise _bad("{key.label_separator} must not be empty")
+        if self.positive_label is not None and (self.task or implied) not in (None, "single_label"):
+            raise _bad(f"{{key.positive_label}} applies to single-label binary tasks; this task is {self.task or implied}")
+        if self.task == "regression" and isinstance(self.class_weights, list):
+            raise _bad("{key.class_weights} weighs classes; a regression target has none: leave it out")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise _bad(f"{{key.delimiter}} must be one character, got {self.delimiter!r}")
         if not 0.0 < self.train_size < 1.0:
@@ -274,7 +301,9 @@ class TrainConfig:
     weight_decay: Float = _f(0.001, help="AdamW weight decay (the study: 0.001).")
     seed: Int = _f(42, help="Seed for initialisation and data order.")
     early_stopping_patience: Int | None = _f(None, help="Stop after this many evaluations without improvement.")
-    metric_for_best_model: Str = _f("f1", help="Val metric that picks the best epoch.")
+    metric_for_best_model: Str | None = _f(None, help=(
+        "Val metric that picks the best epoch; default: the task's (f1 single_label, f1_micro multi_label, rmse "
+        "regression). Any metric of the task (lorabench.config.tasks.METRICS) or loss."))
     gradient_checkpointing: Bool = _f(False, help=(
         "Trade compute for memory. Off by default: it costs ~1.9x time on CPU and changes no result."))
     group_by_length: Bool | Literal["auto"] = _either("auto", help=(
@@ -296,7 +325,11 @@ class TrainConfig:
     logging_steps: Int = _f(50, help="Log the training loss every N steps.")
     dataloader_num_workers: Int = _f(0, help="DataLoader workers.")
     threshold: Float | Literal["tune"] = _either(0.5, help=(
-        "Binary decision threshold on P(positive); `tune` picks the F1-best one on val."))
+        "Binary decision threshold on P(positive); `tune` picks the F1-best one on val. multi_label: the threshold "
+        "of every label, or `tune`: each label's own F1-best threshold on val."))
+    regression_loss: Literal["mse", "huber"] = _f("mse", help=(
+        "regression: the training loss, mean squared error or Huber (delta 1: squared below 1, linear above; less "
+        "pulled by outlying targets)."))
     calibration: Literal["none", "temperature"] = _f("none", help=(
         "`temperature`: after training, fit temperature scaling on val (one T minimising val log loss; Guo et al. "
         "2017) and use the calibrated probabilities everywhere after: saved predictions, test metrics, a tuned "
@@ -328,9 +361,11 @@ class TrainConfig:
                        "or leave warmup_ratio out")
         if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
             raise _bad(f"{{key.threshold}} must be in (0, 1) or 'tune', got {self.threshold}")
-        if self.metric_for_best_model not in ("f1", "precision", "recall", "accuracy", "loss"):
-            raise _bad(f"{{key.metric_for_best_model}}: expected f1, precision, recall, accuracy or loss, "
-                       f"got {self.metric_for_best_model!r}")
+        known = {"loss", *(m for ms in TASK_METRICS.values() for m in ms)}
+        if self.metric_for_best_model is not None and self.metric_for_best_model not in known:
+            raise _bad(f"{{key.metric_for_best_model}}: unknown metric {self.metric_for_best_model!r} (f1, precision, "
+                       "recall, accuracy; f1_micro, f1_macro, ... for multi_label; rmse, mae, r2, ... for regression; "
+                       "or loss)")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise _bad(f"{{key.lr_scheduler}}: unknown scheduler {self.lr_scheduler!r} (one of {', '.join(LR_SCHEDULERS)})")
         for target in [self.report_to] if isinstance(self.report_to, str) else self.report_to:
@@ -378,10 +413,34 @@ class ExperimentConfig:
         if self.model.kind == "transformer" and self.data.stride and self.data.stride >= self.model.max_length - 1:
             raise _bad(f"{{key.data.stride}} {self.data.stride} leaves no new tokens in a window of model.max_length "
                        f"{self.model.max_length}: use a stride below {self.model.max_length - 1}")
+        task = self.data.task or ("multi_label" if isinstance(self.data.label, list) or self.data.label_separator
+                                  else None)
+        problem = task_problem(self, task) if task is not None else None
+        if problem:
+            raise _bad(problem)
         if self.model.quantization != "none" and self.lora is None and self.model.kind == "transformer":
             raise _bad(f"{{key.model.quantization}}: {self.model.quantization} freezes the quantized weights, so it "
                        "needs LoRA; full fine-tuning (lora: null) cannot train them")
         return self
+
+
+def task_problem(cfg: ExperimentConfig, task: str) -> str | None:
+    """What in `cfg` does not fit `task` (known from the config, or once the data is read), as a one-line message
+    naming the key, or None: a metric of another task, a decision threshold for regression, calibration outside
+    single_label, a regression loss for classification."""
+    t = cfg.train
+    try:
+        resolve_metric(task, t.metric_for_best_model, "train.metric_for_best_model")
+    except ConfigError as e:
+        return str(e)
+    if task == "regression" and t.threshold != 0.5:
+        return f"train.threshold: {t.threshold!r} is a decision threshold; a regression predicts a number"
+    if task != "single_label" and t.calibration != "none":
+        return (f"train.calibration: {t.calibration} (temperature scaling of a softmax) applies to single_label "
+                f"tasks; this one is {task}")
+    if task != "regression" and t.regression_loss != "mse":
+        return f"train.regression_loss: {t.regression_loss} applies to regression; this task is {task}"
+    return None
 
 
 @_config()
@@ -533,8 +592,11 @@ class CompareConfig:
 
 @_config("sweep.metric")
 class SweepMetric:
-    name: Str = _f("f1", help="Val metric to optimise: f1, precision, recall, accuracy (W&B's `eval/f1-score` = f1).")
-    goal: Literal["maximize", "minimize"] = _f("maximize", help="maximize or minimize.")
+    name: Str | None = _f(None, help=(
+        "Val metric to optimise; default: the task's (f1, f1_micro for multi_label, rmse for regression). f1, "
+        "precision, recall, accuracy, any metric of the task (W&B's `eval/f1-score` = f1)."))
+    goal: Literal["maximize", "minimize"] | None = _f(None, help=(
+        "maximize or minimize; default: the metric's direction (minimize rmse, mae, hamming_loss, loss)."))
 
 
 @_config("sweep")

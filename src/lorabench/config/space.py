@@ -9,6 +9,8 @@ from typing import Any
 
 from lorabench.config.loading import from_dict, to_dict
 from lorabench.config.schema import ExperimentConfig
+from lorabench.config.tasks import METRICS as TASK_METRICS
+from lorabench.config.tasks import greater_is_better, resolve_metric
 from lorabench.errors import ConfigError, LorabenchWarning
 
 # The study's (W&B) parameter names -> lorabench config keys. Dotted config keys work too.
@@ -30,12 +32,19 @@ def config_key(param: str) -> str:
     return key
 
 
-def metric_key(name: str) -> str:
-    key = METRIC_NAMES.get(name, name)
-    if key not in ("f1", "precision", "recall", "accuracy"):
-        raise ConfigError(f"sweep.metric.name: unknown metric {name!r} (f1, precision, recall, accuracy, "
-                          "or eval/f1-score)")
-    return key
+def metric_key(name: str | None, task: str | None = None) -> str:
+    """The val metric a sweep optimises: `name` (W&B spellings such as eval/f1-score accepted) checked against
+    `task` (None: single_label), or the task's primary metric when `name` is None. Raises `ConfigError`."""
+    key = METRIC_NAMES.get(name, name) if name is not None else None
+    if key == "loss":
+        raise ConfigError("sweep.metric.name: loss is not a sweep objective; use one of the task's metrics "
+                          f"({', '.join(TASK_METRICS[task or 'single_label'])})")
+    return resolve_metric(task, key, "sweep.metric.name")
+
+
+def metric_goal(metric: str, goal: str | None) -> str:
+    """`goal` (maximize / minimize), or the metric's own direction when None."""
+    return goal or ("maximize" if greater_is_better(metric) else "minimize")
 
 
 # --------------------------------------------------------------------------- search space

@@ -8,11 +8,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def has_label(y: Any) -> bool:
+    """Whether one row's target is known: a label id >= 0 (single_label), a tuple of 0/1 (multi_label) or a
+    number that is not NaN (regression)."""
+    if y is None:
+        return False
+    if isinstance(y, tuple):
+        return True
+    if isinstance(y, float):
+        return y == y
+    return y >= 0
+
+
 @dataclass
 class Split:
-    """Rows of one split: the text fed to the model, label ids (-1 = unlabelled), ids."""
+    """Rows of one split: the text fed to the model, its target and its id. `labels` per task: an int label id
+    (-1 = unlabelled) for single_label; a tuple of 0/1 ints, one per label (None = unlabelled) for multi_label; a
+    float (NaN = unlabelled) for regression."""
     texts: list[str]
-    labels: list[int]
+    labels: list[Any]
     ids: list[Any]
 
     def __len__(self) -> int:
@@ -20,9 +34,14 @@ class Split:
 
     @property
     def labelled(self) -> bool:
-        return len(self.labels) > 0 and all(y >= 0 for y in self.labels)
+        return len(self.labels) > 0 and all(has_label(y) for y in self.labels)
 
     def class_counts(self, k: int) -> list[int]:
+        """Rows per class (single_label), positive rows per label (multi_label); [] for regression."""
+        if any(isinstance(y, tuple) for y in self.labels):
+            return [int(sum(y[c] for y in self.labels if y is not None)) for c in range(k)]
+        if any(isinstance(y, float) for y in self.labels):
+            return []
         return [int(sum(1 for y in self.labels if y == c)) for c in range(k)]
 
 
@@ -40,6 +59,7 @@ class Splits:
     fingerprint: str = ""
     checks: dict = field(default_factory=dict)   # data_checks(): duplicates, conflicting labels, warnings
     folds: dict | None = None  # k-fold: {"folds": K, "fold": i (1-based), "seed": split_seed}
+    task: str = "single_label"  # lorabench.config.tasks.TASKS
 
     @property
     def num_labels(self) -> int:
@@ -64,8 +84,13 @@ class Splits:
         }
         if self.test is not None:
             out["test_fingerprint"] = fingerprint(self, parts=("test",))
-        if self.num_labels == 2:
+        if self.num_labels == 2 and self.task == "single_label":
             out["positive_label"] = self.label_names[1]
+        if self.task != "single_label":
+            out["task"] = self.task
+        if self.task == "regression":
+            out["train_target"] = _stats(self.train.labels)
+            out["val_target"] = _stats(self.val.labels)
         if self.folds:
             out["folds"], out["fold"] = self.folds["folds"], self.folds["fold"]
         if self.checks:
@@ -75,12 +100,21 @@ class Splits:
         return out
 
 
+def _stats(values: list[float]) -> dict | None:
+    """Mean, standard deviation (ddof=0), min and max of the known values of a regression target."""
+    import numpy as np
+    v = np.asarray([x for x in values if x == x], dtype=np.float64)
+    if not len(v):
+        return None
+    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
+
+
 def fingerprint(splits: Splits, parts: tuple[str, ...] = ("train", "val")) -> str:
     """Short hash of the split contents: runs with equal fingerprints saw identical data."""
     h = hashlib.sha256()
     for split in (getattr(splits, p) for p in parts):
         for t, y in zip(split.texts, split.labels):
             h.update(t.encode("utf-8", "surrogatepass"))
-            h.update(b"\x00%d\x01" % y)
+            h.update(b"\x00%d\x01" % y if not isinstance(y, (tuple, float)) else b"\x00" + repr(y).encode() + b"\x01")
         h.update(b"|")
     return h.hexdigest()[:16]

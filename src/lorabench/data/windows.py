@@ -65,12 +65,17 @@ def encode(tokenizer, texts: list[str], max_length: int, long_text: str = "trunc
     return {k: enc[k] for k in keys if k in enc}, np.arange(len(texts), dtype=np.int64)
 
 
-def pool(probs: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
-    """Per-text probabilities (n_docs, classes) float64: the mean over each text's windows of `probs` (windows,
-    classes). With one window per text, `probs` in text order."""
+def pool(probs: np.ndarray, doc: np.ndarray, n_docs: int, how: str = "mean") -> np.ndarray:
+    """Per-text outputs (n_docs, classes) float64: the mean (`how="mean"`: class probabilities, regression values)
+    or the largest (`"max"`: multi_label, a label present in any window is present in the text) over each text's
+    windows of `probs` (windows, classes). With one window per text, `probs` in text order."""
     probs = np.asarray(probs, dtype=np.float64)
     if len(doc) == n_docs and (doc == np.arange(n_docs)).all():
         return probs
+    if how == "max":
+        out = np.full((n_docs, probs.shape[1]), -np.inf)
+        np.maximum.at(out, doc, probs)
+        return out
     out = np.zeros((n_docs, probs.shape[1]), dtype=np.float64)
     np.add.at(out, doc, probs)
     counts = np.bincount(doc, minlength=n_docs).astype(np.float64)

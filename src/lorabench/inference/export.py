@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lorabench.config.tasks import DISPLAY
+from lorabench.config.tasks import METRICS as TASK_METRICS
 from lorabench.errors import LorabenchError
 from lorabench.inference.predict import load_run
 from lorabench.runs.record import refit_line
@@ -16,8 +18,14 @@ def model_card(rec: dict, merged: bool) -> str:
     m = rec.get("metrics", {})
     d = rec["data"]
     cfg = rec["config"]
-    rows = "\n".join(f"| {split} | " + " | ".join(f"{v[k]:.4f}" for k in ("f1", "precision", "recall", "accuracy")) + " |"
-                     for split, v in m.items() if isinstance(v, dict) and "f1" in v)
+    task = d.get("task", "single_label")
+    keys = TASK_METRICS[task]
+    rows = "\n".join(f"| {split} | " + " | ".join("" if v.get(k) is None else f"{v[k]:.4f}" for k in keys) + " |"
+                     for split, v in m.items() if isinstance(v, dict) and keys[0] in v)
+    header = "| split | " + " | ".join(DISPLAY[k] for k in keys) + " |\n|" + "---|" * (len(keys) + 1)
+    head_note = {"single_label": "", "multi_label": "\nTask: multi_label (problem_type multi_label_classification: a "
+                 "sigmoid per label; a label applies when its probability reaches its threshold).\n",
+                 "regression": "\nTask: regression (problem_type regression: the one logit is the predicted value).\n"}[task]
     lora = cfg.get("lora")
     how = (f"LoRA r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, targets "
            f"{rec['model'].get('lora_target_modules')}" if lora else "full fine-tuning")
@@ -37,9 +45,8 @@ Base model: `{rec['model']['name']}` ({rec['model'].get('architecture')}); {how}
 - labels: {', '.join(f'{i} = {n}' for i, n in enumerate(d['label_names']))}
 - class weights: {d.get('class_weights')}
 
-## Metrics
-| split | F1 | precision | recall | accuracy |
-|---|---|---|---|---|
+## Metrics{head_note}
+{header}
 {rows}
 
 Decision threshold: {rec.get('threshold') or 'argmax (0.5)'}.{_calibration_line(rec)}

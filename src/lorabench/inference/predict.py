@@ -17,13 +17,16 @@ import pandas as pd
 from lorabench import console
 from lorabench.config.loading import from_dict
 from lorabench.config.schema import ModelConfig
+from lorabench.config.tasks import POOLING
 from lorabench.data.sources import parse_json_rows, read_table
 from lorabench.data.splits import build_texts, template_fields
 from lorabench.data.windows import encode, pool
 from lorabench.errors import DataError, LorabenchError
 from lorabench.evaluation.calibration import apply_temperature
-from lorabench.evaluation.metrics import predict_labels, softmax
-from lorabench.models.build import keep_4bit_trainable_on_cpu, loading_kwargs
+from lorabench.evaluation.metrics import predict_labels
+from lorabench.evaluation.tasks import decide as decide_outputs
+from lorabench.evaluation.tasks import outputs_from_logits
+from lorabench.models.build import PROBLEM_TYPES, keep_4bit_trainable_on_cpu, loading_kwargs
 from lorabench.models.hub_code import import_peft, without_bitsandbytes
 from lorabench.models.precision import decide
 from lorabench.models.registry import ARCHITECTURES, arch_for
@@ -45,6 +48,11 @@ class LoadedRun:
     @property
     def label_names(self) -> list[str]:
         return self.record["data"]["label_names"]
+
+    @property
+    def task(self) -> str:
+        """The run's task (`config.tasks.TASKS`)."""
+        return self.record["data"].get("task", "single_label")
 
     @property
     def is_baseline(self) -> bool:
@@ -91,7 +99,8 @@ def _load_transformer_run(rec: dict, run_dir: Path, merge: bool, precision, mode
     names = rec["data"]["label_names"]
     tok = AutoTokenizer.from_pretrained(run_dir)
     labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-                  pad_token_id=tok.pad_token_id)
+                  pad_token_id=tok.pad_token_id,
+                  problem_type=PROBLEM_TYPES[rec["data"].get("task", "single_label")])  # an export loads as trained
     try:
         if (run_dir / "adapter_config.json").is_file():
             from peft import PeftModel
@@ -169,14 +178,15 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
                 feats = [{k: enc[k][i] for k in keys} for i in idx]
                 batch = {k: v.to(run.device) for k, v in run.tokenizer.pad(feats, return_tensors="pt").items()}
                 logits = run.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
-                out[idx] = softmax(logits.astype(np.float64))
+                out[idx] = outputs_from_logits(run.task, logits)  # probabilities, or a regression's value
                 if progress:
                     bar.update(1)
     finally:
         if pooled_only:  # same logits, less work (lorabench.speedups.cpu); the loaded model is left as it was
             speed.restore_last_layer(run.model)
-    # long_text: chunk: the mean over each text's windows; then the run's temperature, as training applied it
-    return apply_temperature(pool(out, doc, len(texts)), run.temperature)
+    # long_text: chunk: pooled over each text's windows (config.tasks.POOLING); then the run's temperature, as
+    # training applied it
+    return apply_temperature(pool(out, doc, len(texts), POOLING[run.task]), run.temperature)
 
 
 @dataclass
@@ -186,9 +196,10 @@ class _Predictor:
     `probs(frame, input_path, batch_size, progress)` -> (rows, classes) float64 in input order."""
     names: list[str]
     values: list
-    threshold: float | None
+    threshold: float | list[float] | None
     data_cfg: dict
     probs: Any
+    task: str = "single_label"
 
 
 def _run_probs(run: LoadedRun, frame: pd.DataFrame, input_path: str, batch_size: int, progress: bool) -> np.ndarray:
@@ -203,13 +214,14 @@ def _predictor(run_dir: str, merge: bool) -> _Predictor:
         run = load_run(run_dir, merge=merge)
         return _Predictor(run.label_names, run.record["data"].get("label_values") or list(range(len(run.label_names))),
                           run.record.get("threshold"), run.record["config"]["data"],
-                          lambda frame, path, bs, progress: _run_probs(run, frame, path, bs, progress))
+                          lambda frame, path, bs, progress: _run_probs(run, frame, path, bs, progress), run.task)
     spec = read_ensemble(run_dir)
 
     def probs(frame, path, bs, progress):
         return ensemble_probs(spec, lambda d: _run_probs(load_run(d, merge=merge), frame, path, bs, progress))
-    return _Predictor(spec.label_names, spec.label_values, spec.threshold,
-                      read_run(spec.run_dirs[0])["config"]["data"], probs)
+    first = read_run(spec.run_dirs[0])
+    return _Predictor(spec.label_names, spec.label_values, spec.threshold, first["config"]["data"], probs,
+                      first["data"].get("task", "single_label"))
 
 
 def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = "default",
@@ -233,8 +245,13 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
                       delimiter=data_cfg.get("delimiter"))
     if len(frame) == 0:
         raise DataError(f"{input_path}: no rows")
-    if threshold is not None and len(run.names) != 2:
+    if threshold is not None and run.task == "regression":
+        raise LorabenchError("--threshold is a decision threshold; this run is a regression (it predicts a number)")
+    if threshold is not None and len(run.names) != 2 and run.task == "single_label":
         raise LorabenchError(f"--threshold applies to binary tasks only; this run has {len(run.names)} classes")
+    if fmt == "kaggle" and run.task == "multi_label":
+        raise LorabenchError("--format kaggle writes one label per row; this run is multi_label (use the default "
+                             "format: a label list and a probability per label)")
     if fmt == "kaggle" and "id" not in frame.columns:
         raise DataError(f"{input_path}: --format kaggle needs an 'id' column in the input")
     template = data_cfg["text"]
@@ -244,6 +261,11 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
     if empty:
         console.say(f"lorabench: warning: {empty} row(s) of {input_path} have empty text; they are predicted too", err=True)
     probs = run.probs(frame, input_path, batch_size, output_path != "-")
+    if run.task != "single_label":
+        thr = threshold if threshold is not None else run.threshold
+        out = _task_frame(frame, run, probs, thr, fmt)
+        _write_frame(out, output_path)
+        return {"rows": len(out), "empty_text_rows": empty, "threshold": thr}
     k = len(run.names)
     thr = threshold if threshold is not None else run.threshold
     if thr is not None and k != 2:
@@ -252,6 +274,22 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
     out = _output_frame(frame, run.names, run.values, probs, labels, fmt=fmt, probabilities=probabilities)
     _write_frame(out, output_path)
     return {"rows": len(out), "empty_text_rows": empty, "threshold": thr}
+
+
+def _task_frame(frame, run: _Predictor, outputs: np.ndarray, threshold, fmt: str) -> pd.DataFrame:
+    """multi_label: `labels` (the predicted label values, a list; none above its threshold: []) and `prob_<name>`
+    per label; regression: `prediction` (the number; --format kaggle: a column named as the target)."""
+    cols: dict[str, Any] = {}
+    if "id" in frame.columns:
+        cols["id"] = frame["id"].values
+    if run.task == "regression":
+        cols["prediction" if fmt != "kaggle" else run.names[0]] = outputs[:, 0]
+        return pd.DataFrame(cols)
+    decided = decide_outputs("multi_label", outputs, threshold)
+    cols["labels"] = pd.Series([[run.values[j] for j in np.flatnonzero(r)] for r in decided], dtype=object)
+    for j, n in enumerate(run.names):
+        cols[f"prob_{n}"] = outputs[:, j]
+    return pd.DataFrame(cols)
 
 
 def _output_frame(frame, names: list[str], values: list, probs, labels, *, fmt: str, probabilities: bool) -> pd.DataFrame:
@@ -306,6 +344,10 @@ def _write_frame(df: pd.DataFrame, path: str) -> None:
         df.to_parquet(buf, index=False)
         write_atomic(path, buf.getvalue())
     elif suffix in (".csv", ""):
+        import json
+        lists = [c for c in df.columns if df[c].map(lambda v: isinstance(v, list)).any()]
+        if lists:  # a label set per row (multi_label): JSON text in a CSV cell
+            df = df.assign(**{c: df[c].map(lambda v: json.dumps(v, default=str)) for c in lists})
         write_atomic(path, df.to_csv(index=False))
     else:
         raise LorabenchError(f"--output {path}: unsupported file type (csv, jsonl, json, parquet, or -)")

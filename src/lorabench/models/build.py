@@ -89,8 +89,9 @@ def token_lengths(texts: list[str], model_cfg: ModelConfig, tokenizer=None) -> l
 
 
 def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], *,
-                     seed: int | None = None, precision: Precision | None = None) -> Built:
-    """Load the pretrained backbone with a fresh head for `label_names`, then attach LoRA.
+                     seed: int | None = None, precision: Precision | None = None, task: str = "single_label") -> Built:
+    """Load the pretrained backbone with a fresh head for `label_names`, then attach LoRA. `task`
+    (`config.tasks.TASKS`) sets the head's `problem_type` (regression: `label_names` is the one target's name).
 
     `precision`: the run's one precision-and-device decision (`models.precision.decide`, made by the pipeline
     before anything is built); decided here only for a caller that builds a model on its own. With `seed`, the
@@ -100,11 +101,15 @@ def build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: lis
     """
     precision = precision or decide(cfg, full_finetune=lora is None)
     with without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel unless asked: models.hub_code
-        return _build_classifier(cfg, lora, label_names, seed, precision)
+        return _build_classifier(cfg, lora, label_names, seed, precision, task)
+
+
+PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
+                 "regression": "regression"}  # transformers' PretrainedConfig.problem_type
 
 
 def _build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: list[str], seed: int | None,
-                      precision: Precision) -> Built:
+                      precision: Precision, task: str = "single_label") -> Built:
     import_peft()
     from transformers import AutoModelForSequenceClassification, set_seed
     t0 = time.perf_counter()
@@ -113,6 +118,8 @@ def _build_classifier(cfg: ModelConfig, lora: LoraConfig | None, label_names: li
     hf_config.num_labels = len(label_names)
     hf_config.id2label = dict(enumerate(label_names))
     hf_config.label2id = {n: i for i, n in enumerate(label_names)}
+    # the head's task, saved in config.json so an exported model loads and scores as trained anywhere
+    hf_config.problem_type = PROBLEM_TYPES[task]
     hf_config.pad_token_id = tokenizer.pad_token_id  # decoders need it in the config, not only the tokenizer
     if seed is not None:
         set_seed(seed)  # the new head's initialisation (and LoRA's) depends on it

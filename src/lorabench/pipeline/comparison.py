@@ -18,7 +18,8 @@ import pandas as pd
 
 from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, to_dict
-from lorabench.config.schema import CompareConfig, ExperimentConfig
+from lorabench.config.schema import CompareConfig, ExperimentConfig, task_problem
+from lorabench.config.tasks import DISPLAY, primary
 from lorabench.data.splits import fold_ids, load_splits, representative
 from lorabench.errors import ConfigError, LorabenchError
 from lorabench.inference import serving
@@ -39,6 +40,7 @@ from lorabench.quiet import quiet
 from lorabench.reporting.data_summary import format_summary, summarise
 from lorabench.reporting.error_analysis import write_val_rows
 from lorabench.reporting.report import CSV_COLUMNS, FOLD_COLUMNS, aggregate, build_report, verdict, winner
+from lorabench.reporting.task_report import task_rows
 from lorabench.runs.ensemble import ENSEMBLE_DIR, ENSEMBLE_FILE, update_compare_ensemble
 from lorabench.runs.files import folder_lock, read_run, write_atomic, write_json
 from lorabench.runs.layout import partial_dir, refit_dir_for, run_dir_for, safe_name
@@ -121,7 +123,11 @@ def _line(rec: dict) -> str:
         return f"FAILED: {rec.get('error', 'unknown error')}"
     m = rec["metrics"]["val"]
     speed = (rec.get("serving") or {}).get("rows_per_second")
-    return (f"val F1 {m['f1']:.4f}  acc {m['accuracy']:.4f}  {rec['train_seconds']:.0f} s  "
+    task = rec.get("data", {}).get("task")
+    head = primary(task) if task else "f1"
+    quality = (f"val F1 {m['f1']:.4f}  acc {m['accuracy']:.4f}" if head == "f1" else
+               f"val {DISPLAY[head]} {m[head]:.4f}")
+    return (f"{quality}  {rec['train_seconds']:.0f} s  "
             f"peak {rec['peak_memory_mb']:.0f} MB  trainable {rec['params']['trainable_pct']:.3g}%"
             + (f"  predicts {speed:.0f} rows/s" if speed else ""))
 
@@ -151,7 +157,8 @@ def check_model_names(cfg: CompareConfig, exps: list[ExperimentConfig]) -> None:
                 raise _named(i, exp, e) from e
 
 
-def check_experiments(cfg: CompareConfig, exps: list[ExperimentConfig], num_labels: int) -> dict[str, Precision]:
+def check_experiments(cfg: CompareConfig, exps: list[ExperimentConfig], num_labels: int,
+                      task: str = "single_label") -> dict[str, Precision]:
     """Before anything trains: what `plan` checks without weights, for every entry. Its config.json is read (a
     tiny model or GGUF conversion built into the cache), its precision decided on this machine (fp16 needs a GPU),
     model.max_length checked against its position limit, and the classifier built on the meta device with LoRA
@@ -160,6 +167,9 @@ def check_experiments(cfg: CompareConfig, exps: list[ExperimentConfig], num_labe
     run time, is recorded as failed and the others go on."""
     decided = {}
     for i, exp in _entries(cfg, exps):
+        problem = task_problem(exp, task)  # e.g. an entry's metric of another task, now that the data said which
+        if problem:
+            raise _named(i, exp, ConfigError(problem))
         if exp.model.kind != "transformer":
             continue
         try:
@@ -202,7 +212,10 @@ class Comparison:
         """The comparison in `folder`, from its results.json and run records (what its report shows)."""
         results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         table = pd.DataFrame(results["models"])
-        table = table[CSV_COLUMNS + [c for c in FOLD_COLUMNS if c in table.columns]]
+        if results.get("task"):  # multi_label / regression: the task's columns (reporting.task_report)
+            table = table[results["columns"]]
+        else:
+            table = table[CSV_COLUMNS + [c for c in FOLD_COLUMNS if c in table.columns]]
         records = [RunRecord.read(folder / r["run_dir"]) for r in results["runs"]]
         return cls(table=table, records=records, failed=failed_runs(folder), report_path=folder / "report.html",
                    folder=folder, statistics=results.get("statistics") or {})
@@ -227,7 +240,7 @@ def run_comparison(cfg: CompareConfig, *, output_dir: str | Path | None = None, 
     with quiet():
         splits = load_splits(representative(cfg.data))  # k-fold: fold 1's split stands for the data summary
         with distributed.main_first():  # model caches are built by one process
-            precisions = check_experiments(cfg, exps, splits.num_labels)
+            precisions = check_experiments(cfg, exps, splits.num_labels, splits.task)
         # data parallel: every process trains every model; the main one alone decides, writes and reports
         with folder_lock(root) if distributed.is_main() else contextlib.nullcontext():
             # tracking (train.report_to): the runs join a group (W&B group, MLflow parent run, trackio project)
@@ -358,7 +371,9 @@ def _refit_best(cfg: CompareConfig, exps: list[ExperimentConfig], root: Path, fo
     label = None
     if distributed.is_main():
         recs = [RunRecord.from_dict(r) for r in map(read_run, dirs) if r is not None]
-        label = winner(aggregate(recs), [e.label for e in exps])
+        task = next((r.data.get("task") for r in recs if r.data), None) or "single_label"
+        rows = aggregate(recs) if task == "single_label" else task_rows(recs, task)
+        label = winner(rows, [e.label for e in exps], primary(task))
     label = distributed.broadcast(label)
     if label is None:
         say("refit: no model finished; nothing to refit")

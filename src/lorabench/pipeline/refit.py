@@ -9,6 +9,8 @@ from pathlib import Path
 
 from lorabench.config.loading import from_dict
 from lorabench.config.schema import ExperimentConfig
+from lorabench.config.tasks import METRICS as TASK_METRICS
+from lorabench.config.tasks import primary
 from lorabench.data.splits import load_splits, refit_splits
 from lorabench.data.types import Splits
 from lorabench.errors import DataError, LorabenchError
@@ -60,9 +62,16 @@ def plan_refit(sources: list[str | Path]) -> RefitPlan:
         train.update(batch_size=used["batch_size"], learning_rate=used["learning_rate"])
         kept_batch = {"batch_size": used["batch_size"], "learning_rate": used["learning_rate"],
                       "rule": f"kept from {first_dir.name} (train.batch_size auto there: {used.get('rule')})"}
+    task = splits.task
     tuned = [rec["threshold"] for _, rec in recs if rec.get("threshold") is not None]
     threshold = None
-    if cfg.train.threshold == "tune" and tuned:
+    if task == "multi_label" and cfg.train.threshold == "tune":  # no val rows to tune on: each label's median
+        if len(tuned) != len(recs):
+            raise LorabenchError("refit: a source run of train.threshold: tune records no thresholds; re-run it")
+        threshold = [statistics.median(t[j] for t in tuned) for j in range(len(tuned[0]))]
+    elif task == "multi_label":
+        threshold = cfg.train.threshold if cfg.train.threshold != 0.5 else None
+    elif cfg.train.threshold == "tune" and tuned:
         threshold = statistics.median(tuned)
         train["threshold"] = threshold
     elif cfg.train.threshold != "tune":
@@ -70,10 +79,12 @@ def plan_refit(sources: list[str | Path]) -> RefitPlan:
     refit_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
     data = refit_splits(splits, cfg.data)
     vals = [rec["metrics"]["val"] for _, rec in recs]
+    head = primary(task)
     chosen = {"split": "val", "runs": len(vals),
-              **{k: statistics.fmean(v[k] for v in vals) for k in ("f1", "precision", "recall", "accuracy")}}
+              **{k: statistics.fmean(v[k] for v in vals) for k in TASK_METRICS[task] if all(v.get(k) is not None
+                                                                                          for v in vals)}}
     if len(vals) > 1:
-        chosen["f1_std"] = statistics.stdev(v["f1"] for v in vals)  # sample std (ddof=1)
+        chosen[f"{head}_std"] = statistics.stdev(v[head] for v in vals)  # sample std (ddof=1)
     rule = (None if epochs is None else "the run's best epoch" if len(recs) == 1 else
             f"the lower median of the best epochs of {len(recs)} runs")
     info = {"from": str(first_dir), "runs": [str(d) for d, _ in recs], "epochs": epochs, "epochs_rule": rule,

@@ -13,7 +13,8 @@ from typing import Any
 
 from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, from_dict, load_yaml, to_dict
-from lorabench.config.schema import ExperimentConfig
+from lorabench.config.schema import ExperimentConfig, task_problem
+from lorabench.config.tasks import primary
 from lorabench.data.splits import load_splits
 from lorabench.data.types import Splits
 from lorabench.errors import ConfigError, LorabenchError, LorabenchWarning
@@ -46,7 +47,17 @@ def reusable_run(run_dir: Path, cfg: ExperimentConfig, fingerprint: str) -> dict
         then = json.loads(json.dumps(to_dict(from_dict(type(cfg), rec.get("config")))))
     except LorabenchError:
         return None
-    return rec if then == now_cfg else None
+    task = rec.get("data", {}).get("task")
+    return rec if _metric_resolved(then, task) == _metric_resolved(now_cfg, task) else None
+
+
+def _metric_resolved(cfg: dict, task: str | None) -> dict:
+    """A config dict with train.metric_for_best_model null read as the task's metric: a run recorded with `f1`
+    (the default before issue 25 made it null) is the same run as one with null."""
+    train = cfg.get("train") or {}
+    if train.get("metric_for_best_model") is None:
+        return {**cfg, "train": {**train, "metric_for_best_model": primary(task)}}
+    return cfg
 
 
 def _record_base(cfg: ExperimentConfig, splits: Splits) -> dict:
@@ -137,12 +148,15 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, splits: Splits
     if cfg.model.kind == "transformer":  # an unknown model name fails before any data is read (and before torch)
         check_model_name(cfg.model)
     splits = splits or load_splits(cfg.data)
+    problem = task_problem(cfg, splits.task)  # e.g. a metric of another task, now that the data said which
+    if problem:
+        raise ConfigError(problem)
     if cfg.model.kind == "transformer":  # then what needs torch and the model's config.json, before training
         precision = precision or decide(cfg.model, full_finetune=cfg.lora is None)  # the run's only decision
         with distributed.main_first():  # a model cache (tiny model, GGUF conversion) is built once
             load_model_config(cfg.model, cfg.lora)  # model.max_length within the model's position limit
     check_parallelism(cfg, precision)
-    if cfg.train.threshold != 0.5 and splits.num_labels != 2 and distributed.is_main():
+    if cfg.train.threshold != 0.5 and splits.num_labels != 2 and splits.task == "single_label" and distributed.is_main():
         warnings.warn(f"train.threshold: {cfg.train.threshold!r} applies to binary tasks only; this task has "
                       f"{splits.num_labels} classes, so predictions take the most probable class", LorabenchWarning,
                       stacklevel=2)
@@ -235,10 +249,11 @@ def _build_run_logged(cfg: ExperimentConfig, splits: Splits, tmp: Path, out_dir:
         if cfg.model.kind == "tfidf-logreg":
             if not distributed.is_main():  # one process fits the baseline; the others have nothing to do
                 return record
-            record.update(run_tfidf_logreg(cfg, splits, tmp, temperature=_inherited_temperature(record)))
+            record.update(run_tfidf_logreg(cfg, splits, tmp, temperature=_inherited_temperature(record),
+                                           thresholds=_inherited_thresholds(record)))
         else:
             record.update(_run_transformer(cfg, splits, tmp, trk.callbacks(callbacks), token_cache, resume, precision,
-                                           _inherited_temperature(record)))
+                                           _inherited_temperature(record), _inherited_thresholds(record)))
         record["status"] = "completed"
         trk.finish(record)  # tracking: final metrics, params, timings, peak memory; close the tracker runs
         if not distributed.is_main():
@@ -311,19 +326,29 @@ def _inherited_temperature(record: dict) -> float | None:
     return (record.get("refit") or {}).get("temperature")
 
 
+def _inherited_thresholds(record: dict) -> list[float] | None:
+    """A multi_label refit's per-label thresholds (train.threshold: tune): the medians its plan took from the runs it
+    was refit from (None otherwise)."""
+    value = ((record.get("refit") or {}).get("threshold") or {}).get("value")
+    return value if isinstance(value, list) else None
+
+
 def _run_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
-                     resume: Path | None, precision: Precision, temperature: float | None) -> dict:
+                     resume: Path | None, precision: Precision, temperature: float | None,
+                     thresholds: list[float] | None = None) -> dict:
     with without_bitsandbytes(keep_out=not precision.quantization):  # no Hub kernel: models.hub_code
-        return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume, precision, temperature)
+        return _train_transformer(cfg, splits, tmp, callbacks, token_cache, resume, precision, temperature, thresholds)
 
 
 def _train_transformer(cfg: ExperimentConfig, splits: Splits, tmp: Path, callbacks, token_cache,
-                       resume: Path | None, precision: Precision, temperature: float | None) -> dict:
-    built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed, precision=precision)
+                       resume: Path | None, precision: Precision, temperature: float | None,
+                       thresholds: list[float] | None = None) -> dict:
+    built = build_classifier(cfg.model, cfg.lora, splits.label_names, seed=cfg.train.seed, precision=precision,
+                             task=splits.task)
     res = train(built, splits, cfg.train, tmp, max_length=cfg.model.max_length, callbacks=callbacks,
                 token_cache=token_cache, resume_from=resume, label=cfg.label or cfg.model.name,
                 report_to=tracking.trainer_report_to(cfg.train.report_to), temperature=temperature,
-                long_text=cfg.data.long_text, stride=cfg.data.stride)
+                long_text=cfg.data.long_text, stride=cfg.data.stride, thresholds=thresholds)
     predictions = None
     if distributed.is_main():
         built.model.save_pretrained(tmp, safe_serialization=True)  # adapter + head (or the full model)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from lorabench import distributed
 from lorabench.config.schema import CompareConfig, ExperimentConfig
+from lorabench.config.tasks import primary
 from lorabench.data.splits import load_splits
 from lorabench.errors import LorabenchError
 from lorabench.pipeline.comparison import Comparison, run_comparison
@@ -56,7 +57,8 @@ def kfold(cfg: ExperimentConfig, output_dir: str | Path, *, refit: bool = False)
     model (folds.json, results, report), whose table row is the mean ± sample std over the folds; with `refit`
     the model is then refit on all its rows. Raises `LorabenchError` when every fold failed."""
     result = run_comparison(dataclasses.replace(CompareConfig.from_experiment(cfg), refit=refit), output_dir=output_dir)
-    if distributed.is_main() and (not len(result.table) or pd.isna(result.table.iloc[0]["val_f1"])):
+    head = "val_" + primary(next((r.data.get("task") for r in result.records if r.data), None))
+    if distributed.is_main() and (not len(result.table) or pd.isna(result.table.iloc[0][head])):
         errors = [r.error for r in result.records if r.error]
         raise LorabenchError(f"{cfg.label or cfg.model.name}: every fold failed ({errors[0] if errors else ''}); "
                              f"see {output_dir}")

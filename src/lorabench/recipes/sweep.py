@@ -24,8 +24,9 @@ import pandas as pd
 from lorabench import console, distributed, tracking
 from lorabench.config.loading import dump_yaml, load_config
 from lorabench.config.schema import SweepConfig
-from lorabench.config.space import metric_key, to_distributions, trial_config, validate_space
-from lorabench.data.splits import load_splits
+from lorabench.config.space import metric_goal, metric_key, to_distributions, trial_config, validate_space
+from lorabench.data.sources import read_source
+from lorabench.data.splits import detect_task, load_splits
 from lorabench.errors import ConfigError, LorabenchError, ModelError
 from lorabench.models.build import load_model_config
 from lorabench.models.hub_code import import_peft
@@ -81,7 +82,7 @@ def check_sweep(cfg: SweepConfig) -> None:
     `model.*` parameters what the model allows (max_length within its position limit). A model that cannot be
     found fails in its trial, as in a plain run. Raises `ConfigError` naming the parameter."""
     dists, fixed = to_distributions(cfg.sweep.parameters)
-    metric_key(cfg.sweep.metric.name)
+    metric_key(cfg.sweep.metric.name, _task(cfg))
     start = trial_config(cfg.base(), fixed)
     ends = validate_space(cfg.base(), dists, fixed)
     checks = [(None, None, start)] + [(k, v, t) for k, v, t in ends if k.startswith("model.")]
@@ -108,8 +109,17 @@ def plan(cfg: SweepConfig, *, output_dir: str | None, storage: str | None, study
     n = trials or cfg.sweep.n_trials or 30
     dists, fixed = to_distributions(cfg.sweep.parameters)
     url = storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(folder / 'study.db').resolve()}"
-    return SweepPlan(cfg, folder, url, study or cfg.name, n, metric_key(cfg.sweep.metric.name),
-                     cfg.sweep.metric.goal, dists, fixed)
+    metric = metric_key(cfg.sweep.metric.name, _task(cfg))
+    return SweepPlan(cfg, folder, url, study or cfg.name, n, metric, metric_goal(metric, cfg.sweep.metric.goal),
+                     dists, fixed)
+
+
+def _task(cfg: SweepConfig) -> str:
+    """The sweep's task: data.task, what data.label implies, else what the data file's label column holds."""
+    if cfg.data.task or isinstance(cfg.data.label, list) or cfg.data.label_separator is not None:
+        return detect_task(cfg.data)
+    frame, _ = read_source(cfg.data.source, cfg.data)
+    return detect_task(cfg.data, frame)
 
 
 def _storage(p: SweepPlan):

@@ -78,10 +78,26 @@ def format_summary(s: dict) -> str:
              f"  rows: train {s['train_rows']}, val {s['val_rows']}, test {s['test_rows']}"
              f"{' (labelled)' if s['test_labelled'] else ' (unlabelled)' if s['test_rows'] else ''}"
              + (f"; fold {s['fold']} of {s['folds']} (stratified k-fold: each fold is val once)" if s.get("folds") else ""),
-             "  classes (train / val): " + ", ".join(
-                 f"{n} {a} / {b}" for n, a, b in zip(names, s["train_class_counts"], s["val_class_counts"]))]
+             ]
+    task = s.get("task", "single_label")
     w = s.get("class_weights")
-    lines.append("  class weights: " + (", ".join(f"{n} {x:.6g}" for n, x in zip(names, w)) if w else "none"))
+    if task == "regression":
+        lines.append(f"  task: regression, target {names[0]!r}")
+        for part in ("train", "val"):
+            t = s.get(f"{part}_target")
+            if t:
+                lines.append(f"  target ({part}): mean {t['mean']:.4g}, std {t['std']:.4g}, min {t['min']:.4g}, "
+                             f"max {t['max']:.4g}")
+    elif task == "multi_label":
+        lines.append(f"  task: multi_label, {len(names)} labels (a sigmoid each; a row may have any number)")
+        lines.append("  rows with the label (train / val): " + ", ".join(
+            f"{n} {a} / {b}" for n, a, b in zip(names, s["train_class_counts"], s["val_class_counts"])))
+        lines.append("  positive weights (negatives / positives): "
+                     + (", ".join(f"{n} {x:.6g}" for n, x in zip(names, w)) if w else "none"))
+    else:
+        lines.append("  classes (train / val): " + ", ".join(
+            f"{n} {a} / {b}" for n, a, b in zip(names, s["train_class_counts"], s["val_class_counts"])))
+        lines.append("  class weights: " + (", ".join(f"{n} {x:.6g}" for n, x in zip(names, w)) if w else "none"))
     miss = {k: v for k, v in s.get("missing_values", {}).items() if v}
     lines.append("  missing values: " + (", ".join(f"{k} {v}" for k, v in miss.items()) if miss else "none"))
     L = s["lengths"]

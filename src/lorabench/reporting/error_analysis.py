@@ -43,7 +43,14 @@ def write_val_rows(folder: Path, splits: Splits) -> Path:
     """`val_rows.csv` in `folder`: one row per val row in split order: `id`, `text` (as fed to the model),
     `label` (name), and the data-check flags of `data.checks.row_flags` (true/false)."""
     flags = row_flags(splits)
-    rows = [[str(i), t, splits.label_names[y] if y >= 0 else "", *("true" if flags[f][n] else "false" for f in FLAGS)]
+
+    def shown(y) -> str:  # the label's name; multi_label: the names of the row's labels; regression: the number
+        if splits.task == "multi_label":
+            return "" if y is None else "|".join(n for n, v in zip(splits.label_names, y) if v)
+        if splits.task == "regression":
+            return "" if y != y else repr(y)
+        return splits.label_names[y] if y >= 0 else ""
+    rows = [[str(i), t, shown(y), *("true" if flags[f][n] else "false" for f in FLAGS)]
             for n, (i, t, y) in enumerate(zip(splits.val.ids, splits.val.texts, splits.val.labels))]
     return write_atomic(folder / VAL_ROWS_FILE, _csv(["id", "text", "label", *FLAGS], rows))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from lorabench.config.loading import from_dict, load_yaml
 from lorabench.config.schema import CompareConfig, StatisticsConfig
+from lorabench.config.tasks import greater_is_better
 from lorabench.errors import LorabenchError
 from lorabench.evaluation.calibration import TEMPERATURE_BOUNDS
 from lorabench.reporting.data_summary import format_summary
@@ -25,6 +26,7 @@ from lorabench.reporting.model_predictions import gather
 from lorabench.reporting.plots import confusion_png, plots
 from lorabench.reporting.sweep_report import build_sweep_report
 from lorabench.reporting.tables import markdown
+from lorabench.reporting.task_report import build_task_report, by_model
 from lorabench.reporting.uncertainty import fold_statistics, split_statistics
 from lorabench.runs.ensemble import (
     CHOSEN_BY,
@@ -88,13 +90,8 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
     """One row per model label: mean (and sample std of F1) over its completed seeds; for a k-fold comparison
     (runs with `data.folds`) over every (seed, fold) run, with `folds` and the sample std (ddof=1) of every
     number in FOLD_COLUMNS. Refit runs (no val score of their own) are left out."""
-    by: dict[str, list[RunRecord]] = {}
-    for r in records:
-        if r.refit is None:
-            by.setdefault(r.label or r.model["name"], []).append(r)
     rows = []
-    for label, recs in by.items():
-        ok = sorted((r for r in recs if r.status == RunStatus.COMPLETED), key=lambda r: r.data.get("fold") or 0)
+    for label, recs, ok in by_model(records):
         row: dict[str, Any] = {"label": label, "model": recs[0].model["name"],
                                "finetune": (ok or recs)[0].model.get("finetune", ""),
                                "runs": len(ok), "failed": len(recs) - len(ok), "kind": "model"}
@@ -151,13 +148,15 @@ def _fold_spread(row: dict, ok: list[RunRecord]) -> None:
     row["peak_memory_mb_std"] = _std([r.peak_memory_mb for r in ok])
 
 
-def winner(rows: list[dict], order: list[str] | None = None) -> str | None:
-    """The label of the row with the best mean val F1 (on a tie the first in `order`, else in row order);
-    None when no model finished. What `compare --refit` refits (a model, never the ensemble row)."""
-    ok = [r for r in rows if r["val_f1"] is not None and r.get("kind", "model") == "model"]
+def winner(rows: list[dict], order: list[str] | None = None, metric: str = "f1") -> str | None:
+    """The label of the row with the best mean val `metric` (the task's primary: F1, micro F1, RMSE; on a tie the
+    first in `order`, else in row order); None when no model finished. What `compare --refit` refits (a model,
+    never the ensemble row)."""
+    ok = [r for r in rows if r.get(f"val_{metric}") is not None and r.get("kind", "model") == "model"]
     if order:
         ok.sort(key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
-    return max(ok, key=lambda r: r["val_f1"])["label"] if ok else None
+    sign = 1 if greater_is_better(metric) else -1
+    return max(ok, key=lambda r: sign * r[f"val_{metric}"])["label"] if ok else None
 
 
 def _setup(r: RunRecord) -> dict:
@@ -452,6 +451,17 @@ def build_report(folder: Path, storage: str | None = None) -> Path:
     if not runs:
         raise LorabenchError(f"report: no run.json files under {folder}")
     records = [r for _, r in runs]
+    tasks = {r.data.get("task", "single_label") for r in records if r.data}
+    if len(tasks) > 1:
+        raise LorabenchError(f"report: {folder} holds runs of different tasks ({', '.join(sorted(tasks))}); a "
+                             "comparison is of one task")
+    task = tasks.pop() if tasks else "single_label"
+    if task != "single_label":
+        order = _order(folder, list(dict.fromkeys(r.label or r.model["name"] for r in records)))
+        _, _, ens = _ensemble_row(folder)
+        data = json.loads((folder / "data.json").read_text()) if (folder / "data.json").is_file() else None
+        return build_task_report(folder, runs, task, order, ens, len((ens or {}).get("members") and
+                                 read_ensemble(folder / ENSEMBLE_DIR).run_dirs or []), _statistics_config(folder), data)
     rows = aggregate(records)
     order = _order(folder, [r["label"] for r in rows])
     rows.sort(key=lambda r: order.index(r["label"]))

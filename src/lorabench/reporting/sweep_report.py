@@ -50,7 +50,8 @@ def _best_yaml(folder: Path, best) -> str:
     _, fixed = to_distributions(cfg.sweep.parameters)
     exp = trial_config(cfg.base(), {**fixed, **best.params})
     head = (f"# lorabench train {folder / 'best.yaml'}\n"
-            f"# Best trial {best.number} of sweep {cfg.name}: val {cfg.sweep.metric.name} = {best.value:.4f}\n")
+            f"# Best trial {best.number} of sweep {cfg.name}: val {cfg.sweep.metric.name or 'primary metric'} = "
+            f"{best.value:.4f}\n")
     return head + dump_yaml(exp)
 
 

@@ -22,8 +22,10 @@ from typing import Callable
 
 import numpy as np
 
+from lorabench.config.tasks import DISPLAY, greater_is_better, primary
 from lorabench.errors import LorabenchError
 from lorabench.evaluation.metrics import classification_metrics, predict_labels, split_evaluation
+from lorabench.evaluation.tasks import detail, score
 from lorabench.runs.files import read_run, write_atomic, write_json
 from lorabench.runs.layout import now, run_dir_for
 from lorabench.runs.predictions import PREDICTION_FILES, SplitPredictions, predictions_csv, read_predictions
@@ -39,10 +41,12 @@ OPTIMISTIC = ("its members were chosen on the same val rows it is scored on, so 
 
 @dataclass
 class Member:
-    """One model of an ensemble: its label, its run folders (one per seed) and their mean val F1."""
+    """One model of an ensemble: its label, its run folders (one per seed) and their mean val score by `metric`
+    (the task's primary metric, `config.tasks.PRIMARY`: F1, micro F1, RMSE)."""
     label: str
     run_dirs: list[Path]
     val_f1: float
+    metric: str = "f1"
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Ensemble:
     peak_memory_mb: float | None = None
     data: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    task: str = "single_label"
 
     @property
     def label(self) -> str:
@@ -87,13 +92,17 @@ def choose_members(groups: dict[str, list[Path]], top: int) -> tuple[list[Member
     completed runs with saved val predictions (ties: config order). Returns (members, None), or ([], a
     one-line reason) when fewer than 2 models are usable."""
     found, without = [], []
+    metric = "f1"
     for label, dirs in groups.items():
         ok = [(d, rec) for d in dirs if (rec := _usable(d)) is not None]
         if ok:
-            found.append(Member(label, [d for d, _ in ok], float(np.mean([r["metrics"]["val"]["f1"] for _, r in ok]))))
+            metric = primary(ok[0][1]["data"].get("task"))
+            found.append(Member(label, [d for d, _ in ok], float(np.mean([r["metrics"]["val"][metric] for _, r in ok])),
+                                metric))
         else:
             without.append(label)
-    found.sort(key=lambda m: -m.val_f1)  # stable: ties keep config order
+    sign = 1 if greater_is_better(metric) else -1
+    found.sort(key=lambda m: -sign * m.val_f1)  # stable: ties keep config order
     if len(found) >= 2:
         return found[:top], None
     n = len(found)
@@ -111,7 +120,11 @@ def same_rows(recs: dict[Path, dict]) -> list[str]:
     `LorabenchError` naming the run that differs: runs on different rows are never averaged or compared."""
     first_dir, first = next(iter(recs.items()))
     names = first["data"]["label_names"]
+    task = first["data"].get("task", "single_label")
     for d, rec in recs.items():
+        if rec["data"].get("task", "single_label") != task:
+            raise LorabenchError(f"{d}: a {rec['data'].get('task', 'single_label')} run, {first_dir} a {task} one; "
+                                 "runs of different tasks cannot be averaged or compared")
         if rec["data"]["label_names"] != names:
             raise LorabenchError(f"{d}: label names {rec['data']['label_names']} differ from {names} of {first_dir}; "
                                  "runs of different label sets cannot be averaged or compared")
@@ -131,11 +144,12 @@ def read_aligned(groups: list[list[Path]], recs: dict[Path, dict], split: str,
     dirs = [d for g in groups for d in g]
     if any(not (recs[d].get("predictions") or {}).get(split) for d in dirs):
         return None
-    per = [[read_predictions(d / recs[d]["predictions"][split], names) for d in g] for g in groups]
+    task = recs[dirs[0]]["data"].get("task", "single_label")
+    per = [[read_predictions(d / recs[d]["predictions"][split], names, task) for d in g] for g in groups]
     ref, ref_dir = per[0][0], groups[0][0]
     for g, runs in zip(groups, per):
         for d, p in zip(g, runs):
-            if p.ids != ref.ids or not np.array_equal(p.labels, ref.labels):
+            if p.ids != ref.ids or not np.array_equal(p.labels, ref.labels, equal_nan=p.task == "regression"):
                 raise LorabenchError(f"{d}: its {split} predictions are of other rows than {ref_dir}'s; "
                                      "runs on different rows cannot be averaged or compared")
     return per
@@ -162,7 +176,8 @@ def build_ensemble(members: list[Member]) -> Ensemble:
                    train_seconds=round(sum(float(r.get("train_seconds") or 0.0) for r in recs.values()), 3),
                    peak_memory_mb=max((r.get("peak_memory_mb") or 0.0) for r in recs.values()) or None,
                    data={k: first["data"].get(k) for k in ("val_rows", "test_rows", "val_fingerprint",
-                                                           "test_fingerprint") if k in first["data"]})
+                                                           "test_fingerprint") if k in first["data"]},
+                   task=first["data"].get("task", "single_label"))
     for split in ("val", "test"):
         per = read_aligned([m.run_dirs for m in members], recs, split, names)
         if per is None:
@@ -173,8 +188,11 @@ def build_ensemble(members: list[Member]) -> Ensemble:
             continue
         ref = per[0][0]
         probs = combine([[p.probs for p in runs] for runs in per])
-        ens.predictions[split] = SplitPredictions(ref.ids, ref.labels, probs, list(names))
-        if len(ref.labels) and (ref.labels >= 0).all():
+        ens.predictions[split] = SplitPredictions(ref.ids, ref.labels, probs, list(names), ens.task)
+        if ref.labelled and ens.task != "single_label":  # decided at 0.5 per label (multi_label), the mean value
+            ens.metrics[split] = score(ens.task, ref.label_list(), probs, len(names))
+            ens.evaluation[split] = detail(ens.task, ref.label_list(), probs, list(names))
+        elif ref.labelled:
             ens.metrics[split] = classification_metrics(ref.labels, predict_labels(probs), len(names))
             ens.evaluation[split] = split_evaluation(ref.labels, probs, list(names))
     return ens
@@ -202,7 +220,8 @@ def _record(ens: Ensemble, folder: Path, files: dict[str, str], top: int | None)
         "decision": DECISION,
         "threshold": None,
         "members": [{"label": m.label, "runs": [os.path.relpath(Path(d).resolve(), folder.resolve()) for d in m.run_dirs],
-                     "val_f1": m.val_f1} for m in ens.members],
+                     f"val_{m.metric}": m.val_f1} for m in ens.members],
+        **({"task": ens.task} if ens.task != "single_label" else {}),
         "label_names": ens.label_names,
         "label_values": ens.label_values,
         "data": ens.data,
@@ -224,7 +243,10 @@ def write_ensemble(ens: Ensemble, folder: Path, *, top: int | None = None) -> Pa
     shutil.rmtree(tmp, ignore_errors=True)
     files = {}
     for split, p in ens.predictions.items():
-        write_atomic(tmp / PREDICTION_FILES[split], predictions_csv(p.ids, p.labels, p.probs, p.label_names))
+        labels = p.label_list() if p.task == "multi_label" else p.labels
+        if p.task == "multi_label":  # unlabelled rows (-1) back to None
+            labels = [None if min(y) < 0 else y for y in labels]
+        write_atomic(tmp / PREDICTION_FILES[split], predictions_csv(p.ids, labels, p.probs, p.label_names, None, p.task))
         files[split] = PREDICTION_FILES[split]
     write_json(tmp / ENSEMBLE_FILE, _record(ens, folder, files, top))
     return _swap_in(tmp, folder)
@@ -267,7 +289,7 @@ def fold_ensembles(members: list[Member]) -> list[tuple[int, Ensemble]]:
         missing = [m.label for m in members if m.label not in runs]
         if missing:
             raise LorabenchError(f"{missing[0]} has no completed run of fold {fold}; the fold's ensemble needs every member")
-        out.append((fold, build_ensemble([Member(m.label, runs[m.label], m.val_f1) for m in members])))
+        out.append((fold, build_ensemble([Member(m.label, runs[m.label], m.val_f1, m.metric) for m in members])))
     return out
 
 
@@ -293,13 +315,14 @@ def write_fold_ensemble(members: list[Member], per_fold: list[tuple[int, Ensembl
     first = per_fold[0][1]
     keys = list(first.metrics.get("val", {}))
     detail_keys = [k for k in ("macro_f1", "weighted_f1", "mcc", "roc_auc", "pr_auc")
-                   if k in first.evaluation.get("val", {})]
+                   if k in first.evaluation.get("val", {}) and first.task == "single_label"]
     mean, std = {}, {}
     for k in keys:
         mean[k], std[k] = _mean_std([e.metrics["val"].get(k) for _, e in per_fold])
     for k in detail_keys:
         mean[k], std[k] = _mean_std([e.evaluation["val"].get(k) for _, e in per_fold])
     whole = Ensemble(members=members, label_names=first.label_names, label_values=first.label_values, predictions={},
+                     task=first.task,
                      metrics={"val": mean}, evaluation={"val": first.evaluation.get("val")},
                      train_seconds=round(sum(e.train_seconds for _, e in per_fold), 3),
                      peak_memory_mb=max((e.peak_memory_mb or 0.0) for _, e in per_fold) or None,
@@ -336,10 +359,11 @@ def update_compare_ensemble(root: Path, cfg) -> str | None:
             shutil.rmtree(folder, ignore_errors=True)
             return f"no ensemble row: {e}"
         write_fold_ensemble(members, per_fold, folder, top=cfg.ensemble_top)
-        f1 = [e.metrics["val"]["f1"] for _, e in per_fold]
+        metric = members[0].metric
+        f1 = [e.metrics["val"][metric] for _, e in per_fold]
         sd = f" ± {np.std(f1, ddof=1):.4f}" if len(f1) > 1 else ""
         return (f"ensemble: mean of top {len(members)} ({', '.join(m.label for m in members)}): {len(per_fold)}-fold "
-                f"val F1 {np.mean(f1):.4f}{sd} (optimistic: chosen on val) -> {folder}")
+                f"val {DISPLAY[metric]} {np.mean(f1):.4f}{sd} (optimistic: chosen on val) -> {folder}")
     try:
         ens = build_ensemble(members) if members else None
     except LorabenchError as e:
@@ -348,9 +372,10 @@ def update_compare_ensemble(root: Path, cfg) -> str | None:
         remove_ensemble(folder)
         return reason
     write_ensemble(ens, folder, top=cfg.ensemble_top)
-    f1 = ens.metrics["val"]["f1"]
-    return (f"ensemble: mean of top {len(members)} ({', '.join(m.label for m in members)}): val F1 {f1:.4f} "
-            f"(optimistic: chosen on val) -> {folder}")
+    metric = members[0].metric
+    f1 = ens.metrics["val"][metric]
+    return (f"ensemble: mean of top {len(members)} ({', '.join(m.label for m in members)}): val {DISPLAY[metric]} "
+            f"{f1:.4f} (optimistic: chosen on val) -> {folder}")
 
 
 # --------------------------------------------------------------------------- a saved ensemble, for predict
@@ -394,8 +419,9 @@ def read_ensemble(path: str | Path) -> EnsembleSpec:
             and all(isinstance(r, str) for r in m["runs"]) for m in members):
         raise LorabenchError(f"{file}: members must be a non-empty list of {{label, runs: [run folder, ...]}}")
     names = raw.get("label_names")
-    if not isinstance(names, list) or len(names) < 2:
-        raise LorabenchError(f"{file}: label_names must be a list of at least 2 names")
+    fewest = 1 if raw.get("task") == "regression" else 2
+    if not isinstance(names, list) or len(names) < fewest:
+        raise LorabenchError(f"{file}: label_names must be a list of at least {fewest} names")
     values = raw.get("label_values") or list(range(len(names)))
     threshold = raw.get("threshold")
     if threshold is not None and (not isinstance(threshold, (int, float)) or not 0 < threshold < 1 or len(names) != 2):

@@ -10,10 +10,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from lorabench.config.tasks import DISPLAY, primary
 from lorabench.errors import LorabenchError
 from lorabench.runs.files import RUN_FILE, not_a_run, read_run, write_json
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA_HISTORY: dict[int, str] = {
     1: "records before issue 13: no schema_version key",
     2: "+ schema_version, resumed_from (a run resumed after a kill)",
@@ -24,6 +25,8 @@ SCHEMA_HISTORY: dict[int, str] = {
        "batch, versions, machine, ... are fields, no longer extras)",
     6: "+ serving (what predicting costs: rows/s, latency of one row, peak memory, merged export size), "
        "calibration (train.calibration temperature: T and val log loss before and after)",
+    7: "+ data.task for multi_label and regression runs (absent: single_label): metrics, evaluation (per_label, or "
+       "residuals), predictions files and history by task; threshold a list (one per label) for multi_label",
 }
 
 
@@ -46,7 +49,7 @@ class RunRecord:
       batch sizes), `batch` (the batch and learning rate trained with, and why), `speed_levers`
     - how it scored: `metrics` ({split: {precision, recall, f1, accuracy}} for `val`, `test`, `val_at_threshold`,
       `test_at_threshold`), `evaluation` ({split: per-class results, confusion matrix, MCC, ROC-AUC, PR-AUC, curves}),
-      `threshold` (binary decision threshold, None: most probable class), `calibration` (train.calibration
+      `threshold` (binary decision threshold, None: most probable class; multi_label: one per label), `calibration` (train.calibration
       temperature: {method, temperature, log_loss_before, log_loss_after, fitted_on}; None: uncalibrated), `history` (one dict per evaluation),
       `best_epoch`, `epochs_run`, `steps`, `predictions` ({split: file} of per-row probabilities)
     - what it cost: `train_seconds` (training with per-epoch evaluation), `pure_train_seconds`, `eval_seconds`,
@@ -69,7 +72,7 @@ class RunRecord:
     seed: int | None = None
     metrics: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
-    threshold: float | None = None
+    threshold: float | list[float] | None = None  # multi_label: one per label
     calibration: dict | None = None
     predictions: dict | None = None
     history: list = field(default_factory=list)
@@ -170,8 +173,11 @@ def refit_line(rec: dict) -> str:
     """One line about a finished refit: rows, epochs, time, and the val score it was chosen by (not its own)."""
     r = rec["refit"]
     c = r["chosen_by"]
-    spread = f" ± {c['f1_std']:.4f} over {c['runs']} runs" if c.get("f1_std") is not None else ""
+    head = primary(rec.get("data", {}).get("task"))
+    name = DISPLAY[head]
+    spread = f" ± {c[f'{head}_std']:.4f} over {c['runs']} runs" if c.get(f"{head}_std") is not None else ""
     epochs = f" for {r['epochs']:g} epoch(s)" if r.get("epochs") is not None else ""
     test = rec.get("metrics", {}).get("test")
     return (f"refit on {r['train_rows']} rows (train + val){epochs} in {rec.get('train_seconds') or 0:.0f} s; no validation "
-            f"score of its own; chosen by val F1 {c['f1']:.4f}{spread}" + (f"; test F1 {test['f1']:.4f}" if test else ""))
+            f"score of its own; chosen by val {name} {c[head]:.4f}{spread}"
+            + (f"; test {name} {test[head]:.4f}" if test else ""))

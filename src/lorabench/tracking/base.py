@@ -43,7 +43,7 @@ def summary(record: dict) -> dict[str, float]:
         out.update({f"final/{split}/{k}": v for k, v in (m or {}).items() if is_number(v)})
     for split, d in (record.get("evaluation") or {}).items():
         out.update({f"final/{split}/{k}": v for k, v in d.items() if is_number(v)})
-        for name, m in (d.get("per_class") or {}).items():
+        for name, m in (d.get("per_class") or d.get("per_label") or {}).items():  # per_label: multi_label
             out.update({f"final/{split}/class/{name}/{k}": v for k, v in m.items() if is_number(v)})
         labels = d.get("labels") or []
         for i, row in enumerate(d.get("confusion_matrix") or []):

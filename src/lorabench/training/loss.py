@@ -45,3 +45,51 @@ class WeightedCrossEntropy:
         n = num_items_in_batch.to(logits.device, logits.dtype) if hasattr(num_items_in_batch, "to") \
             else float(num_items_in_batch)
         return nll.sum() / n
+
+
+class MultiLabelBCE:
+    """multi_label: binary cross-entropy with logits, each label's positives weighted by `pos_weights` (one float per
+    label, torch's `BCEWithLogitsLoss(pos_weight=...)`; None: 1), averaged over row-label pairs. The Trainer passes
+    the row-label pairs of the whole optimiser step as `num_items_in_batch` (`LorabenchTrainer`), so accumulation
+    and processes make the same update as one large batch."""
+
+    def __init__(self, pos_weights: list[float] | None):
+        self.pos_weights = pos_weights
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch
+        import torch.nn.functional as F
+        logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0]).float()  # (batch, labels)
+        target = labels.to(logits.device).float().view_as(logits)
+        pw = torch.tensor(self.pos_weights, device=logits.device, dtype=logits.dtype) \
+            if self.pos_weights is not None else None
+        loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw, reduction="sum")
+        n = num_items_in_batch if num_items_in_batch is not None else target.numel()
+        return loss / (n.to(logits.device, logits.dtype) if hasattr(n, "to") else float(n))
+
+
+class RegressionLoss:
+    """regression: mean squared error (`mse`) or Huber loss with delta 1 (`huber`) of the single output against the
+    target, averaged over the rows of the whole optimiser step (`num_items_in_batch`, as `MultiLabelBCE`)."""
+
+    def __init__(self, kind: str = "mse"):
+        self.kind = kind
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch.nn.functional as F
+        pred = (outputs["logits"] if isinstance(outputs, dict) else outputs[0]).float().view(-1)  # (batch,)
+        target = labels.to(pred.device).float().view(-1)
+        fn = F.huber_loss if self.kind == "huber" else F.mse_loss
+        loss = fn(pred, target, reduction="sum")
+        n = num_items_in_batch if num_items_in_batch is not None else target.numel()
+        return loss / (n.to(pred.device, pred.dtype) if hasattr(n, "to") else float(n))
+
+
+def loss_for(task: str, weights: list[float] | None, regression_loss: str = "mse"):
+    """The Trainer's `compute_loss_func` for `task`: class-weighted cross-entropy, per-label weighted BCE, or
+    MSE / Huber."""
+    if task == "multi_label":
+        return MultiLabelBCE(weights)
+    if task == "regression":
+        return RegressionLoss(regression_loss)
+    return WeightedCrossEntropy(weights)

@@ -17,24 +17,26 @@ import numpy as np
 
 from lorabench import distributed
 from lorabench.config.schema import TrainConfig
+from lorabench.config.tasks import METRICS as TASK_METRICS
+from lorabench.config.tasks import POOLING, greater_is_better, resolve_metric
 from lorabench.data.splits import Split, Splits
 from lorabench.data.windows import encode, pool
 from lorabench.evaluation.calibration import apply_temperature, calibration_for
 from lorabench.evaluation.metrics import (
-    METRICS,
     classification_metrics,
     predict_labels,
     softmax,
     split_evaluation,
     tune_threshold,
 )
+from lorabench.evaluation.tasks import detail, outputs_from_logits, score, tune_thresholds, val_loss
 from lorabench.models.build import Built
 from lorabench.models.hub_code import import_peft
 from lorabench.runs.files import write_json
 from lorabench.runs.resources import PeakMemory
 from lorabench.training.batch import resolve_batch
 from lorabench.training.checkpoint import RESUME_FILE
-from lorabench.training.loss import WeightedCrossEntropy
+from lorabench.training.loss import WeightedCrossEntropy, loss_for
 from lorabench.training.progress import progress_callback
 from lorabench.training.sampler import length_buckets
 
@@ -50,14 +52,21 @@ def tokenize(split: Split, tokenizer, max_length: int, *, sort: bool = False, lo
     import datasets
     enc, doc = encode(tokenizer, split.texts, max_length, long_text, stride)
     cols = dict(enc)
-    if split.labelled:
-        labels = np.asarray(split.labels)
-        cols["labels"] = [int(labels[d]) for d in doc]
+    if split.labelled:  # a label id, a 0/1 list (multi_label) or a number (regression) per window
+        cols["labels"] = [_window_label(split.labels[d]) for d in doc]
     order = np.arange(len(doc))
     if sort:
         order = np.argsort([len(x) for x in cols["input_ids"]], kind="stable")
         cols = {k: [v[i] for i in order] for k, v in cols.items()}
     return datasets.Dataset.from_dict(cols), order, doc
+
+
+def _window_label(y):
+    if isinstance(y, tuple):
+        return list(y)
+    if isinstance(y, float):
+        return y
+    return int(y)
 
 
 def _trainer_class():
@@ -139,11 +148,15 @@ def _trainer_class():
             # optimiser step (all micro-batches, and all processes). With class weights the right divisor
             # is the summed weight of those rows: then batch 4 x accumulation 2 (or 2 processes x 4) makes
             # the same update as batch 8, which a per-micro-batch weighted mean does not.
+            # multi_label and regression losses are means over the row-label pairs (rows) of the whole step.
             loss_fn = self.compute_loss_func
-            if (not isinstance(loss_fn, WeightedCrossEntropy) or loss_fn.weights is None or not batch_samples
+            if batch_samples and "labels" in batch_samples[0] and not isinstance(loss_fn, WeightedCrossEntropy):
+                total = torch.tensor(float(sum(b["labels"].numel() for b in batch_samples)), device=device)
+            elif (not isinstance(loss_fn, WeightedCrossEntropy) or loss_fn.weights is None or not batch_samples
                     or "labels" not in batch_samples[0]):
                 return super()._get_num_items_in_batch(batch_samples, device)
-            total = sum(loss_fn.weight_sum(b["labels"]) for b in batch_samples).to(device)
+            else:
+                total = sum(loss_fn.weight_sum(b["labels"]) for b in batch_samples).to(device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 total = self.accelerator.gather(total.reshape(1)).sum()
             return total
@@ -170,7 +183,7 @@ class TrainResult:
     steps: int = 0
     val: EvalOutput | None = None
     test: EvalOutput | None = None
-    threshold: float | None = None
+    threshold: float | list[float] | None = None  # multi_label: one per label
     val_at_threshold: dict | None = None
     test_at_threshold: dict | None = None
     speed: dict | None = None           # speed levers applied (lorabench.speedups.cpu)
@@ -219,7 +232,8 @@ class _KeepLogits:
         return Impl()
 
 
-def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool, report_to: list[str] | str):
+def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool, report_to: list[str] | str,
+                   metric: str = "f1"):
     import transformers
     if built.precision is None:
         raise ValueError("Built.precision is None: build the model with models.build.build_classifier, which records "
@@ -243,8 +257,8 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool, re
         save_strategy="epoch",  # a checkpoint per epoch: a killed run resumes (a refit, with no eval, too)
         save_total_limit=2,  # the newest and the one before it (a kill mid-write leaves that one), plus the best
         load_best_model_at_end=has_eval,
-        metric_for_best_model=cfg.metric_for_best_model,
-        greater_is_better=cfg.metric_for_best_model != "loss",
+        metric_for_best_model=metric,
+        greater_is_better=greater_is_better(metric),
         logging_steps=cfg.logging_steps,
         report_to=report_to,  # the integrations the Trainer runs itself (the pipeline attaches the others as callbacks)
         gradient_checkpointing=cfg.gradient_checkpointing,
@@ -264,13 +278,15 @@ def _training_args(cfg: TrainConfig, out: Path, built: Built, has_eval: bool, re
 
 
 def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict | None = None,
-                windows: tuple | None = None):
-    """Val metrics from the logits and labels of every val row (each once, in any number of processes): F1,
-    precision, recall, accuracy, and `loss` = the class-weighted cross-entropy sum_i w[y_i] nll_i / sum_i w[y_i]
-    (the training loss's definition), which does not depend on the eval batch size. With `keep`, the logits
+                windows: tuple | None = None, task: str = "single_label", regression_loss: str = "mse"):
+    """Val metrics from the logits and labels of every val row (each once, in any number of processes): the task's
+    metrics (`evaluation.tasks.score`; single_label: F1, precision, recall, accuracy) and `loss` = the training
+    loss over every val row at once, which does not depend on the eval batch size (single_label: the class-weighted
+    cross-entropy sum_i w[y_i] nll_i / sum_i w[y_i]; `evaluation.tasks.val_loss` otherwise). With `keep`, the logits
     ((rows, classes) float64, eval-dataset order) are left in keep["last"] for `_KeepLogits`. With `windows` =
     (order, doc, labels) of a val set read in several windows per text (`data.long_text: chunk`), the windows'
-    probabilities are pooled per text first and every number is per text (nll = -log of the pooled probability)."""
+    outputs are pooled per text first and every number is per text (single_label: nll = -log of the pooled
+    probability; other tasks: the loss of the pooled output)."""
     w = np.asarray(class_weights, dtype=np.float64) if class_weights is not None else None
 
     def compute(eval_pred) -> dict[str, float]:
@@ -278,6 +294,17 @@ def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict |
         logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
         if keep is not None:
             keep["last"] = logits
+        if task != "single_label":
+            if windows is not None:
+                order, doc, labels = windows
+                outputs = _row_probs(logits, order, doc, len(labels), task)
+                loss = val_loss(task, labels, _as_logits(task, outputs), class_weights, regression_loss)
+            else:
+                outputs = outputs_from_logits(task, logits)
+                labels = [tuple(y) for y in labels] if task == "multi_label" else labels
+                loss = val_loss(task, labels, logits, class_weights, regression_loss)
+            found = score(task, labels, outputs, num_labels)
+            return {**{k: v for k, v in found.items() if v is not None}, "loss": loss}
         if windows is not None:
             order, doc, doc_labels = windows
             probs = _row_probs(logits, order, doc, len(doc_labels))
@@ -294,6 +321,15 @@ def _metrics_fn(num_labels: int, class_weights: list[float] | None, keep: dict |
     return compute
 
 
+def _as_logits(task: str, outputs: np.ndarray) -> np.ndarray:
+    """Pooled outputs back on the logit scale the loss reads: log-odds of the probabilities (multi_label), the
+    values themselves (regression)."""
+    if task == "multi_label":
+        p = np.clip(outputs, 1e-12, 1 - 1e-12)
+        return np.log(p) - np.log1p(-p)
+    return outputs
+
+
 def _cached(cache: dict | None, key: tuple, make):
     if cache is None:
         return make()
@@ -305,7 +341,8 @@ def _cached(cache: dict | None, key: tuple, make):
 def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
           max_length: int, callbacks: list | None = None, token_cache: dict | None = None,
           resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none",
-          temperature: float | None = None, long_text: str = "truncate", stride: int = 0) -> TrainResult:
+          temperature: float | None = None, long_text: str = "truncate", stride: int = 0,
+          thresholds: list[float] | None = None) -> TrainResult:
     """Fine-tune `built.model` on `splits.train`, evaluating on val each epoch; keep the best.
 
     With no val rows (a refit, `data.splits.refit_splits`) nothing is evaluated during training: it runs
@@ -330,18 +367,19 @@ def train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
     try:
         return _train(built, splits, cfg, out_dir, max_length=max_length, callbacks=callbacks,
                       token_cache=token_cache, levers=levers, resume_from=resume_from, label=label,
-                      report_to=report_to, temperature=temperature, long_text=long_text, stride=stride)
+                      report_to=report_to, temperature=temperature, long_text=long_text, stride=stride,
+                      thresholds=thresholds)
     finally:
         speed.restore_all(built.model, levers)
 
 
-def _history(log_history: list[dict]) -> list[dict]:
+def _history(log_history: list[dict], task: str = "single_label") -> list[dict]:
     """Per-evaluation val metrics from the Trainer's log history (restored too when a run resumes)."""
     rows = []
     for entry in log_history:
         if "eval_loss" in entry or "eval_f1" in entry:
             row = {"epoch": round(float(entry.get("epoch") or 0), 4), "step": int(entry.get("step", 0))}
-            for k in ("precision", "recall", "f1", "accuracy", "loss"):
+            for k in (*TASK_METRICS[task], "loss"):
                 if f"eval_{k}" in entry:
                     row[k] = float(entry[f"eval_{k}"])
             rows.append(row)
@@ -351,7 +389,8 @@ def _history(log_history: list[dict]) -> list[dict]:
 def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max_length: int,
            callbacks: list | None, token_cache: dict | None, levers: dict,
            resume_from: Path | None = None, label: str = "train", report_to: list[str] | str = "none",
-           temperature: float | None = None, long_text: str = "truncate", stride: int = 0) -> TrainResult:
+           temperature: float | None = None, long_text: str = "truncate", stride: int = 0,
+           thresholds: list[float] | None = None) -> TrainResult:
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -359,6 +398,8 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
 
 
 
+    task = splits.task
+    metric = resolve_metric(task, cfg.metric_for_best_model, "train.metric_for_best_model")
     tok = built.tokenizer
     key = (tok.name_or_path, type(tok).__name__, max_length, splits.fingerprint, long_text, stride)
     read = {"long_text": long_text, "stride": stride}
@@ -371,7 +412,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         if has_val else (None, None, None)
     pooled = has_val and len(val_doc) != len(splits.val)  # chunk: several windows of some val texts
     ckpt = out_dir / "checkpoints"
-    args = _training_args(cfg, ckpt, built, has_eval=has_val, report_to=report_to)
+    args = _training_args(cfg, ckpt, built, has_eval=has_val, report_to=report_to, metric=metric)
     timer = _Timer()
     logits_by_step: dict = {}
     cbs = [timer, _KeepLogits(logits_by_step)] + list(callbacks or [])
@@ -380,14 +421,15 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     trainer = _trainer_class()(
         model=built.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok), processing_class=tok,
-        compute_loss_func=WeightedCrossEntropy(splits.class_weights),
+        compute_loss_func=loss_for(task, splits.class_weights, cfg.regression_loss),
         compute_metrics=_metrics_fn(splits.num_labels, splits.class_weights, logits_by_step,
-                                    (val_order, val_doc, splits.val.labels) if pooled else None) if has_val else None,
+                                    (val_order, val_doc, splits.val.labels) if pooled else None, task,
+                                    cfg.regression_loss) if has_val else None,
         callbacks=cbs,
     )
     for default in (PrinterCallback, ProgressCallback):  # the Trainer's printed dicts and bars: not lorabench's
         trainer.remove_callback(default)
-    trainer.add_callback(progress_callback(label, cfg.metric_for_best_model))
+    trainer.add_callback(progress_callback(label, metric))
     result = TrainResult(batch=batch)
     speed.apply(built.model, built.arch, cfg, levers)  # after the Trainer moved the model to its device
     result.speed = {k: v for k, v in levers.items() if not k.startswith("_") and k != "attention_registered"} or None
@@ -417,7 +459,7 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
         result.peak_memory_mb = {**result.peak_memory_mb, "mb": saved["peak_memory_mb"], "scope": "run, all processes"}
     result.pure_train_seconds = (prior_pure + timer.step_seconds) if timer.step_seconds else result.train_seconds
     result.eval_seconds = max(result.train_seconds - result.pure_train_seconds, 0.0)
-    result.history = _history(trainer.state.log_history)
+    result.history = _history(trainer.state.log_history, task)
     result.epochs_run = float(trainer.state.epoch or 0)
     result.steps = int(trainer.state.global_step)
     seen = result.steps * result.parallel["global_batch_size"]
@@ -431,19 +473,25 @@ def _train(built: Built, splits: Splits, cfg: TrainConfig, out_dir: Path, *, max
     best_row = next((h for h in result.history if h["step"] == best), None)
     if best_row is not None and best in logits_by_step:
         # the best model is loaded and evaluation is deterministic: its val metrics and logits are those logged
-        probs = _row_probs(logits_by_step[best], val_order, val_doc, len(splits.val))
-        result.val = EvalOutput({k: best_row[k] for k in METRICS}, probs=probs)
+        probs = _row_probs(logits_by_step[best], val_order, val_doc, len(splits.val), task)
+        result.val = EvalOutput(score(task, splits.val.labels, probs, splits.num_labels), probs=probs)
     elif has_val:  # e.g. the best epoch was evaluated before a resume
-        result.val = evaluate(trainer, val_ds, val_order, splits.num_labels, val_doc, splits.val.labels)
+        result.val = evaluate(trainer, val_ds, val_order, splits.num_labels, val_doc, splits.val.labels, task)
     if splits.test is not None and splits.test.labelled:  # unlabelled test rows: nothing to score
         test_ds, test_order, test_doc = tokenize(splits.test, tok, max_length, sort=True, **read)
-        result.test = evaluate(trainer, test_ds, test_order, splits.num_labels, test_doc, splits.test.labels)
+        result.test = evaluate(trainer, test_ds, test_order, splits.num_labels, test_doc, splits.test.labels, task)
     result.calibration = calibration_for(cfg.calibration, splits.val.labels, result.val.probs if has_val else None,
                                          fixed=temperature)
     if result.calibration:  # every probability after this point is calibrated; the most probable class is not changed
         for out in (result.val, result.test):
             if out is not None:
                 out.probs = apply_temperature(out.probs, result.calibration["temperature"])
+    if task != "single_label":
+        decide_and_score(result, splits, cfg.threshold, has_val, thresholds)
+        if trainer.args.should_save:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        del out
+        return result
     if cfg.threshold == "tune" and splits.num_labels == 2 and has_val:
         y = np.asarray(splits.val.labels)
         result.threshold, _ = tune_threshold(y, result.val.probs)
@@ -483,24 +531,52 @@ def _parallel(args) -> dict:
     return out
 
 
-def evaluate(trainer, dataset, order: np.ndarray, num_labels: int, doc: np.ndarray, labels) -> EvalOutput:
-    """Probabilities of the (best) model on `dataset` (windows in `order`), pooled per split row (`doc`: each
-    window's row; `data.windows.pool`) in split row order; metrics from the rows' `labels`."""
+def decide_and_score(result, splits: Splits, threshold, has_val: bool, inherited: list[float] | None = None) -> None:
+    """multi_label and regression, after training (a transformer or the baseline): the decision threshold of each
+    label (multi_label: `train.threshold`, or with `tune` each label's F1-best on val; None for regression), the val
+    and test metrics at it (`val_at_threshold` / `test_at_threshold` when it differs from 0.5) and the detail
+    (`evaluation.tasks.detail`). `result` has `val`, `test` (EvalOutput or None) and receives the rest. `inherited`:
+    a refit's thresholds (no val rows: each label's median over the runs it is refit from, `pipeline.refit`)."""
+    task = splits.task
+    if task == "multi_label":
+        if threshold == "tune" and has_val:
+            result.threshold = tune_thresholds(splits.val.labels, result.val.probs)
+        elif threshold == "tune" and inherited is not None:
+            result.threshold = [float(t) for t in inherited]
+        elif threshold not in (0.5, "tune"):
+            result.threshold = [float(threshold)] * splits.num_labels
+    if result.threshold is not None:
+        if has_val:
+            result.val_at_threshold = score(task, splits.val.labels, result.val.probs, splits.num_labels,
+                                            result.threshold)
+        if result.test is not None:
+            result.test_at_threshold = score(task, splits.test.labels, result.test.probs, splits.num_labels,
+                                             result.threshold)
+    if has_val:
+        result.val_detail = detail(task, splits.val.labels, result.val.probs, splits.label_names, result.threshold)
+    if result.test is not None:
+        result.test_detail = detail(task, splits.test.labels, result.test.probs, splits.label_names, result.threshold)
+
+
+def evaluate(trainer, dataset, order: np.ndarray, num_labels: int, doc: np.ndarray, labels,
+             task: str = "single_label") -> EvalOutput:
+    """Outputs of the (best) model on `dataset` (windows in `order`), pooled per split row (`doc`: each
+    window's row; `data.windows.pool`) in split row order; the task's metrics from the rows' `labels`."""
     metrics_fn, trainer.compute_metrics = trainer.compute_metrics, None  # per-epoch val metrics: not this split's
     try:
         pred = trainer.predict(dataset)
     finally:
         trainer.compute_metrics = metrics_fn
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    labels = np.asarray(labels, dtype=int)
-    probs = _row_probs(logits, order, doc, len(labels))
-    return EvalOutput(classification_metrics(labels, predict_labels(probs), num_labels), probs=probs)
+    probs = _row_probs(logits, order, doc, len(labels), task)
+    return EvalOutput(score(task, labels, probs, num_labels), probs=probs)
 
 
-def _row_probs(logits, order: np.ndarray, doc: np.ndarray, rows: int) -> np.ndarray:
-    """(rows, classes) float64 probabilities in split row order from the logits of a (length-sorted) dataset:
-    `order[i]` is the window at dataset position i, `doc[w]` the split row of window w (`data.windows.pool`)."""
+def _row_probs(logits, order: np.ndarray, doc: np.ndarray, rows: int, task: str = "single_label") -> np.ndarray:
+    """(rows, classes) float64 outputs (`evaluation.tasks.outputs_from_logits`: probabilities, or the value of a
+    regression) in split row order from the logits of a (length-sorted) dataset: `order[i]` is the window at
+    dataset position i, `doc[w]` the split row of window w (`data.windows.pool`, by the task's pooling)."""
     logits = np.asarray(logits, dtype=np.float64)
     per_window = np.empty_like(logits)
-    per_window[order] = softmax(logits)
-    return pool(per_window, doc, rows)
+    per_window[order] = outputs_from_logits(task, logits)
+    return pool(per_window, doc, rows, POOLING[task])
