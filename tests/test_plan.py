@@ -187,3 +187,40 @@ def test_cli_bad_values_are_one_line_errors(argv, match, capsys):
 def test_unknown_gpu_with_its_numbers_is_planned(tmp_path):
     m = _plan(_llama(tmp_path), gpu="MyGPU", gpu_memory_gb=20, tflops=100)
     assert m.fits and m.tflops_used == 100
+
+
+def test_every_gpu_has_a_datasheet_bandwidth_and_the_cpu_its_measured_roofline():
+    from lorabench.planning.gpus import GPUS
+    for g in GPUS.values():
+        assert g.bandwidth_gbs > 0 and g.source, g
+    cpu = GPUS["CPU-2core"]
+    assert cpu.cpu and "benchmarks/cpu_roofline.py" in cpu.source and 10 < cpu.fp32_tflops * 1000 < 1000
+
+
+def test_one_short_row_through_a_7b_model_is_bound_by_streaming_its_weights(study):
+    # issue 26's arithmetic: one ~27-token tweet through Llama-2-7B in fp16 on an H100 streams ~13 GB of weights,
+    # ~4 ms at 3.35 TB/s, while its ~0.4 TFLOP takes ~1.2 ms of compute at 30% of the peak
+    m = plan(load_plan_config(STUDY), gpu="H100-SXM").models[2]
+    s = m.serving
+    assert m.label == "Llama-2-7B" and s["latency_bound"] == "memory bandwidth"
+    assert s["latency_ms"] == pytest.approx(1000 * s["weight_bytes"] / 3350e9)
+    assert 12e9 < s["weight_bytes"] < 14e9 and 3.5 < s["latency_ms"] < 4.5
+    assert 0.3e12 < s["flops_per_row"] < 0.5e12
+    assert s["batch_bound"] == "compute"  # 64 rows share one pass over the weights
+    assert m.bound == "compute" and m.seconds == pytest.approx(m.compute_seconds)  # the study's training step
+
+
+def test_training_time_is_the_larger_of_compute_and_weight_traffic(tmp_path):
+    # batch 1 and short texts on a low-bandwidth GPU: each micro-batch streams 13 GB of weights for little compute
+    p = _llama(tmp_path)
+    m = _plan(p, ["train.batch_size=1", "model.max_length=16"], gpu="T4")
+    assert m.bound == "memory bandwidth" and m.memory_seconds > m.compute_seconds
+    assert m.seconds >= m.memory_seconds * 0.99
+    fast = _plan(p, ["train.batch_size=1", "model.max_length=16"], gpu="T4", bandwidth_gbs=1e6)
+    assert fast.bound == "compute" and fast.seconds == pytest.approx(fast.compute_seconds)
+
+
+def test_planning_for_this_cpu_trains_in_float32_without_cuda_overhead():
+    m = plan(load_plan_config(EXAMPLES / "quickstart.yaml"), gpu="CPU-2core").models[1]
+    assert m.label == "MiniLM-L6 (LoRA)" and m.precision["weights"] == "float32" and m.precision["autocast"] is None
+    assert m.memory.overhead_mb == 0 and m.serving["rows_per_second"] > 0

@@ -220,13 +220,15 @@ def test_multi_label_windows_pool_by_their_largest_probability():
 
 @pytest.mark.parametrize("setup, message", [
     ({"val": [["fire", "lava"]]}, "label 'lava' in column 'labels' is not among the labels"),
-    ({"target": "many"}, "target column 'count' holds 'many', not a number"),
+    ({"target": "many"}, "d.csv row 8: target column 'count' holds 'many', not a number"),  # the file's data row
     ({"target": "[]"}, "target column 'count' holds '[]', not a number"),
     ({"single": []}, "row 6: label column 'labels' holds a list []; single_label needs one label per row"),
     ({"yaml": "train: {metric_for_best_model: rmse}"}, "train.metric_for_best_model: 'rmse' does not fit data.task "
                                                        "multi_label (rmse is a regression metric)"),
     ({"yaml": "train: {threshold: 0.3}", "task": "regression"}, "train.threshold: 0.3 is a decision threshold"),
     ({"column": 2}, "label column 'fire' holds '2'; one-column-per-label data needs 0 or 1"),
+    ({"column": 1, "all": True}, "label 'fire' is on every train row"),
+    ({"yaml": "data: {source: d.jsonl, label: labels, label_separator: '|'}"}, "holds a list"),
 ])
 def test_bad_task_inputs_are_one_line_errors(tmp_path, capsys, setup, message):
     df = rows(60, 3)
@@ -248,8 +250,10 @@ def test_bad_task_inputs_are_one_line_errors(tmp_path, capsys, setup, message):
         df.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
         data = "{source: d.jsonl, label: labels, task: single_label}"
     elif "column" in setup:
-        df["fire"], df["flood"], df["storm"] = 1, 0, 1
-        df.loc[4, "fire"] = setup["column"]
+        df["fire"], df["flood"], df["storm"] = 1, [i % 2 for i in range(len(df))], [i % 3 == 0 for i in range(len(df))]
+        df["storm"] = df["storm"].astype(int)
+        if not setup.get("all"):
+            df.loc[4, "fire"] = setup["column"]
         df.drop(columns="labels").to_csv(tmp_path / "d.csv", index=False)
         data = "{source: d.csv, label: [fire, flood, storm]}"
     else:
@@ -258,6 +262,8 @@ def test_bad_task_inputs_are_one_line_errors(tmp_path, capsys, setup, message):
         if setup.get("task") == "regression":
             data = "{source: d.csv, label: count, task: regression}"
     extra = setup.get("yaml", "")
+    if extra.startswith("data:"):
+        data, extra = extra[len("data: "):], ""
     (tmp_path / "c.yaml").write_text(f"name: x\ndata: {data}\nmodel: {{name: tfidf-logreg}}\n{extra}\n")
     assert main(["train", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "out")]) == 2
     err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("lorabench: warning")]
@@ -297,3 +303,30 @@ def test_a_sweep_optimises_the_tasks_metric_by_default(files, task, metric, goal
     p.write_text(p.read_text().replace("sweep: {", "sweep: {metric: {name: f1}, "))
     with pytest.raises(Exception, match="sweep.metric.name: 'f1' does not fit data.task"):
         plan(load_sweep_config(p, []), output_dir=str(files / f"sw_{task}"), storage=None, study=None, trials=1)
+
+
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_onnx_export_of_each_task_predicts_as_pytorch(files, multi, regression, task, tmp_path):
+    run = files / ("ml_list" if task == "multi_label" else "reg")
+    out = tmp_path / "onnx"
+    assert main(["export", str(run), str(out), "--format", "onnx"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["problem_type"] == {"multi_label": "multi_label_classification", "regression": "regression"}[task]
+    rows(300)[["id", "text"]].head(30).to_csv(tmp_path / "in.csv", index=False)
+    for folder, name in ((run, "torch.csv"), (out, "onnx.csv")):
+        assert main(["predict", str(folder), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / name)]) == 0
+    a, b = pd.read_csv(tmp_path / "torch.csv"), pd.read_csv(tmp_path / "onnx.csv")
+    cols = [c for c in a.columns if c.startswith("prob_") or c == "prediction"]
+    assert b[cols].to_numpy() == pytest.approx(a[cols].to_numpy(), abs=1e-4)
+    assert list(a.columns) == list(b.columns) and (a.drop(columns=cols) == b.drop(columns=cols)).all().all()
+
+
+def test_the_verdict_names_an_ensemble_that_scores_better_than_the_best():
+    from lorabench.reporting.uncertainty import verdict
+    rows = [{"label": "A", "predict_rows_per_second": 10.0}, {"label": "B", "predict_rows_per_second": 100.0},
+            {"label": "Ensemble", "predict_rows_per_second": 5.0}]
+    comps = [{"label": "B", "difference": -0.2, "p": 0.001}, {"label": "Ensemble", "difference": -0.05, "p": 0.01}]
+    said = verdict("A", comps, "p", rows, 0.05, "these rows", higher_is_better=False)  # RMSE: lower is better
+    assert said.startswith("A is the best: the others are worse or the ensemble") and \
+        "Ensemble scores better than A (p = 0.01), optimistic" in said
+    assert "scores better" not in verdict("A", comps, "p", rows, 0.05, "these rows")  # F1: both are worse

@@ -81,16 +81,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["default", "kaggle"], default="default",
                    help="kaggle: exactly id,target")
     p.add_argument("--probabilities", action="store_true", help="add every class's probability")
-    p.add_argument("--threshold", type=float, help="binary decision threshold (default: the run's, else argmax)")
+    p.add_argument("--threshold", type=float, help="decision threshold: binary tasks on P(positive), multi_label every "
+                   "label's (default: the run's, else argmax / 0.5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-merge", action="store_true", help="keep LoRA unmerged (slower; for checks)")
     p.add_argument("--encoding", help="text encoding of the input file (default: the run's data.encoding)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="onnx: an ONNX export folder (export --format onnx), run by onnxruntime; auto: by the folder")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="serve a run (or a saved ensemble) over HTTP: POST /predict, GET /health, "
+                       "/metadata, / (a page), /docs")
+    p.add_argument("run_dir", help="a run folder, or an ensemble folder (<comparison>/ensemble, with ensemble.json)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-rows", type=int, default=64, help="rows of concurrent requests in one forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="how long a pass waits for more requests to batch "
+                   "(default 0: it takes those already waiting, which came while the previous pass ran)")
+    p.add_argument("--max-rows", type=int, default=256, help="rows per request (more: 413)")
+    p.add_argument("--max-chars", type=int, default=20000, help="characters per text (more: 413)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="onnx: an ONNX export folder (export --format onnx), run by onnxruntime; auto: by the folder")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="export a run as adapter + head, or merged into a plain transformers folder")
     p.add_argument("run_dir")
     p.add_argument("out_dir")
     p.add_argument("--merge", action="store_true", help="merge LoRA into the base weights (no peft needed to load)")
+    p.add_argument("--format", choices=["transformers", "onnx"], default="transformers",
+                   help="onnx: the merged classifier as model.onnx, checked against PyTorch on the run's val rows")
+    p.add_argument("--quantize", choices=["int8"], help="with --format onnx: int8 dynamic quantization (onnxruntime)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="(re)build the report of a comparison or sweep folder from its records")
@@ -108,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--gpu", default="A6000", help="GPU to plan for (A6000, the study's; A100-40GB, A100-80GB, "
-                   "H100-SXM, H200, L4, T4, V100, RTX-4090, A10G)")
+                   "H100-SXM, H200, L4, T4, V100, RTX-4090, A10G; CPU-2core: this project's 2-core machines)")
     p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (data parallel; model parallel with "
                    "model.device_map)")
     p.add_argument("--gpu-memory", type=float, metavar="GB", help="memory per GPU (default: the GPU's)")
@@ -116,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "fp16/bf16 tensor peak, its fp32 peak for float32 runs)")
     p.add_argument("--utilization", type=float, default=None, metavar="U",
                    help="share of the peak training reaches (default 0.3)")
+    p.add_argument("--bandwidth", type=float, metavar="GB/s", help="memory bandwidth (default: the GPU's datasheet)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 
@@ -244,14 +265,38 @@ def cmd_predict(args) -> int:
         raise LorabenchError(f"--batch-size must be >= 1, got {args.batch_size}")
     info = predict_file(args.run_dir, args.input, args.output, fmt=args.format, probabilities=args.probabilities,
                         threshold=args.threshold, batch_size=args.batch_size, merge=not args.no_merge,
-                        encoding=args.encoding)
+                        encoding=args.encoding, backend=args.backend)
     if args.output != "-":
         say(f"predicted {info['rows']} rows -> {args.output}", err=True)
     return 0
 
 
+def cmd_serve(args) -> int:
+    from lorabench.inference.serve import ServeSettings, serve
+    settings = ServeSettings(max_batch_rows=args.max_batch_rows, max_wait_ms=args.max_wait_ms, max_rows=args.max_rows,
+                             max_chars=args.max_chars)
+    settings.check()
+    if not 0 <= args.port <= 65535:
+        raise LorabenchError(f"--port must be in 0..65535, got {args.port}")
+    serve(args.run_dir, host=args.host, port=args.port, settings=settings, backend=args.backend,
+          on_ready=lambda url: say(f"serving {args.run_dir} on {url} (POST /predict, GET /metadata, page: {url}/, "
+                                   f"API docs: {url}/docs); Ctrl-C or SIGTERM stops it after the requests in flight"))
+    return 0
+
+
 def cmd_export(args) -> int:
-    from lorabench.inference.export import export_run
+    from lorabench.inference.export import export_onnx, export_run
+    if args.quantize and args.format != "onnx":
+        raise LorabenchError("--quantize applies to --format onnx")
+    if args.format == "onnx":
+        info = export_onnx(args.run_dir, args.out_dir, quantize=args.quantize, say=say)
+        c = info["check"]
+        change = (f"; val {c['metric']} {c['metrics_torch'][c['metric']]:.4f} -> {c['metrics_onnx'][c['metric']]:.4f}"
+                  f" ({c['metric_change']:+.4f})") if c.get("metric") and c.get("metric_change") is not None else ""
+        changed = f", labels changed on {c['labels_changed']:.2%} of rows" if c.get("labels_changed") is not None else ""
+        say(f"exported ONNX ({info['quantize'] or 'float32'}) -> {args.out_dir}: checked on {c['rows']} val rows, "
+            f"largest probability difference {c['max_probability_difference']:.2e}{changed}{change}")
+        return 0
     out = export_run(args.run_dir, args.out_dir, merge=args.merge)
     say(f"exported {'merged model' if args.merge else 'adapter + head'} -> {out}")
     return 0
@@ -286,7 +331,8 @@ def cmd_plan(args) -> int:
     from lorabench.planning.plan import DEFAULT_UTILIZATION, format_plan, load_plan_config, plan
     cfg = load_plan_config(args.config, args.overrides)
     result = plan(cfg, gpu=args.gpu, gpus=args.gpus, gpu_memory_gb=args.gpu_memory, tflops=args.tflops,
-                  utilization=DEFAULT_UTILIZATION if args.utilization is None else args.utilization)
+                  utilization=DEFAULT_UTILIZATION if args.utilization is None else args.utilization,
+                  bandwidth_gbs=args.bandwidth)
     say(json.dumps(result.to_dict(), indent=2) if args.json else format_plan(result))
     failed = [m for m in result.models if m.error]
     if failed and len(failed) == sum(m.kind != "baseline" for m in result.models):

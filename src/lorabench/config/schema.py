@@ -116,8 +116,9 @@ class DataConfig:
         "Seed of the train/val split (the study used 42) and of the k-fold split."))
     folds: Int | None = _f(None, help=(
         "k-fold estimates: split the labelled rows of `source` (file order) into this many stratified folds "
-        "(scikit-learn StratifiedKFold, shuffled with split_seed), identical for every model; each fold is val "
-        "once. `compare` and `train` run every fold; train_size is unused. Not with `val`."))
+        "(scikit-learn StratifiedKFold, shuffled with split_seed; multi_label: iterative stratification; regression: "
+        "on quantile bins of the target), identical for every model; each fold is val once. `compare` and `train` "
+        "run every fold; train_size is unused. Not with `val`."))
     fold: Int | None = _f(None, help=(
         "With `folds`: which fold is val (1-based, 1..folds), the others train. Set per run by compare/train."))
     class_weights: Union[Literal["balanced", "none"], list[Float]] = _either("balanced", help=(

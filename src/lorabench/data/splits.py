@@ -189,8 +189,14 @@ def _label_columns(cfg: DataConfig) -> list[str]:
     return list(cfg.label) if isinstance(cfg.label, list) else [cfg.label]
 
 
-def _row_where(where: str, i: int) -> str:
-    return f"{where} row {i + 1}"
+def _row_where(where: str, i: int, frame: pd.DataFrame | None = None) -> str:
+    """Where row i (0-based) of `frame` is: `file row N` (data rows from 1, the header not counted) for a whole file;
+    a split part of one (`... (val part)`, `... (fold 2 of 5)`) names the row by its id, or says which part."""
+    if "(" not in where:
+        return f"{where} row {i + 1}"
+    if frame is not None and "id" in frame.columns:
+        return f"{where}, the row with id {_as_text(frame['id'].iloc[i])}"
+    return f"{where}, its row {i + 1}"
 
 
 def _label_sets(frame: pd.DataFrame, cfg: DataConfig, where: str, *, required: bool) -> list[list[Any] | None]:
@@ -217,16 +223,19 @@ def _label_sets(frame: pd.DataFrame, cfg: DataConfig, where: str, *, required: b
                 if isinstance(flag, str) and flag.lower() in ("true", "false"):
                     flag = int(flag.lower() == "true")
                 if flag not in (0, 1):
-                    raise DataError(f"{_row_where(where, i)}: label column {c!r} holds {v!r}; one-column-per-label "
+                    raise DataError(f"{_row_where(where, i, frame)}: label column {c!r} holds {v!r}; one-column-per-label "
                                     "data needs 0 or 1 in each")
                 if flag:
                     row.append(c)
             if empty and (required or empty != len(cols)):
-                raise DataError(f"{_row_where(where, i)}: label columns {cols} have {empty} empty value(s)")
+                raise DataError(f"{_row_where(where, i, frame)}: label columns {cols} have {empty} empty value(s)")
             out.append(None if empty else row)
         return out
     for i, v in enumerate(frame[cfg.label].tolist()):
         v = _cell_list(v) if cfg.label_separator is None else v
+        if _is_list(v) and cfg.label_separator is not None:
+            raise DataError(f"{_row_where(where, i, frame)}: label column {cfg.label!r} holds a list {list(v)!r}; "
+                            "data.label_separator splits strings: leave it out for list labels")
         if _is_list(v):
             items = list(v)
         elif _label_missing(v):
@@ -234,23 +243,23 @@ def _label_sets(frame: pd.DataFrame, cfg: DataConfig, where: str, *, required: b
                 out.append([])
                 continue
             if required:
-                raise DataError(f"{_row_where(where, i)}: label column {cfg.label!r} is empty (a row with no labels "
+                raise DataError(f"{_row_where(where, i, frame)}: label column {cfg.label!r} is empty (a row with no labels "
                                 "is an empty list [], or an empty string with data.label_separator)")
             out.append(None)
             continue
         elif cfg.label_separator is not None:
             items = [x for x in str(v).split(cfg.label_separator) if x.strip()]
         else:
-            raise DataError(f"{_row_where(where, i)}: label column {cfg.label!r} holds {v!r}, not a list; multi_label "
+            raise DataError(f"{_row_where(where, i, frame)}: label column {cfg.label!r} holds {v!r}, not a list; multi_label "
                             "labels are lists, a string split at data.label_separator, or one 0/1 column per label")
         labels = []
         for x in items:
             if _label_missing(x) or _is_list(x):
-                raise DataError(f"{_row_where(where, i)}: label column {cfg.label!r} holds {v!r}: an empty or nested "
+                raise DataError(f"{_row_where(where, i, frame)}: label column {cfg.label!r} holds {v!r}: an empty or nested "
                                 "label in the list")
             labels.append(_normalise_label(x))
         if len(set(labels)) != len(labels):
-            raise DataError(f"{_row_where(where, i)}: label column {cfg.label!r} holds {v!r}: a label twice")
+            raise DataError(f"{_row_where(where, i, frame)}: label column {cfg.label!r} holds {v!r}: a label twice")
         out.append(labels)
     return out
 
@@ -271,7 +280,8 @@ def _multi_vocabulary(sets: list[list[Any] | None], cfg: DataConfig, where: str)
     return vocab
 
 
-def _multi_hot(sets: list[list[Any] | None], vocab: list[Any], cfg: DataConfig, where: str) -> list[tuple | None]:
+def _multi_hot(sets: list[list[Any] | None], vocab: list[Any], cfg: DataConfig, where: str,
+               frame: pd.DataFrame | None = None) -> list[tuple | None]:
     index = {v: i for i, v in enumerate(vocab)}
     out: list[tuple | None] = []
     for i, labels in enumerate(sets):
@@ -281,7 +291,7 @@ def _multi_hot(sets: list[list[Any] | None], vocab: list[Any], cfg: DataConfig, 
         row = [0] * len(vocab)
         for x in labels:
             if x not in index:
-                raise DataError(f"{_row_where(where, i)}: label {x!r} in column {cfg.label!r} is not among the "
+                raise DataError(f"{_row_where(where, i, frame)}: label {x!r} in column {cfg.label!r} is not among the "
                                 f"labels {vocab}" + ("" if cfg.label_names is not None else " (those of train)"))
             row[index[x]] = 1
         out.append(tuple(row))
@@ -299,19 +309,19 @@ def _targets(frame: pd.DataFrame, cfg: DataConfig, where: str, *, required: bool
     for i, v in enumerate(frame[cfg.label].tolist()):
         if _label_missing(v):
             if required:
-                raise DataError(f"{_row_where(where, i)}: target column {cfg.label!r} is empty")
+                raise DataError(f"{_row_where(where, i, frame)}: target column {cfg.label!r} is empty")
             out.append(float("nan"))
             continue
         if _is_list(v) or isinstance(v, (bool, np.bool_)):
-            raise DataError(f"{_row_where(where, i)}: target column {cfg.label!r} holds {v!r}, not a number "
+            raise DataError(f"{_row_where(where, i, frame)}: target column {cfg.label!r} holds {v!r}, not a number "
                             "(data.task: regression)")
         try:
             x = float(str(v).strip()) if isinstance(v, str) else float(v)
         except (TypeError, ValueError):
-            raise DataError(f"{_row_where(where, i)}: target column {cfg.label!r} holds {v!r}, not a number "
+            raise DataError(f"{_row_where(where, i, frame)}: target column {cfg.label!r} holds {v!r}, not a number "
                             "(data.task: regression)") from None
         if not math.isfinite(x):
-            raise DataError(f"{_row_where(where, i)}: target column {cfg.label!r} holds {v!r}, not a finite number")
+            raise DataError(f"{_row_where(where, i, frame)}: target column {cfg.label!r} holds {v!r}, not a finite number")
         out.append(x)
     return out
 
@@ -320,8 +330,19 @@ def _check_single_values(frame: pd.DataFrame, cfg: DataConfig, where: str) -> No
     """single_label: a list in the label column (e.g. data.task: single_label set for list labels) is an error."""
     for i, v in enumerate(frame[cfg.label].tolist()):
         if _is_list(v):
-            raise DataError(f"{_row_where(where, i)}: label column {cfg.label!r} holds a list {list(v)!r}; "
+            raise DataError(f"{_row_where(where, i, frame)}: label column {cfg.label!r} holds a list {list(v)!r}; "
                             "single_label needs one label per row (data.task: multi_label for label sets)")
+
+
+def _check_label_columns(train: Split, names: list[str], where: str) -> None:
+    """multi_label: every label needs train rows with it and without it (a label on no row or on every row has
+    nothing to learn: its classifier is a constant). Raises `DataError` naming the label."""
+    counts, n = train.class_counts(len(names)), len(train)
+    for name, c in zip(names, counts):
+        if c == 0 or c == n:
+            raise DataError(f"{where}: label {name!r} is on {'no' if c == 0 else 'every'} train row ({c} of {n}): "
+                            "nothing to learn; drop it (data.label_names / the label columns) or add rows "
+                            f"{'with' if c == 0 else 'without'} it")
 
 
 def pos_weights(cfg: DataConfig, counts: list[int], n: int, names: list[str]) -> list[float] | None:
@@ -362,7 +383,7 @@ def _fold_codes(frame: pd.DataFrame, cfg: DataConfig, task: str, where: str) -> 
 def _task_split(frame: pd.DataFrame, cfg: DataConfig, task: str, vocab: list[Any], where: str, *,
                 required: bool) -> Split:
     if task == "multi_label":
-        labels: list[Any] = _multi_hot(_label_sets(frame, cfg, where, required=required), vocab, cfg, where)
+        labels: list[Any] = _multi_hot(_label_sets(frame, cfg, where, required=required), vocab, cfg, where, frame)
     else:
         labels = _targets(frame, cfg, where, required=required)
     return Split(texts=build_texts(frame, cfg.text, where), labels=labels, ids=_ids(frame))
@@ -481,6 +502,13 @@ def load_splits(cfg: DataConfig) -> Splits:
     task = detect_task(cfg, frame)
     if task == "single_label":
         _check_single_values(frame, cfg, where)
+    elif task == "multi_label":  # every row of the file checked before the split: errors name the file's row
+        _label_sets(frame, cfg, where, required=True)
+        if cfg.positive_label is not None:
+            raise DataError(f"data.positive_label applies to single-label binary tasks; {where} holds multi_label "
+                            "label sets")
+    else:
+        _targets(frame, cfg, where, required=True)
     notes: list[str] = []
     if cfg.task is None and task == "multi_label":
         why = ("data.label names one 0/1 column per label" if isinstance(cfg.label, list) else
@@ -529,9 +557,9 @@ def load_splits(cfg: DataConfig) -> Splits:
     val = _subsample(val, cfg.max_eval_samples, cfg.sample_seed)
     if test is not None:
         test = _subsample(test, cfg.max_eval_samples, cfg.sample_seed)
+    if task == "multi_label":
+        _check_label_columns(train, names, where)
     weights = _weights(cfg, task, train, names)  # over the rows actually trained on
-    if task == "multi_label" and not train.labelled:
-        raise DataError(f"{where}: train rows without labels")
     splits = Splits(train=train, val=val, test=test, label_names=names, label_values=vocab,
                     class_weights=weights, source=described, text_template=cfg.text, notes=notes,
                     folds={"folds": cfg.folds, "fold": cfg.fold, "seed": cfg.split_seed} if cfg.folds else None,

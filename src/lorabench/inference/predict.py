@@ -26,6 +26,7 @@ from lorabench.evaluation.calibration import apply_temperature
 from lorabench.evaluation.metrics import predict_labels
 from lorabench.evaluation.tasks import decide as decide_outputs
 from lorabench.evaluation.tasks import outputs_from_logits
+from lorabench.inference.onnx import ONNX_FILE, OnnxModel, is_onnx_export
 from lorabench.models.build import PROBLEM_TYPES, keep_4bit_trainable_on_cpu, loading_kwargs
 from lorabench.models.hub_code import import_peft, without_bitsandbytes
 from lorabench.models.precision import decide
@@ -155,10 +156,13 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
     """Class probabilities (rows, classes) float64 in input order, calibrated by the run's temperature when it has
     one (`LoadedRun.temperature`); texts longer than the window read by the run's `data.long_text` rule (chunk: the
     mean over a text's windows, `data.windows`); batches sorted by length (less padding)."""
-    from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
     if run.is_baseline:
         return apply_temperature(run.model.predict_proba(texts), run.temperature)
+    if isinstance(run.model, OnnxModel):  # an ONNX export: onnxruntime, no torch
+        return _onnx_probs(run, texts, batch_size, progress)
     import torch
+
+    from lorabench.speedups import cpu as speed  # imports torch (its levers subclass torch modules)
 
     max_len = run.record["config"]["model"]["max_length"]
     data = run.record["config"]["data"]  # texts longer than the window are read as the run read them
@@ -189,17 +193,66 @@ def predict_probs(run: LoadedRun, texts: list[str], *, batch_size: int = 64, pro
     return apply_temperature(pool(out, doc, len(texts), POOLING[run.task]), run.temperature)
 
 
+def _onnx_probs(run: LoadedRun, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    """`predict_probs` of an ONNX export (`inference.onnx`): the same windows, length-sorted batches, pooling and
+    temperature as the PyTorch path, the logits from onnxruntime."""
+    max_len = run.record["config"]["model"]["max_length"]
+    data = run.record["config"]["data"]
+    enc, doc = encode(run.tokenizer, texts, max_len, data.get("long_text", "truncate"), data.get("stride", 0))
+    order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
+    out = np.zeros((len(order), len(run.label_names)), dtype=np.float64)
+    keys = [k for k in run.model.input_names if k in enc]
+    bar = console.progress_bar(math.ceil(len(order) / batch_size), desc="predict", unit="batch") if progress \
+        else contextlib.nullcontext()
+    with bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = run.tokenizer.pad([{k: enc[k][i] for k in keys} for i in idx], return_tensors="np")
+            out[idx] = outputs_from_logits(run.task, run.model.logits(batch).astype(np.float64))
+            if progress:
+                bar.update(1)
+    return apply_temperature(pool(out, doc, len(texts), POOLING[run.task]), run.temperature)
+
+
+def load_onnx(folder: str | Path) -> LoadedRun:
+    """An ONNX export folder (`export --format onnx`) as a `LoadedRun` whose model is an `OnnxModel` (onnxruntime,
+    no torch). Raises `LorabenchError` for a folder that is not one."""
+    import json
+
+    from transformers import PreTrainedTokenizerFast  # the saved tokenizer.json as is: no model config, no torch
+    folder = Path(folder)
+    if not is_onnx_export(folder):
+        raise LorabenchError(f"{folder}: not an ONNX export (no {ONNX_FILE} and lorabench_run.json); make one with "
+                             "lorabench export RUN OUT --format onnx")
+    rec = json.loads((folder / "lorabench_run.json").read_text(encoding="utf-8"))
+    return LoadedRun(rec, OnnxModel(folder / ONNX_FILE), PreTrainedTokenizerFast.from_pretrained(folder), folder)
+
+
+def load_for(run_dir: str | Path, backend: str = "auto", *, merge: bool = True) -> LoadedRun:
+    """A run folder (PyTorch) or an ONNX export folder (onnxruntime) by `backend`: `auto` picks by the folder,
+    `torch` and `onnx` insist. Raises `LorabenchError` when the folder does not fit the backend."""
+    onnx = is_onnx_export(run_dir)
+    if backend == "onnx" and not onnx:
+        raise LorabenchError(f"--backend onnx: {run_dir} is not an ONNX export; make one with lorabench export "
+                             f"{run_dir} OUT --format onnx, then predict with OUT")
+    if backend == "torch" and onnx:
+        raise LorabenchError(f"--backend torch: {run_dir} is an ONNX export; give the run folder it came from")
+    return load_onnx(run_dir) if onnx else load_run(run_dir, merge=merge)
+
+
 @dataclass
-class _Predictor:
-    """What predict_file needs of a run or of an ensemble: label names and values (id order), the decision
-    threshold (None: most probable class), the data config the texts are built by, and
-    `probs(frame, input_path, batch_size, progress)` -> (rows, classes) float64 in input order."""
+class Predictor:
+    """What predict_file (and `serve`) needs of a run or of an ensemble: label names and values (id order), the
+    decision threshold (None: most probable class; multi_label: one per label), the data config the texts are built
+    by, `probs(frame, input_path, batch_size, progress)` -> (rows, classes) float64 in input order, the task, and
+    `record` (run.json, or ensemble.json for an ensemble)."""
     names: list[str]
     values: list
     threshold: float | list[float] | None
     data_cfg: dict
     probs: Any
     task: str = "single_label"
+    record: dict | None = None
 
 
 def _run_probs(run: LoadedRun, frame: pd.DataFrame, input_path: str, batch_size: int, progress: bool) -> np.ndarray:
@@ -207,26 +260,65 @@ def _run_probs(run: LoadedRun, frame: pd.DataFrame, input_path: str, batch_size:
     return predict_probs(run, texts, batch_size=batch_size, progress=progress)
 
 
-def _predictor(run_dir: str, merge: bool) -> _Predictor:
-    """A run folder, or an ensemble folder (ensemble.json: each member run predicts in turn, loaded one at a
-    time, and their probabilities are combined by the ensemble's rule, `ensemble.combine`)."""
+def open_predictor(run_dir: str | Path, merge: bool = True, *, keep_loaded: bool = False,
+                   backend: str = "auto") -> Predictor:
+    """A run folder, or an ensemble folder (ensemble.json: each member run predicts in turn and their probabilities
+    are combined by the ensemble's rule, `ensemble.combine`). Members are loaded one at a time for each call, or
+    with `keep_loaded` (a server) once, up front, and kept. Raises `LorabenchError` as `load_run` /
+    `read_ensemble`."""
     if not is_ensemble(run_dir):
-        run = load_run(run_dir, merge=merge)
-        return _Predictor(run.label_names, run.record["data"].get("label_values") or list(range(len(run.label_names))),
-                          run.record.get("threshold"), run.record["config"]["data"],
-                          lambda frame, path, bs, progress: _run_probs(run, frame, path, bs, progress), run.task)
+        run = load_for(run_dir, backend, merge=merge)
+        return Predictor(run.label_names, run.record["data"].get("label_values") or list(range(len(run.label_names))),
+                         run.record.get("threshold"), run.record["config"]["data"],
+                         lambda frame, path, bs, progress: _run_probs(run, frame, path, bs, progress), run.task,
+                         run.record)
+    if backend == "onnx":
+        raise LorabenchError(f"--backend onnx: {run_dir} is an ensemble; export each member run with --format onnx "
+                             "and predict with those")
     spec = read_ensemble(run_dir)
+    loaded = {d: load_run(d, merge=merge) for d in spec.run_dirs} if keep_loaded else {}
 
     def probs(frame, path, bs, progress):
-        return ensemble_probs(spec, lambda d: _run_probs(load_run(d, merge=merge), frame, path, bs, progress))
+        return ensemble_probs(spec, lambda d: _run_probs(loaded.get(d) or load_run(d, merge=merge), frame, path, bs,
+                                                         progress))
     first = read_run(spec.run_dirs[0])
-    return _Predictor(spec.label_names, spec.label_values, spec.threshold, first["config"]["data"], probs,
-                      first["data"].get("task", "single_label"))
+    return Predictor(spec.label_names, spec.label_values, spec.threshold, first["config"]["data"], probs,
+                     first["data"].get("task", "single_label"), spec.record)
+
+
+def check_request(run: Predictor, frame: pd.DataFrame, where: str, threshold: float | None, fmt: str) -> int:
+    """Check what `predictions` would refuse before any model predicts: a threshold the task has no use for, a
+    format the task cannot write, a missing text column. Returns the number of rows whose every text field is blank
+    (predicted too). Raises `DataError` / `LorabenchError` (one line)."""
+    if threshold is not None and run.task == "regression":
+        raise LorabenchError("--threshold is a decision threshold; this run is a regression (it predicts a number)")
+    if threshold is not None and len(run.names) != 2 and run.task == "single_label":
+        raise LorabenchError(f"--threshold applies to binary tasks only; this run has {len(run.names)} classes")
+    if fmt == "kaggle" and run.task == "multi_label":
+        raise LorabenchError("--format kaggle writes one label per row; this run is multi_label (use the default "
+                             "format: a label list and a probability per label)")
+    if fmt == "kaggle" and "id" not in frame.columns:
+        raise DataError(f"{where}: --format kaggle needs an 'id' column in the input")
+    template = run.data_cfg["text"]
+    build_texts(frame, template, where)  # a missing column is an error before any model predicts
+    fields = [build_texts(frame, f, where) for f in template_fields(template)]
+    return sum(1 for row in zip(*fields) if not any(v.strip() for v in row))  # every text field blank
+
+
+def predictions(run: Predictor, frame: pd.DataFrame, probs: np.ndarray, threshold: float | None = None, *,
+                fmt: str = "default", probabilities: bool = False) -> tuple[pd.DataFrame, Any]:
+    """The prediction frame of `frame`'s rows from their `probs` ((rows, classes) float64, `Predictor.probs`), at
+    `threshold` (None: the run's): what `predict` writes and `serve` answers. Returns (frame, threshold used)."""
+    thr = threshold if threshold is not None else run.threshold
+    if run.task != "single_label":
+        return _task_frame(frame, run, probs, thr, fmt), thr
+    labels = predict_labels(probs, thr if len(run.names) == 2 else None)
+    return _output_frame(frame, run.names, run.values, probs, labels, fmt=fmt, probabilities=probabilities), thr
 
 
 def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = "default",
                  probabilities: bool = False, threshold: float | None = None, batch_size: int = 64,
-                 merge: bool = True, encoding: str | None = None) -> dict:
+                 merge: bool = True, encoding: str | None = None, backend: str = "auto") -> dict:
     """Predict every row of `input_path` and write `output_path` (CSV, JSON lines, Parquet, or - for stdout).
 
     `run_dir`: a run folder, or an ensemble folder (`ensemble.json`, written by `compare`): then every member
@@ -236,47 +328,26 @@ def predict_file(run_dir: str, input_path: str, output_path: str, *, fmt: str = 
     `probabilities` one `prob_<name>` per class. `encoding`: of the input file (default: the run's
     data.encoding). Returns {"rows", "empty_text_rows", "threshold"}. Raises `DataError` /
     `LorabenchError` for bad input (an invalid ensemble.json, a missing member run, members of other
-    label sets); nothing is written then.
+    label sets); nothing is written then. `backend`: `torch`, `onnx` (an ONNX export folder, `inference.onnx`), or
+    `auto` (by the folder).
     """
     _check_output(output_path)
-    run = _predictor(run_dir, merge)
+    run = open_predictor(run_dir, merge, backend=backend)
     data_cfg = run.data_cfg
     frame = read_rows(input_path, encoding=encoding or data_cfg.get("encoding", "utf-8"),
                       delimiter=data_cfg.get("delimiter"))
     if len(frame) == 0:
         raise DataError(f"{input_path}: no rows")
-    if threshold is not None and run.task == "regression":
-        raise LorabenchError("--threshold is a decision threshold; this run is a regression (it predicts a number)")
-    if threshold is not None and len(run.names) != 2 and run.task == "single_label":
-        raise LorabenchError(f"--threshold applies to binary tasks only; this run has {len(run.names)} classes")
-    if fmt == "kaggle" and run.task == "multi_label":
-        raise LorabenchError("--format kaggle writes one label per row; this run is multi_label (use the default "
-                             "format: a label list and a probability per label)")
-    if fmt == "kaggle" and "id" not in frame.columns:
-        raise DataError(f"{input_path}: --format kaggle needs an 'id' column in the input")
-    template = data_cfg["text"]
-    build_texts(frame, template, input_path)  # a missing column is an error before any model predicts
-    fields = [build_texts(frame, f, input_path) for f in template_fields(template)]
-    empty = sum(1 for row in zip(*fields) if not any(v.strip() for v in row))  # every text field blank
+    empty = check_request(run, frame, input_path, threshold, fmt)
     if empty:
         console.say(f"lorabench: warning: {empty} row(s) of {input_path} have empty text; they are predicted too", err=True)
     probs = run.probs(frame, input_path, batch_size, output_path != "-")
-    if run.task != "single_label":
-        thr = threshold if threshold is not None else run.threshold
-        out = _task_frame(frame, run, probs, thr, fmt)
-        _write_frame(out, output_path)
-        return {"rows": len(out), "empty_text_rows": empty, "threshold": thr}
-    k = len(run.names)
-    thr = threshold if threshold is not None else run.threshold
-    if thr is not None and k != 2:
-        raise LorabenchError("--threshold applies to binary tasks only")
-    labels = predict_labels(probs, thr if k == 2 else None)
-    out = _output_frame(frame, run.names, run.values, probs, labels, fmt=fmt, probabilities=probabilities)
+    out, thr = predictions(run, frame, probs, threshold, fmt=fmt, probabilities=probabilities)
     _write_frame(out, output_path)
     return {"rows": len(out), "empty_text_rows": empty, "threshold": thr}
 
 
-def _task_frame(frame, run: _Predictor, outputs: np.ndarray, threshold, fmt: str) -> pd.DataFrame:
+def _task_frame(frame, run: Predictor, outputs: np.ndarray, threshold, fmt: str) -> pd.DataFrame:
     """multi_label: `labels` (the predicted label values, a list; none above its threshold: []) and `prob_<name>`
     per label; regression: `prediction` (the number; --format kaggle: a column named as the target)."""
     cols: dict[str, Any] = {}

@@ -31,7 +31,13 @@ The model, in one place:
   val tokens once per epoch. Tokens are the padded tokens of the batches the run makes (length buckets,
   or random batches), from real token lengths.
 - Time = FLOPs / (peak x utilisation x data-parallel GPUs): the fp16/bf16 tensor peak under autocast, the fp32
-  peak otherwise. With `model.device_map` the GPUs hold one model's layers in turn (naive model parallel, the
+  peak otherwise; or, when larger, the weight traffic / memory bandwidth (the roofline, Williams et al. 2009): every
+  micro-batch streams the weights in forward and backward (once more with gradient checkpointing), every optimiser
+  step reads and writes the trainable weights, gradients and AdamW moments (32 bytes each), every val batch streams
+  the weights once. The plan says which bound sets each phase's time.
+- Serving (what `predict` / `serve` would do on this hardware): a batch of B rows of the val set's mean length takes
+  max(B x forward FLOPs per row / (peak x utilisation), weight bytes / bandwidth): rows/s at B = 64 and the latency
+  of one row. One short row through a large model is bound by streaming its weights, not by compute. With `model.device_map` the GPUs hold one model's layers in turn (naive model parallel, the
   study's): one works at a time, so the time is one GPU's. Not modelled: 4-bit/8-bit dequantisation time,
   `train.pooled_only_last_layer` (saves up to 1/L of an encoder's layer work), checkpoint saving, data loading.
 """
@@ -82,6 +88,8 @@ class Hardware:
     bf16: bool
     utilization: float
     source: str
+    bandwidth_gbs: float = 0.0  # GB/s = 1e9 bytes/s (0: unknown, compute alone sets the time)
+    cpu: bool = False
 
     @property
     def memory_mb(self) -> float:
@@ -128,6 +136,11 @@ class ModelPlan:
     seconds: float = 0.0
     tflops_used: float = 0.0
     parallel: str = "one GPU"
+    compute_seconds: float = 0.0   # FLOPs / (peak x utilisation), every phase
+    memory_seconds: float = 0.0    # weight traffic / bandwidth, every phase
+    bound: str = "compute"         # what sets the training time: compute, memory bandwidth
+    traffic_bytes: float = 0.0     # bytes streamed from memory over the whole run
+    serving: dict = field(default_factory=dict)  # rows/s at a batch and one row's latency, with their bounds
     fits: bool = True
     fixes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -370,7 +383,7 @@ def _resolved(exp: ExperimentConfig, data: _Data, gpus: int) -> ExperimentConfig
 def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware, gpus: int, mp: ModelPlan) -> ModelPlan:
     """Fill `mp` (precision, tokens, memory, FLOPs, time, fit) for `exp` on `gpus` x `hw`: arithmetic only."""
     exp = _resolved(exp, data, gpus)
-    precision = decide(exp.model, cuda=True, bf16_supported=hw.bf16, full_finetune=exp.lora is None)
+    precision = decide(exp.model, cuda=not hw.cpu, bf16_supported=hw.bf16, full_finetune=exp.lora is None)
     t = exp.train
     model_parallel = exp.model.device_map is not None and gpus > 1
     dp = 1 if exp.model.device_map is not None else gpus
@@ -389,7 +402,7 @@ def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware,
     evals = math.ceil(mp.epochs) if val else 0
     mp.flops = mp.train_flops_per_epoch * mp.epochs + mp.val_flops_per_epoch * evals
     mp.tflops_used = hw.half_tflops if precision.autocast else hw.fp32_tflops
-    mp.seconds = mp.flops / (mp.tflops_used * 1e12 * hw.utilization * dp)
+    rate = mp.tflops_used * 1e12 * hw.utilization * dp
     mp.parallel = (f"model parallel over {gpus} GPUs (device_map {exp.model.device_map})" if model_parallel
                    else f"data parallel, {gpus} processes" if dp > 1 else "one GPU")
     mp.precision = {"weights": precision.weights_dtype, "trainable": precision.trainable_dtype,
@@ -402,8 +415,60 @@ def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware,
                  "batching": {"buckets": "length buckets",
                               "random": "random batches"}[mode], "batch_size": t.batch_size}
     mp.memory = _memory(inv, exp, precision, seq, gpus)
+    if hw.cpu:
+        mp.memory.overhead_mb = 0.0
+    _roofline(mp, inv, exp, hw, rate, dp, len(train), len(val), evals, steps_per_epoch)
+    _serving(mp, inv, val or train, hw, precision)
     mp.fits = mp.memory.total_mb <= hw.memory_mb
     return mp
+
+
+def _weight_bytes(mp: ModelPlan) -> float:
+    """Bytes of every weight of one model copy (frozen at their dtype, trainable in float32)."""
+    m = mp.memory
+    return (m.weights_mb + m.trainable_mb) * m.devices * MB
+
+
+def _roofline(mp: ModelPlan, inv: _Inventory, exp: ExperimentConfig, hw: Hardware, rate: float, dp: int,
+              train_rows: int, val_rows: int, evals: int, steps: int) -> None:
+    """Each phase's time as the larger of its compute time and its weight traffic over the memory bandwidth."""
+    t = exp.train
+    weights = _weight_bytes(mp)
+    micro = math.ceil(train_rows / (t.batch_size * dp))  # micro-batches per epoch and process
+    val_batches = math.ceil(val_rows / ((t.eval_batch_size or t.batch_size) * dp))
+    train_bytes = micro * (2 + t.gradient_checkpointing) * weights + steps * inv.trainable * 32
+    val_bytes = val_batches * weights
+    bw = hw.bandwidth_gbs * 1e9
+    train_c = mp.train_flops_per_epoch * mp.epochs / rate
+    val_c = mp.val_flops_per_epoch * evals / rate
+    train_m = train_bytes * mp.epochs / bw if bw else 0.0
+    val_m = val_bytes * evals / bw if bw else 0.0
+    mp.compute_seconds, mp.memory_seconds = train_c + val_c, train_m + val_m
+    mp.traffic_bytes = (train_bytes * mp.epochs + val_bytes * evals) * dp
+    mp.seconds = max(train_c, train_m) + max(val_c, val_m)
+    mp.bound = "memory bandwidth" if train_m > train_c else "compute"
+
+
+SERVE_BATCH = 64  # predict's default batch size
+
+
+def _serving(mp: ModelPlan, inv: _Inventory, lengths: list[int], hw: Hardware, precision) -> None:
+    """Rows/s at SERVE_BATCH rows and one row's latency, predicting rows of the mean val length: each the larger
+    of compute (forward FLOPs at the peak x utilisation) and streaming the weights once (bytes / bandwidth)."""
+    if not lengths:
+        return
+    n = float(np.mean(lengths))
+    flops_row = _forward_flops(inv, n, n * n)
+    peak = (hw.half_tflops if precision.weights_dtype in ("bfloat16", "float16") or precision.autocast
+            else hw.fp32_tflops) * 1e12 * hw.utilization
+    weights = mp.memory.weights_mb * mp.memory.devices * MB + inv.trainable * DTYPE_BYTES[precision.weights_dtype]
+    stream = weights / (hw.bandwidth_gbs * 1e9) if hw.bandwidth_gbs else 0.0
+    batch_c, one_c = SERVE_BATCH * flops_row / peak, flops_row / peak
+    mp.serving = {"batch": SERVE_BATCH, "mean_tokens": round(n, 1), "flops_per_row": flops_row,
+                  "weight_bytes": weights, "rows_per_second": SERVE_BATCH / max(batch_c, stream),
+                  "batch_bound": "memory bandwidth" if stream > batch_c else "compute",
+                  "latency_ms": 1000 * max(one_c, stream),
+                  "latency_bound": "memory bandwidth" if stream > one_c else "compute"}
 
 
 def _with(exp: ExperimentConfig, section: str, **changes) -> ExperimentConfig:
@@ -462,7 +527,7 @@ def _fixes(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware, gp
 
 # --------------------------------------------------------------------------- entry point
 def hardware(gpu: str = "A6000", gpus: int = 1, gpu_memory_gb: float | None = None, tflops: float | None = None,
-             utilization: float = DEFAULT_UTILIZATION) -> Hardware:
+             utilization: float = DEFAULT_UTILIZATION, bandwidth_gbs: float | None = None) -> Hardware:
     """The hardware to plan for: `gpus` x `gpu` (a name of `lorabench.planning.gpus.GPUS`), its memory per
     GPU (GB) and peak (TFLOP/s, replacing the table's fp16/bf16 and fp32 peaks) overridable; `utilization`:
     the share of the peak training achieves, in (0, 1]. An unknown name is planned when both
@@ -471,7 +536,7 @@ def hardware(gpu: str = "A6000", gpus: int = 1, gpu_memory_gb: float | None = No
         raise LorabenchError(f"--gpus must be >= 1, got {gpus}")
     if not 0 < utilization <= 1:
         raise LorabenchError(f"--utilization must be in (0, 1], got {utilization}")
-    for name, v in (("--gpu-memory", gpu_memory_gb), ("--tflops", tflops)):
+    for name, v in (("--gpu-memory", gpu_memory_gb), ("--tflops", tflops), ("--bandwidth", bandwidth_gbs)):
         if v is not None and not v > 0:
             raise LorabenchError(f"{name} must be > 0, got {v}")
     try:
@@ -482,16 +547,17 @@ def hardware(gpu: str = "A6000", gpus: int = 1, gpu_memory_gb: float | None = No
         g = GPU(gpu, tflops, tflops, gpu_memory_gb, True, "given on the command line")
     return Hardware(gpu=g.name, gpus=gpus, memory_gb=gpu_memory_gb or g.memory_gb,
                     half_tflops=tflops or g.half_tflops, fp32_tflops=tflops or g.fp32_tflops, bf16=g.bf16,
-                    utilization=utilization, source=g.source if tflops is None else "--tflops")
+                    utilization=utilization, source=g.source if tflops is None else "--tflops",
+                    bandwidth_gbs=bandwidth_gbs or g.bandwidth_gbs, cpu=g.cpu)
 
 
 def plan(cfg, *, gpu: str = "A6000", gpus: int = 1, gpu_memory_gb: float | None = None, tflops: float | None = None,
-         utilization: float = DEFAULT_UTILIZATION) -> Plan:
+         utilization: float = DEFAULT_UTILIZATION, bandwidth_gbs: float | None = None) -> Plan:
     """Plan every model of `cfg` (ExperimentConfig, CompareConfig or SweepConfig) on `gpus` x `gpu`,
     without weights: parameter counts, memory per device (MB = 2**20 bytes), FLOPs per epoch, time (s) at
     `utilization` of the peak, and what would make a model fit that does not. A model that cannot be
     planned (not found, offline) gets `error` set; `ConfigError` (a bad setting) is raised."""
-    hw = hardware(gpu, gpus, gpu_memory_gb, tflops, utilization)
+    hw = hardware(gpu, gpus, gpu_memory_gb, tflops, utilization, bandwidth_gbs)
     models, splits = [], {}
     with quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # the data's own findings: `lorabench data` shows them
@@ -551,6 +617,21 @@ def _fit_line(mp: ModelPlan, hw: Hardware) -> str:
     return f"does not fit on {where}: needs {_mb(mp.memory.total_mb)} MB per device; {fix}"
 
 
+def _traffic_line(m: ModelPlan, hw: Hardware) -> str:
+    if not hw.bandwidth_gbs:
+        return "  memory traffic: no bandwidth known for this hardware; the time is compute's"
+    return (f"  memory traffic: {m.traffic_bytes / 1e9:,.1f} GB streamed (weights per micro-batch, optimiser states per "
+            f"step) at {hw.bandwidth_gbs:g} GB/s: {_time(m.memory_seconds)}; training is {m.bound}-bound, "
+            f"estimated {_time(m.seconds)}")
+
+
+def _serving_line(m: ModelPlan, hw: Hardware) -> str:
+    s = m.serving
+    return (f"  serving (rows of {s['mean_tokens']:g} tokens, {s['weight_bytes'] / 1e9:.2g} GB of weights): "
+            f"~{s['rows_per_second']:,.0f} rows/s at batch {s['batch']} ({s['batch_bound']}-bound); one row "
+            f"~{s['latency_ms']:.3g} ms ({s['latency_bound']}-bound)")
+
+
 def _short(name: str) -> str:
     """A model folder relative to the working directory when it lies under it."""
     try:
@@ -563,7 +644,8 @@ def format_plan(p: Plan) -> str:
     """The table and per-model details `lorabench plan` prints."""
     hw = p.hardware
     lines = [f"plan for {hw.gpus} x {hw.gpu} ({hw.memory_gb:g} GB, {hw.half_tflops:g} TFLOP/s fp16/bf16, "
-             f"{hw.fp32_tflops:g} fp32; {hw.source}) at {hw.utilization:.0%} of peak; MB = 2**20 bytes, per device",
+             f"{hw.fp32_tflops:g} fp32, {hw.bandwidth_gbs:g} GB/s; {hw.source}) at {hw.utilization:.0%} of peak; MB = "
+             "2**20 bytes, per device",
              ""]
     w = max([len("model")] + [len(m.label) for m in p.models])
     head = f"{'model':<{w}} {'total params':>15} {'trainable':>11} {'%':>7}  {'precision':<10} " \
@@ -602,7 +684,9 @@ def format_plan(p: Plan) -> str:
                   f"{_mb(mem.overhead_mb)} = {_mb(mem.total_mb)}",
                   f"  compute: {m.flops_per_epoch:.3g} FLOP per epoch (train {m.train_flops_per_epoch:.3g} + val "
                   f"{m.val_flops_per_epoch:.3g}) x {m.epochs:g} epoch{'' if m.epochs == 1 else 's'} = {m.flops:.3g} FLOP; at {m.tflops_used:g} "
-                  f"TFLOP/s x {hw.utilization:g}: {_time(m.seconds)}",
+                  f"TFLOP/s x {hw.utilization:g}: {_time(m.compute_seconds)}",
+                  _traffic_line(m, hw),
+                  *([_serving_line(m, hw)] if m.serving else []),
                   f"  {_fit_line(m, hw)}"]
     if any(m.kind != "baseline" and not m.error and not m.tokens["source"].startswith("tokenizer") for m in p.models):
         lines += ["", "Token lengths marked 'estimated' come from characters (no tokenizer at hand); real "

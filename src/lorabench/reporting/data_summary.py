@@ -43,7 +43,8 @@ def summarise(cfg: ExperimentConfig | CompareConfig, splits: Splits | None = Non
     chars = [len(t) for t in texts]
     words = [len(t.split()) for t in texts]
     out: dict[str, Any] = {**splits.summary()}
-    out["missing_values"] = {str(c): int(frame[c].isna().sum()) for c in frame.columns}
+    out["missing_values"] = {str(c): int(frame[c].isna().sum()) for c in frame.columns
+                             if not (cfg.data.label_separator is not None and c == cfg.data.label)}  # empty = no labels
     out["source_rows"] = int(len(frame))
     out["lengths"] = {"chars": _stats(chars), "words": _stats(words)}
     hist, edges = np.histogram(chars, bins=LENGTH_BINS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def write_val_rows(folder: Path, splits: Splits) -> Path:
 
     def shown(y) -> str:  # the label's name; multi_label: the names of the row's labels; regression: the number
         if splits.task == "multi_label":
-            return "" if y is None else "|".join(n for n, v in zip(splits.label_names, y) if v)
+            return "" if y is None else json.dumps([n for n, v in zip(splits.label_names, y) if v])
         if splits.task == "regression":
             return "" if y != y else repr(y)
         return splits.label_names[y] if y >= 0 else ""

@@ -206,7 +206,7 @@ def task_statistics(folder: Path, runs: list[tuple[Path, RunRecord]], rows: list
     out["best"] = best
     out["comparisons"] = comps
     out["group"] = [best] + [c["label"] for c in comps if c["p_holm"] is None or c["p_holm"] >= cfg.alpha]
-    out["verdict"] = verdict(best, comps, "p_holm", rows, cfg.alpha, on)
+    out["verdict"] = verdict(best, comps, "p_holm", rows, cfg.alpha, on, greater_is_better(head))
     return out
 
 

@@ -155,20 +155,28 @@ def fold_statistics(records: list[RunRecord], rows: list[dict], ensemble: dict |
     return out
 
 
-def verdict(best: str, comps: list[dict], key: str, rows: list[dict], alpha: float, on: str) -> str:
+def verdict(best: str, comps: list[dict], key: str, rows: list[dict], alpha: float, on: str,
+            higher_is_better: bool = True) -> str:
     """One sentence a person can act on: which models cannot be told apart from the best on `on` (e.g. "these
-    1523 val rows"), and which of them is cheapest to run (most rows/s predicted) and by how much."""
+    1523 val rows"), and which of them is cheapest to run (most rows/s predicted) and by how much; and a row that
+    scores better than the best beyond chance (only the ensemble can: the best is chosen among the models), with
+    the reminder that its score is optimistic."""
     same = [c for c in comps if c[key] is None or c[key] >= alpha]
+    sign = 1 if higher_is_better else -1
+    above = [c for c in comps if c[key] is not None and c[key] < alpha and sign * c["difference"] > 0]
+    extra = "".join(f"; {c['label']} scores better than {best} (p = {_fmt_p(c[key])}), optimistic: its members were "
+                    "chosen on these rows" for c in above)
     if not comps:
         return f"{best}: the only model with predictions to compare"
     if not same:
         worst = max(c[key] for c in comps)
         bound = "< 0.001" if worst < 0.001 else f"<= {_fmt_p(worst)}"
-        head = f"{best} is the best: every other model is worse on {on} (Holm-adjusted p {bound}, alpha {alpha:g})"
+        worse = "every other model is worse" if not above else "the others are worse or the ensemble"
+        head = f"{best} is the best: {worse} on {on} (Holm-adjusted p {bound}, alpha {alpha:g})"
     else:
         ps = ", ".join(f"{c['label']} (p = {_fmt_p(c[key])})" for c in same)
         head = (f"{best}, {ps}: not separable on {on} (Holm-adjusted p against the best, {best}, alpha {alpha:g})")
-    return head + _cost_clause(best, [best] + [c["label"] for c in same], rows)
+    return head + _cost_clause(best, [best] + [c["label"] for c in same], rows) + extra
 
 
 def _cost_clause(best: str, group: list[str], rows: list[dict]) -> str:
