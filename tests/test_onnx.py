@@ -44,6 +44,8 @@ def test_onnx_export_equals_pytorch_on_padded_batches(runs, model, capsys):
     info = json.loads((out / "onnx.json").read_text())
     assert info["check"]["max_probability_difference"] <= 1e-4 and info["check"]["labels_changed"] == 0.0
     assert json.loads((out / "config.json").read_text())["problem_type"] == "single_label_classification"
+    card = (out / "README.md").read_text()
+    assert "## ONNX" in card and "AutoModelForSequenceClassification.from_pretrained" not in card
     want = _predict(runs, runs / model, f"{model}-torch")
     got = _predict(runs, out, f"{model}-onnx", "--backend", "onnx", "--batch-size", "3")  # padded batches of 3
     cols = ["prob_not_disaster", "prob_disaster"]
@@ -86,6 +88,7 @@ def test_serve_with_the_onnx_backend(runs):
 @pytest.mark.parametrize("args, message", [
     (["--format", "onnx", "--quantize", "int4"], "invalid choice: 'int4'"),
     (["--quantize", "int8"], "--quantize applies to --format onnx"),
+    (["--format", "onnx", "--merge"], "--merge applies to --format transformers"),
 ])
 def test_bad_export_arguments_are_one_line_errors(runs, capsys, args, message):
     code = None

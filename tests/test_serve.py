@@ -198,3 +198,23 @@ def test_the_page_predicts_a_typed_text_in_headless_chromium(runs, chromium):
             browser.close()
     assert errors == [], errors
     assert "prob_disaster" in cells and "label_name" in cells, cells
+
+
+def test_a_port_in_use_is_a_one_line_error(runs, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(runs / "c" / "tiny-bert-seed42"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0], err
+
+
+def test_unknown_paths_and_methods_answer_one_line_json(runs):
+    with served(runs / "c" / "tiny-bert-seed42") as (url, _):
+        for method, path, code in (("GET", "/nope", 404), ("GET", "/predict", 405)):
+            req = urllib.request.Request(url + path, method=method)
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=30)
+            assert e.value.code == code and list(json.loads(e.value.read())) == ["error"]
+        assert get(url, "/metadata")[1]["backend"] == "torch"

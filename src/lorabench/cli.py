@@ -288,6 +288,8 @@ def cmd_export(args) -> int:
     from lorabench.inference.export import export_onnx, export_run
     if args.quantize and args.format != "onnx":
         raise LorabenchError("--quantize applies to --format onnx")
+    if args.merge and args.format == "onnx":
+        raise LorabenchError("--merge applies to --format transformers; an ONNX export is always merged")
     if args.format == "onnx":
         info = export_onnx(args.run_dir, args.out_dir, quantize=args.quantize, say=say)
         c = info["check"]
@@ -295,7 +297,8 @@ def cmd_export(args) -> int:
                   f" ({c['metric_change']:+.4f})") if c.get("metric") and c.get("metric_change") is not None else ""
         changed = f", labels changed on {c['labels_changed']:.2%} of rows" if c.get("labels_changed") is not None else ""
         say(f"exported ONNX ({info['quantize'] or 'float32'}) -> {args.out_dir}: checked on {c['rows']} val rows, "
-            f"largest probability difference {c['max_probability_difference']:.2e}{changed}{change}")
+            f"largest {'output' if c.get('labels_changed') is None else 'probability'} difference "
+            f"{c['max_probability_difference']:.2e}{changed}{change}")
         return 0
     out = export_run(args.run_dir, args.out_dir, merge=args.merge)
     say(f"exported {'merged model' if args.merge else 'adapter + head'} -> {out}")

@@ -30,8 +30,18 @@ from lorabench.quiet import quiet
 from lorabench.runs.files import write_json
 from lorabench.runs.record import refit_line
 
+_USE = """## Use
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer{extra}
+tok = AutoTokenizer.from_pretrained(folder)
+model = {load}
+```
+"""
 
-def model_card(rec: dict, merged: bool) -> str:
+
+def model_card(rec: dict, merged: bool, onnx: bool = False) -> str:
+    """The README.md of an export: model, data, metrics, training; how to load it (transformers, or with `onnx` the
+    onnxruntime lines of `inference.onnx.card`, appended by the caller)."""
     m = rec.get("metrics", {})
     d = rec["data"]
     cfg = rec["config"]
@@ -46,15 +56,16 @@ def model_card(rec: dict, merged: bool) -> str:
     lora = cfg.get("lora")
     how = (f"LoRA r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, targets "
            f"{rec['model'].get('lora_target_modules')}" if lora else "full fine-tuning")
-    load = ("AutoModelForSequenceClassification.from_pretrained(folder)" if merged else
-            "peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)")
+    use = "" if onnx else _USE.format(extra=", peft" if not merged else "", load=(
+        "AutoModelForSequenceClassification.from_pretrained(folder)" if merged else
+        "peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)"))
     note = f"\n> Note: {rec['model']['note']}\n" if rec["model"].get("note") else ""
     if rec.get("refit"):
         note += f"\n> Refit: {refit_line(rec)}.\n"
     return f"""# {rec.get('label')} — text classifier fine-tuned with lorabench
 
 Base model: `{rec['model']['name']}` ({rec['model'].get('architecture')}); {how}.
-{'Adapter merged into the base weights: a plain transformers model.' if merged else 'LoRA adapter and classification head.'}
+{'ONNX graph of the merged classifier (see ONNX below).' if onnx else 'Adapter merged into the base weights: a plain transformers model.' if merged else 'LoRA adapter and classification head.'}
 {note}
 ## Data
 - source: {d['source']}, text: `{d['text']}`
@@ -73,13 +84,7 @@ learning rate {cfg['train']['learning_rate']}, batch {cfg['train']['batch_size']
 max_length {cfg['model']['max_length']}, seed {rec.get('seed')}; {rec.get('train_seconds')} s on
 {rec.get('machine', {}).get('gpus') or 'CPU'}; versions {json.dumps(rec.get('versions'))}.
 
-## Use
-```python
-from transformers import AutoModelForSequenceClassification, AutoTokenizer{', peft' if not merged else ''}
-tok = AutoTokenizer.from_pretrained(folder)
-model = {load}
-```
-"""
+{use}"""
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, merge: bool = False) -> Path:
@@ -177,5 +182,5 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path, *, quantize: str | Non
                 "(TorchScript-based, dynamo=False)", "check": check, "seconds": round(time.perf_counter() - t0, 2),
                 "source": str(run_dir)}
         write_json(tmp / ONNX_INFO, info)
-        (tmp / "README.md").write_text(model_card(run.record, merged=True) + card(info), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(run.record, merged=True, onnx=True) + card(info), encoding="utf-8")
     return info

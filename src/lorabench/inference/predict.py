@@ -234,7 +234,7 @@ def load_for(run_dir: str | Path, backend: str = "auto", *, merge: bool = True) 
     onnx = is_onnx_export(run_dir)
     if backend == "onnx" and not onnx:
         raise LorabenchError(f"--backend onnx: {run_dir} is not an ONNX export; make one with lorabench export "
-                             f"{run_dir} OUT --format onnx, then predict with OUT")
+                             f"{run_dir} OUT --format onnx, then give OUT")
     if backend == "torch" and onnx:
         raise LorabenchError(f"--backend torch: {run_dir} is an ONNX export; give the run folder it came from")
     return load_onnx(run_dir) if onnx else load_run(run_dir, merge=merge)
@@ -291,9 +291,11 @@ def check_request(run: Predictor, frame: pd.DataFrame, where: str, threshold: fl
     format the task cannot write, a missing text column. Returns the number of rows whose every text field is blank
     (predicted too). Raises `DataError` / `LorabenchError` (one line)."""
     if threshold is not None and run.task == "regression":
-        raise LorabenchError("--threshold is a decision threshold; this run is a regression (it predicts a number)")
+        raise LorabenchError("threshold (--threshold) is a decision threshold; this run is a regression (it predicts "
+                             "a number)")
     if threshold is not None and len(run.names) != 2 and run.task == "single_label":
-        raise LorabenchError(f"--threshold applies to binary tasks only; this run has {len(run.names)} classes")
+        raise LorabenchError(f"threshold (--threshold) applies to binary tasks only; this run has {len(run.names)} "
+                             "classes")
     if fmt == "kaggle" and run.task == "multi_label":
         raise LorabenchError("--format kaggle writes one label per row; this run is multi_label (use the default "
                              "format: a label list and a probability per label)")

@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from lorabench.errors import LorabenchError
+from lorabench.inference.onnx import ONNX_INFO, is_onnx_export
 from lorabench.inference.predict import Predictor, check_request, open_predictor, predictions
 
 
@@ -226,6 +227,12 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         rows = [{k: _plain(v) for k, v in r.items()} for r in out.to_dict("records")]
         return {"predictions": rows, "threshold": thr}
 
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):  # 404, 405: one line too
+        return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
@@ -240,7 +247,9 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
             "model": (rec.get("model") or {}).get("name") if rec.get("kind") != "ensemble" else
             [m.get("label") for m in rec.get("members", [])],
             "task": run.task, "labels": run.names, "label_values": run.values, "threshold": run.threshold,
-            "text": template, "metrics": rec.get("metrics"), "settings": settings.__dict__, "backend": backend,
+            "text": template, "metrics": rec.get("metrics"), "settings": settings.__dict__,
+            "backend": "onnx" if is_onnx_export(run_dir) else "torch",
+            "onnx": _onnx_info(run_dir),
             "batches": {"count": len(batcher.batches), "rows": sum(b[1] for b in batcher.batches),
                         "largest_rows": max((b[1] for b in batcher.batches), default=0),
                         "shared": len(shared), "most_requests": max((b[0] for b in batcher.batches), default=0)},
@@ -251,6 +260,12 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         return _PAGE.replace("__TITLE__", _escape(str(run_dir)))
 
     return app
+
+
+def _onnx_info(run_dir: str | Path) -> dict | None:
+    """What `onnx.json` says of an ONNX folder (opset, quantize, the export's check), None for a run folder."""
+    p = Path(run_dir) / ONNX_INFO
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
 class _Refused(Exception):
@@ -290,7 +305,14 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, set
           on_ready=None, backend: str = "auto") -> None:
     """Serve `run_dir` until SIGTERM / Ctrl-C (uvicorn; its graceful shutdown finishes requests in flight).
     `on_ready(url)` is called once the socket listens."""
+    import socket
+
     import uvicorn
+    try:  # a port in use or an address this machine does not have: one line, before the model is loaded
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise LorabenchError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     app = create_app(run_dir, settings, backend=backend)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30)
@@ -302,7 +324,10 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, set
             await original(sockets=sockets)
             on_ready(f"http://{host}:{port}")
         server.startup = startup
-    server.run()
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn's own exit when it cannot start (it logs why: -v shows it)
+        raise LorabenchError(f"the server on {host}:{port} could not start (exit {e.code}); run with -v for why") from e
 
 
 _PAGE = """<!DOCTYPE html><html><head><meta charset='utf-8'><title>lorabench serve</title><link rel='icon' href='data:,'>

@@ -404,7 +404,7 @@ def _estimate(inv: _Inventory, exp: ExperimentConfig, data: _Data, hw: Hardware,
     mp.tflops_used = hw.half_tflops if precision.autocast else hw.fp32_tflops
     rate = mp.tflops_used * 1e12 * hw.utilization * dp
     mp.parallel = (f"model parallel over {gpus} GPUs (device_map {exp.model.device_map})" if model_parallel
-                   else f"data parallel, {gpus} processes" if dp > 1 else "one GPU")
+                   else f"data parallel, {gpus} processes" if dp > 1 else "one CPU" if hw.cpu else "one GPU")
     mp.precision = {"weights": precision.weights_dtype, "trainable": precision.trainable_dtype,
                     "autocast": precision.autocast, "quantization": exp.model.quantization
                     if exp.model.quantization != "none" else None}
@@ -692,6 +692,8 @@ def format_plan(p: Plan) -> str:
         lines += ["", "Token lengths marked 'estimated' come from characters (no tokenizer at hand); real "
                       "subword tokenizers count more tokens on tweets (URLs, hashtags)."]
     lines += ["", f"Assumptions: utilisation {DEFAULT_UTILIZATION_WHY}; activations per Korthikanti et al. 2022 "
-                  f"(arXiv:2205.05198); CUDA overhead {CUDA_OVERHEAD_MB} MB per device; 4-bit {NF4_BYTES:.3f} "
-                  "bytes per quantized weight (QLoRA). Estimates, not measurements."]
+                  f"(arXiv:2205.05198); CUDA overhead {0 if hw.cpu else CUDA_OVERHEAD_MB} MB per device; 4-bit "
+                  f"{NF4_BYTES:.3f} bytes per quantized weight (QLoRA); serving has no fixed cost per forward pass "
+                  "(kernel launches, Python, tokenising), so for small models (tens of millions of weights or less) "
+                  "its rows/s and latency are far too optimistic. Estimates, not measurements."]
     return "\n".join(lines)
