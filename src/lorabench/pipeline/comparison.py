@@ -353,24 +353,22 @@ def _set_aside_stale(run_dir: Path, exp: ExperimentConfig, fingerprint: str, tag
         say(f"{tag}: an unfinished run of {why} was kept as {kept.name}")
 
 
-def _fold_rule(data) -> str:
+def _fold_rule(data) -> tuple[str, str]:
+    """(the splitter, what it stratifies by) of k-fold for the task of `data` (read once)."""
     task = detect_task(data, read_source(data.source, data)[0])
-    return {"multi_label": "iterstrat MultilabelStratifiedKFold"}.get(task, "sklearn StratifiedKFold")
-
-
-def _fold_basis(data) -> str:
-    task = detect_task(data, read_source(data.source, data)[0])
-    return {"multi_label": "label set (iterative stratification)",
-            "regression": "up to 10 quantile bins of the target"}.get(task, "label")
+    return ({"multi_label": "iterstrat MultilabelStratifiedKFold"}.get(task, "sklearn StratifiedKFold"),
+            {"multi_label": "label set (iterative stratification)",
+             "regression": "up to 10 quantile bins of the target"}.get(task, "label"))
 
 
 def _write_folds(cfg: CompareConfig, root: Path) -> None:
     """folds.json: how the rows were split into folds and the ids of each fold's val rows (before subsamples)."""
     ids = fold_ids(cfg.data)
+    splitter, basis = _fold_rule(cfg.data)
     write_json(root / "folds.json", {
         "folds": cfg.data.folds, "seed": cfg.data.split_seed, "source": cfg.data.source,
-        "rule": f"{_fold_rule(cfg.data)}(n_splits={cfg.data.folds}, shuffle=True, random_state={cfg.data.split_seed}) "
-                f"over the labelled rows of data.source in file order, stratified by {_fold_basis(cfg.data)}; fold i "
+        "rule": f"{splitter}(n_splits={cfg.data.folds}, shuffle=True, random_state={cfg.data.split_seed}) "
+                f"over the labelled rows of data.source in file order, stratified by {basis}; fold i "
                 "(1-based) is val in the runs named -fold<i>, the other folds train",
         "ids": "the id column's values, or 0-based row numbers in file order when the file has no id column",
         "val_ids": ids})

@@ -148,8 +148,9 @@ def _predictions(folder: Path, runs: list[tuple[Path, RunRecord]], rows: list[di
 
 
 def task_statistics(folder: Path, runs: list[tuple[Path, RunRecord]], rows: list[dict], task: str,
-                    ensemble: dict | None, cfg: StatisticsConfig) -> dict:
-    """results.json `statistics` of a multi_label / regression comparison (see the module doc)."""
+                    ensemble: dict | None, cfg: StatisticsConfig, preds: dict[str, list] | None = None) -> dict:
+    """results.json `statistics` of a multi_label / regression comparison (see the module doc); `preds`: the val
+    predictions `_predictions` read (read here when not given)."""
     head = primary(task)
     sign = 1.0 if greater_is_better(head) else -1.0
     models = [r["label"] for r in rows if r["kind"] == "model" and r.get(f"val_{head}") is not None]
@@ -182,7 +183,7 @@ def task_statistics(folder: Path, runs: list[tuple[Path, RunRecord]], rows: list
                               "high": t["high"], "p": t["p"], "folds": len(common)})
         on = f"{out['folds']} folds"
     else:
-        preds = _predictions(folder, runs, rows, task, ensemble)
+        preds = preds if preds is not None else _predictions(folder, runs, rows, task, ensemble)
         if not preds:
             return {}
         n = len(next(iter(preds.values()))[0][1])
@@ -332,7 +333,9 @@ def build_task_report(folder: Path, runs: list[tuple[Path, RunRecord]], task: st
     rows.sort(key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
     if ensemble:
         rows.append(ensemble_row(ensemble, task, ensemble_runs))
-    stats = task_statistics(folder, runs, rows, task, ensemble, stats_cfg)
+    folded = any(r.get("folds") for r in rows)
+    preds = {} if folded else _predictions(folder, runs, rows, task, ensemble)  # read once: statistics and plots
+    stats = task_statistics(folder, runs, rows, task, ensemble, stats_cfg, preds)
     _apply(rows, stats, task)
     cols = columns(task)
     buf = io.StringIO()
@@ -365,8 +368,8 @@ def build_task_report(folder: Path, runs: list[tuple[Path, RunRecord]], task: st
     for r in detailed:
         md += ["", f"## {r['label']}: per label (val, seed {r['detail']['seed']})", "", markdown(_per_label_table(r["detail"]))]
     write_atomic(folder / "results.md", "\n".join(md) + "\n")
-    preds = _predictions(folder, runs, rows, task, None) if not any(r.get("folds") for r in rows) else {}
-    figures = _figures(rows, preds, task)
+    models = {r["label"] for r in rows if r["kind"] == "model"}
+    figures = _figures(rows, {k: v for k, v in preds.items() if k in models}, task)
     (folder / "plots").mkdir(exist_ok=True)
     for name, png in figures.items():
         write_atomic(folder / "plots" / name, png)
